@@ -1,0 +1,208 @@
+"""Wire encoding of events: pure functions on bytes, no pydantic, no NATS.
+
+An event on the wire is a msgpack map (the *envelope*)::
+
+    {"v": schema version, "t": type, "run": run uid, "w": writer id, "s": per-writer seq,
+     "ts": wall-clock seconds, "b": body}
+
+The body of a ``log`` event is columnar, so a float costs 8 bytes on the wire::
+
+    {"n": rows, "step": [step, ...], "ts": <float64 LE bytes, one per row>,
+     "cols": {key: column, ...}}
+
+    column = {"f": <float64 LE bytes, n values>, "m": <presence mask bytes>|absent}   numeric
+           | {"o": [value or None, ...],          "m": <presence mask bytes>|absent}   anything else
+
+``m`` holds one byte per row (1 = the key was logged in that row); it is omitted when every row has
+the key. Missing numeric cells hold 0.0 and are masked, so NaN stays a faithful value.
+"""
+
+from __future__ import annotations
+
+import math
+import struct
+from array import array
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+import msgpack
+
+SCHEMA_VERSION = 1
+
+EVENT_TYPES = (
+    "init",
+    "log",
+    "config",
+    "summary",
+    "define_metric",
+    "heartbeat",
+    "metadata",
+    "finish",
+    "crashed",
+)
+
+_NUMERIC = (int, float, bool)
+
+
+class DecodeError(ValueError):
+    """Bytes that are not a runstream event envelope."""
+
+
+def _default(obj: Any) -> Any:
+    """msgpack fallback for values users hand us: numpy scalars and arrays, tuples, sets, paths."""
+    item = getattr(obj, "item", None)
+    if item is not None and getattr(obj, "shape", None) == ():
+        return item()
+    tolist = getattr(obj, "tolist", None)
+    if tolist is not None:
+        return tolist()
+    if isinstance(obj, (set, frozenset)):
+        return sorted(obj, key=repr)
+    if isinstance(obj, bytes | bytearray | memoryview):
+        return bytes(obj)
+    return str(obj)
+
+
+def packer() -> msgpack.Packer:
+    """A reusable packer with runstream's fallback for foreign types."""
+    return msgpack.Packer(default=_default, use_bin_type=True, datetime=False)
+
+
+_PACKER = packer()
+
+
+def pack(obj: Any) -> bytes:
+    return msgpack.packb(obj, default=_default, use_bin_type=True)
+
+
+def unpack(data: bytes) -> Any:
+    return msgpack.unpackb(data, raw=False, strict_map_key=False)
+
+
+def envelope(
+    type_: str, run_uid: str, writer: str, seq: int, ts: float, body: Mapping[str, Any]
+) -> dict[str, Any]:
+    return {"v": SCHEMA_VERSION, "t": type_, "run": run_uid, "w": writer, "s": seq, "ts": ts, "b": body}
+
+
+def encode_event(env: Mapping[str, Any]) -> bytes:
+    return pack(env)
+
+
+def decode_event(data: bytes) -> dict[str, Any]:
+    """Bytes → envelope dict with the mandatory fields checked; raise :class:`DecodeError`."""
+    try:
+        env = unpack(data)
+    except Exception as e:  # msgpack raises several unrelated types
+        raise DecodeError(f"not msgpack: {e}") from e
+    if not isinstance(env, dict):
+        raise DecodeError(f"envelope is a {type(env).__name__}, not a map")
+    for field, kind in (("v", int), ("t", str), ("run", str), ("w", str), ("s", int), ("b", dict)):
+        if not isinstance(env.get(field), kind):
+            raise DecodeError(f"envelope field {field!r} missing or not {kind.__name__}")
+    if not isinstance(env.get("ts"), (int, float)):
+        raise DecodeError("envelope field 'ts' missing or not a number")
+    return env
+
+
+# ---------------------------------------------------------------------------------------------
+# log bodies
+
+
+def flatten(data: Mapping[str, Any], prefix: str = "", out: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Nested dicts → dotted keys, the way W&B shows them (``{"a": {"b": 1}}`` → ``{"a.b": 1}``)."""
+    if out is None:
+        out = {}
+    for k, v in data.items():
+        key = f"{prefix}{k}" if isinstance(k, str) else f"{prefix}{k!r}"
+        if isinstance(v, Mapping) and v:
+            flatten(v, key + ".", out)
+        else:
+            out[key] = v
+    return out
+
+
+def plain_value(v: Any) -> Any:
+    """numpy scalar / 0-d array → Python scalar; anything else unchanged."""
+    if type(v) in (float, int, bool, str) or v is None:
+        return v
+    item = getattr(v, "item", None)
+    if item is not None and getattr(v, "shape", None) == ():
+        return item()
+    return v
+
+
+def encode_log_body(rows: Iterable[tuple[Any, float, Mapping[str, Any]]]) -> dict[str, Any]:
+    """Rows of ``(step, timestamp, flat values)`` → the columnar ``log`` body."""
+    rows = list(rows)
+    n = len(rows)
+    steps = [r[0] for r in rows]
+    ts = array("d", (r[1] for r in rows))
+    keys: dict[str, None] = {}
+    for _, _, values in rows:
+        for k in values:
+            keys[k] = None
+    cols: dict[str, Any] = {}
+    for k in keys:
+        present = bytearray(n)
+        vals: list[Any] = [None] * n
+        numeric = True
+        for i, (_, _, values) in enumerate(rows):
+            if k in values:
+                present[i] = 1
+                v = plain_value(values[k])
+                vals[i] = v
+                if numeric and (type(v) not in _NUMERIC or (type(v) is int and abs(v) > 2**53)):
+                    numeric = False
+        col: dict[str, Any]
+        if numeric:
+            col = {"f": array("d", (0.0 if v is None else float(v) for v in vals)).tobytes()}
+        else:
+            col = {"o": vals}
+        if 0 in present:
+            col["m"] = bytes(present)
+        cols[k] = col
+    return {"n": n, "step": steps, "ts": ts.tobytes(), "cols": cols}
+
+
+def decode_log_body(body: Mapping[str, Any]) -> tuple[list[Any], list[float], dict[str, tuple[list[Any], bytes | None, bool]]]:
+    """Columnar ``log`` body → ``(steps, timestamps, {key: (values, mask, numeric)})``.
+
+    Raises ValueError when the body is inconsistent (lengths disagree, wrong types).
+    """
+    n = body.get("n")
+    steps = body.get("step")
+    raw_ts = body.get("ts")
+    cols = body.get("cols")
+    if not isinstance(n, int) or n < 0:
+        raise ValueError("log body: 'n' must be a non-negative integer")
+    if not isinstance(steps, list) or len(steps) != n:
+        raise ValueError("log body: 'step' must be a list of n steps")
+    for s in steps:
+        if type(s) not in (int, float) or (type(s) is float and not math.isfinite(s)):
+            raise ValueError(f"log body: step {s!r} is not a finite number")
+    if not isinstance(raw_ts, bytes) or len(raw_ts) != 8 * n:
+        raise ValueError("log body: 'ts' must be n float64 values")
+    ts = list(struct.unpack(f"<{n}d", raw_ts))
+    if not isinstance(cols, dict):
+        raise ValueError("log body: 'cols' must be a map")
+    out: dict[str, tuple[list[Any], bytes | None, bool]] = {}
+    for key, col in cols.items():
+        if not isinstance(key, str) or not isinstance(col, dict):
+            raise ValueError(f"log body: column {key!r} is malformed")
+        mask = col.get("m")
+        if mask is not None and (not isinstance(mask, bytes) or len(mask) != n):
+            raise ValueError(f"log body: mask of column {key!r} must be n bytes")
+        if "f" in col:
+            raw = col["f"]
+            if not isinstance(raw, bytes) or len(raw) != 8 * n:
+                raise ValueError(f"log body: column {key!r} must hold n float64 values")
+            out[key] = (list(struct.unpack(f"<{n}d", raw)), mask, True)
+        elif "o" in col:
+            vals = col["o"]
+            if not isinstance(vals, list) or len(vals) != n:
+                raise ValueError(f"log body: column {key!r} must hold n values")
+            out[key] = (vals, mask, False)
+        else:
+            raise ValueError(f"log body: column {key!r} has neither 'f' nor 'o'")
+    return steps, ts, out

@@ -1,0 +1,2 @@
+"""runstream — experiment tracking on an event log."""
+__version__ = "0.1.0"
