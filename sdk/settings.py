@@ -1,0 +1,95 @@
+"""Settings: arguments, then ``RUNSTREAM_*`` environment variables, then ``<dir>/config.toml``.
+
+A plain dataclass rather than a pydantic model on purpose: ``import runstream`` has a 100 ms budget
+and importing pydantic alone costs ~60 ms. Values are checked here, once, at ``init()``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+MODES = ("online", "offline", "disabled")
+
+
+@dataclass(frozen=True)
+class Settings:
+    dir: Path = field(default_factory=lambda: Path.home() / ".runstream")
+    """Data directory of the local stack (nats store, DuckDB file, pids). ``RUNSTREAM_DIR``."""
+    nats_url: str | None = None
+    """An existing NATS server; unset → the embedded local stack. ``RUNSTREAM_NATS_URL``."""
+    nats_creds: str | None = None
+    nats_token: str | None = None
+    nats_user: str | None = None
+    nats_password: str | None = None
+    mode: str = "online"
+    run_dir: Path | None = None
+    """Parent of the ``runstream/`` folder of local run files (default: the working directory)."""
+    heartbeat_interval: float = 30.0
+    crash_timeout: float = 300.0
+    flush_interval: float = 0.25
+    finish_timeout: float = 60.0
+    quiet: bool = False
+    port: int = 14222
+    """Preferred client port of the embedded nats-server (a free one is used if taken)."""
+
+    def replace(self, **changes: Any) -> Settings:
+        return dataclasses.replace(self, **changes)
+
+    @property
+    def embedded(self) -> bool:
+        return not self.nats_url
+
+
+_FIELDS = {f.name: f for f in dataclasses.fields(Settings)}
+
+
+def _coerce(name: str, value: Any) -> Any:
+    f = _FIELDS[name]
+    kind = str(f.type)
+    if value is None:
+        return None
+    if "Path" in kind:
+        return Path(value).expanduser()
+    if kind.startswith("float"):
+        return float(value)
+    if kind.startswith("int"):
+        return int(value)
+    if kind.startswith("bool"):
+        if isinstance(value, str):
+            return value.strip().lower() in ("1", "true", "yes", "on")
+        return bool(value)
+    return str(value)
+
+
+def load_settings(env: dict[str, str] | None = None, **overrides: Any) -> Settings:
+    """Build settings from ``overrides`` (arguments), the environment and the config file."""
+    env = dict(os.environ) if env is None else env
+    values: dict[str, Any] = {}
+    data_dir = overrides.get("dir") or env.get("RUNSTREAM_DIR")
+    base = Path(data_dir).expanduser() if data_dir else Settings().dir
+    cfg_file = Path(env.get("RUNSTREAM_CONFIG") or base / "config.toml")
+    if cfg_file.is_file():
+        with cfg_file.open("rb") as fh:
+            for k, v in tomllib.load(fh).items():
+                if k in _FIELDS:
+                    values[k] = _coerce(k, v)
+    for name in _FIELDS:
+        raw = env.get(f"RUNSTREAM_{name.upper()}")
+        if raw not in (None, ""):
+            values[name] = _coerce(name, raw)
+    for k, v in overrides.items():
+        if k not in _FIELDS:
+            raise TypeError(f"unknown setting {k!r}; known: {', '.join(sorted(_FIELDS))}")
+        if v is not None:
+            values[k] = _coerce(k, v)
+    s = Settings(**values)
+    if s.mode not in MODES:
+        raise ValueError(f"mode must be one of {', '.join(MODES)}, not {s.mode!r}")
+    if s.heartbeat_interval <= 0 or s.crash_timeout <= 0:
+        raise ValueError("heartbeat_interval and crash_timeout must be positive seconds")
+    return s

@@ -1,0 +1,191 @@
+"""The local stack under the data directory: ``nats-server`` from the wheel + ``runstream server``.
+
+``<dir>/stack.json`` records the URL and pids; a file lock makes start-up safe when several
+processes call ``init()`` at once. Everything here is idempotent: ``up`` on a running stack and
+``down`` on a stopped one change nothing.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from .broker.server import NatsServer, free_port, port_open
+from .errors import StackError
+from .settings import Settings
+
+
+@dataclass
+class StackStatus:
+    dir: Path
+    nats_url: str | None
+    nats_pid: int | None
+    nats_alive: bool
+    server_pid: int | None
+    server_alive: bool
+    db_path: Path
+
+    @property
+    def running(self) -> bool:
+        return self.nats_alive and self.server_alive
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"dir": str(self.dir), "nats_url": self.nats_url, "nats_pid": self.nats_pid,
+                "nats_alive": self.nats_alive, "server_pid": self.server_pid,
+                "server_alive": self.server_alive, "db_path": str(self.db_path), "running": self.running}
+
+
+def _alive(pid: int | None) -> bool:
+    if not pid:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    # a zombie child of ours is not alive
+    try:
+        with open(f"/proc/{pid}/stat") as fh:
+            return fh.read().split(") ", 1)[1][:1] != "Z"
+    except OSError:
+        return True
+
+
+def db_path(settings: Settings) -> Path:
+    return settings.dir / "runstream.duckdb"
+
+
+def _read(settings: Settings) -> dict[str, Any]:
+    try:
+        return dict(json.loads((settings.dir / "stack.json").read_text()))
+    except (OSError, ValueError):
+        return {}
+
+
+def _write(settings: Settings, data: dict[str, Any]) -> None:
+    tmp = settings.dir / "stack.json.tmp"
+    tmp.write_text(json.dumps(data, indent=2))
+    tmp.replace(settings.dir / "stack.json")
+
+
+@contextlib.contextmanager
+def _locked(settings: Settings) -> Iterator[None]:
+    settings.dir.mkdir(parents=True, exist_ok=True)
+    with open(settings.dir / "stack.lock", "a+") as fh:
+        fcntl.flock(fh, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)
+
+
+def status(settings: Settings) -> StackStatus:
+    data = _read(settings)
+    url = data.get("nats_url")
+    port = data.get("nats_port")
+    nats_pid = data.get("nats_pid")
+    server_pid = data.get("server_pid")
+    return StackStatus(
+        dir=settings.dir,
+        nats_url=url,
+        nats_pid=nats_pid,
+        nats_alive=bool(_alive(nats_pid) and port and port_open(int(port))),
+        server_pid=server_pid,
+        server_alive=_alive(server_pid),
+        db_path=db_path(settings),
+    )
+
+
+def nats_url(settings: Settings) -> str:
+    """The URL to use: the configured cluster, or the local stack's (started if needed)."""
+    if settings.nats_url:
+        return settings.nats_url
+    st = status(settings)
+    if st.running and st.nats_url:
+        return st.nats_url
+    return up(settings).nats_url or ""
+
+
+def server_command(settings: Settings, url: str) -> list[str]:
+    return [sys.executable, "-m", "runstream.query.server", "--dir", str(settings.dir), "--nats-url", url]
+
+
+def up(settings: Settings, timeout: float = 30.0) -> StackStatus:
+    """Start whatever part of the local stack is not running; return its status."""
+    if settings.nats_url:
+        raise StackError("RUNSTREAM_NATS_URL points at an external NATS server; there is no local stack to start")
+    with _locked(settings):
+        data = _read(settings)
+        st = status(settings)
+        if not st.nats_alive:
+            port = free_port(settings.port)
+            srv = NatsServer(settings.dir / "nats", port, detach=True, log_file=settings.dir / "nats-server.log")
+            srv.start()
+            data.update(nats_url=srv.url, nats_port=port, nats_pid=srv.pid)
+            _write(settings, data)
+            data.pop("server_pid", None)
+            if st.server_alive and st.server_pid:  # bound to the old URL: restart it
+                _terminate(st.server_pid)
+        if not _alive(data.get("server_pid")):
+            log = open(settings.dir / "server.log", "ab")
+            try:
+                proc = subprocess.Popen(
+                    server_command(settings, data["nats_url"]), stdin=subprocess.DEVNULL,
+                    stdout=log, stderr=log, start_new_session=True,
+                    env={**os.environ, "RUNSTREAM_DIR": str(settings.dir)},
+                )
+            finally:
+                log.close()
+            data["server_pid"] = proc.pid
+            data["started_at"] = time.time()
+            _write(settings, data)
+            ready = settings.dir / "server.ready"
+            deadline = time.monotonic() + timeout
+            while time.monotonic() < deadline:
+                if proc.poll() is not None:
+                    raise StackError(f"runstream server exited with code {proc.returncode}; see {settings.dir / 'server.log'}")
+                if ready.exists() and ready.read_text().strip() == str(proc.pid):
+                    break
+                time.sleep(0.02)
+            else:
+                raise StackError(f"runstream server did not become ready in {timeout:.0f}s; see {settings.dir / 'server.log'}")
+        return status(settings)
+
+
+def _terminate(pid: int, timeout: float = 15.0) -> None:
+    try:
+        os.kill(pid, signal.SIGTERM)
+    except ProcessLookupError:
+        return
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline and _alive(pid):
+        time.sleep(0.02)
+    if _alive(pid):
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
+
+
+def down(settings: Settings) -> StackStatus:
+    """Stop the server, then nats-server; data stays on disk."""
+    with _locked(settings):
+        data = _read(settings)
+        for key in ("server_pid", "nats_pid"):
+            pid = data.get(key)
+            if pid and _alive(pid):
+                _terminate(pid)
+            data.pop(key, None)
+        _write(settings, data)
+        with contextlib.suppress(OSError):
+            (settings.dir / "server.ready").unlink()
+        return status(settings)
