@@ -35,11 +35,11 @@ class Settings:
     finish_timeout: float = 60.0
     quiet: bool = False
     port: int = 14222
+    """Preferred client port of the embedded nats-server (a free one is used if taken)."""
     server_name: str = "main"
     """Name of the runstream server to query: RPC subjects are ``rsctl.q.<server_name>.*``."""
     entity: str | None = None
     """Default entity (W&B: your user name). ``RUNSTREAM_ENTITY``; falls back to the login name."""
-    """Preferred client port of the embedded nats-server (a free one is used if taken)."""
 
     def replace(self, **changes: Any) -> Settings:
         return dataclasses.replace(self, **changes)
