@@ -1,0 +1,64 @@
+"""Errors of the read side (``runstream.query``).
+
+::
+
+    runstream.errors.QueryError     a SQL query was refused or failed on the server
+     ├── QueryRefused               the sandbox refused it (a write, a file, a setting, an extension…)
+     ├── QueryTimeout               it ran past its time limit and was interrupted
+     └── ProjectionLagging          the projection did not reach the requested stream sequence in time
+    runstream.errors.StackError
+     └── ServerUnavailable          no runstream server answers the RPC subjects
+
+Messages say what failed and what to do next; server-side errors travel as text in the reply and
+are raised again on the client as the same class (see :func:`error_from_reply`).
+"""
+
+from __future__ import annotations
+
+from runstream.errors import QueryError, StackError
+
+__all__ = [
+    "ProjectionLagging",
+    "QueryError",
+    "QueryRefused",
+    "QueryTimeout",
+    "ServerUnavailable",
+    "error_from_reply",
+]
+
+
+class QueryRefused(QueryError):
+    """The sandbox refused the query before or while running it."""
+
+
+class QueryTimeout(QueryError):
+    """The query ran past its time limit and was interrupted."""
+
+
+class ProjectionLagging(QueryError):
+    """Read-your-writes: the projection did not reach the requested sequence within the timeout."""
+
+
+class ServerUnavailable(StackError):
+    """No runstream server answered on its RPC subjects."""
+
+
+_KINDS: dict[str, type[QueryError]] = {
+    "refused": QueryRefused,
+    "timeout": QueryTimeout,
+    "lagging": ProjectionLagging,
+    "error": QueryError,
+}
+
+
+def error_kind(exc: QueryError) -> str:
+    """The wire name of a query error's class (``error`` for plain :class:`QueryError`)."""
+    for kind, cls in _KINDS.items():
+        if type(exc) is cls:
+            return kind
+    return "error"
+
+
+def error_from_reply(kind: str | None, message: str) -> QueryError:
+    """Rebuild the client-side exception for an error reply."""
+    return _KINDS.get(kind or "error", QueryError)(message)
