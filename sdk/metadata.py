@@ -241,7 +241,7 @@ def _pick_remote(config_lines: str) -> str | None:
         key, _, url = line.partition(" ")
         name = key[len("remote."):-len(".url")]
         urls.setdefault(name, url.strip())
-    url = urls.get("origin") or next(iter(urls.values()), None)
+    url = urls.get("origin") or next(iter(urls.values()), "")
     return _strip_credentials(url) if url else None
 
 
