@@ -15,7 +15,7 @@ are raised again on the client as the same class (see :func:`error_from_reply`).
 
 from __future__ import annotations
 
-from runstream.errors import QueryError, StackError
+from ..errors import QueryError, StackError
 
 __all__ = [
     "ProjectionLagging",

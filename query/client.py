@@ -1,0 +1,242 @@
+"""``QueryClient``: a synchronous client of the server's NATS RPC (SQL, health, replay).
+
+Each call opens a connection on an event loop of its own and closes it, so the client works from
+plain scripts; from inside a running event loop (a notebook) the call runs on a helper thread.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+from collections.abc import Callable, Coroutine
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+import pyarrow as pa
+
+from ..settings import Settings, load_settings
+from . import protocol
+from .errors import ServerUnavailable, error_from_reply
+
+__all__ = ["QueryClient", "SqlResult"]
+
+T = TypeVar("T")
+
+HEALTH_TIMEOUT_S = 5.0
+"""How long ``health``/``replay`` wait for a server before saying none is running."""
+_REPLY_MARGIN_S = 5.0
+
+
+@dataclass(frozen=True)
+class SqlResult:
+    """A query's rows as Arrow, with ``truncated`` when the row cap cut them off.
+
+    ``projected_seq`` is the stream sequence the projection had reached when the query ran.
+    """
+
+    table: pa.Table
+    truncated: bool
+    projected_seq: int
+
+    @property
+    def num_rows(self) -> int:
+        return int(self.table.num_rows)
+
+    @property
+    def column_names(self) -> list[str]:
+        return list(self.table.column_names)
+
+    def to_pylist(self) -> list[dict[str, Any]]:
+        return list(self.table.to_pylist())
+
+
+def _run(coro: Coroutine[Any, Any, T]) -> T:
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return asyncio.run(coro)
+    box: dict[str, Any] = {}
+
+    def target() -> None:
+        try:
+            box["value"] = asyncio.run(coro)
+        except BaseException as e:  # re-raised in the caller's thread
+            box["error"] = e
+
+    t = threading.Thread(target=target, name="runstream-query-client")
+    t.start()
+    t.join()
+    if "error" in box:
+        raise box["error"]
+    return box["value"]  # type: ignore[no-any-return]
+
+
+class QueryClient:
+    """Ask the runstream server named ``settings.server_name`` over NATS.
+
+    Args:
+        settings: where NATS is (``nats_url`` + credentials) or, unset, the local stack under
+            ``settings.dir`` (started if needed, unless ``start_stack`` is false).
+        start_stack: start the local stack when it is not running.
+
+    Raises (from every call):
+        ServerUnavailable: NATS is unreachable or no server of that name answers.
+    """
+
+    def __init__(self, settings: Settings | None = None, *, start_stack: bool = True) -> None:
+        self.settings = settings or load_settings()
+        self._start_stack = start_stack
+        self._url: str | None = None
+
+    @property
+    def name(self) -> str:
+        return self.settings.server_name
+
+    @property
+    def url(self) -> str:
+        """The NATS URL (resolving, and maybe starting, the local stack on first use)."""
+        if self._url is None:
+            if self.settings.nats_url:
+                self._url = self.settings.nats_url
+            elif self._start_stack:
+                from ..stack import nats_url
+
+                self._url = nats_url(self.settings)
+            else:
+                from ..stack import status
+
+                st = status(self.settings)
+                if not (st.nats_alive and st.nats_url):
+                    raise ServerUnavailable(f"the local runstream stack under {self.settings.dir} is not "
+                                            "running; start it with `runstream up`")
+                self._url = st.nats_url
+        return self._url
+
+    def _hint(self) -> str:
+        if self.settings.nats_url:
+            return (f"start one with `runstream server --nats-url {self.url} --name {self.name}` "
+                    "(or check RUNSTREAM_SERVER_NAME)")
+        return "start the local stack with `runstream up` (see `runstream status`)"
+
+    async def _connect(self) -> Any:
+        from ..broker.errors import BrokerUnavailable
+        from ..broker.jetstream import connect
+
+        s = self.settings
+        try:
+            return await connect(self.url, creds=s.nats_creds, token=s.nats_token, user=s.nats_user,
+                                 password=s.nats_password, name="runstream-query-client",
+                                 allow_reconnect=False, connect_timeout=HEALTH_TIMEOUT_S)
+        except BrokerUnavailable as e:
+            raise ServerUnavailable(f"{e}; {self._hint()}") from e
+
+    async def _request(self, nc: Any, op: str, message: dict[str, Any], timeout: float) -> dict[str, Any]:
+        from nats.errors import NoRespondersError
+        from nats.errors import TimeoutError as NatsTimeout
+
+        try:
+            msg = await nc.request(protocol.subject(self.name, op), protocol.encode(message), timeout=timeout)
+        except NoRespondersError as e:
+            raise ServerUnavailable(
+                f"no runstream server named {self.name!r} is running at {self.url}; {self._hint()}") from e
+        except NatsTimeout as e:
+            raise ServerUnavailable(
+                f"the runstream server named {self.name!r} at {self.url} did not answer {op!r} within "
+                f"{timeout:g}s; {self._hint()}") from e
+        reply = protocol.decode(msg.data)
+        if not reply.get("ok"):
+            raise error_from_reply(reply.get("kind"), str(reply.get("error")))
+        return reply
+
+    async def _call(self, op: str, message: dict[str, Any], timeout: float) -> dict[str, Any]:
+        nc = await self._connect()
+        try:
+            return await self._request(nc, op, message, timeout)
+        finally:
+            await nc.close()
+
+    def sql(self, query: str, *, max_rows: int = 10_000, timeout: float = 30.0,
+            wait_seq: int | None = None) -> SqlResult:
+        """Run one read-only SQL statement on the server.
+
+        Args:
+            query: SELECT / WITH / FROM / DESCRIBE / SHOW / SUMMARIZE / PIVOT / EXPLAIN text.
+            max_rows: cap on the rows returned (``truncated`` says when it cut).
+            timeout: seconds for the server to reach ``wait_seq`` and run the query.
+            wait_seq: read-your-writes: first wait until the projection has reached this stream
+                sequence (e.g. :meth:`stream_last_seq` taken after a run finished).
+
+        Raises:
+            QueryRefused, QueryTimeout, ProjectionLagging, QueryError: from the server.
+            ServerUnavailable: no server answers.
+        """
+        message = {"sql": query, "max_rows": max_rows, "timeout": timeout, "wait_seq": wait_seq}
+        reply = _run(self._call("sql", message, timeout + _REPLY_MARGIN_S))
+        return SqlResult(protocol.ipc_to_table(reply["arrow"]), bool(reply.get("truncated")),
+                         int(reply.get("projected_seq") or 0))
+
+    def health(self, timeout: float = HEALTH_TIMEOUT_S) -> dict[str, Any]:
+        """The server's projection position, lag, db path, pid, uptime and replay progress."""
+        reply = _run(self._call("health", {}, timeout))
+        reply.pop("ok", None)
+        return reply
+
+    def replay(self, progress: Callable[[int, int], None] | None = None, *,
+               timeout: float | None = None, poll_interval: float = 0.2) -> dict[str, Any]:
+        """Rebuild the server's projection from the log and wait for the end.
+
+        Args:
+            progress: called with ``(done, total)`` stream sequences while it runs.
+            timeout: give up waiting after this many seconds (the replay goes on on the server).
+
+        Returns:
+            The final replay status: ``events`` replayed, ``finished_at``.
+
+        Raises:
+            QueryError: the replay failed on the server (its message says why).
+        """
+        return _run(self._replay(progress, timeout, poll_interval))
+
+    async def _replay(self, progress: Callable[[int, int], None] | None, timeout: float | None,
+                      poll_interval: float) -> dict[str, Any]:
+        from ..errors import QueryError
+
+        nc = await self._connect()
+        try:
+            started = await self._request(nc, "replay", {}, HEALTH_TIMEOUT_S)
+            begun = time.time()
+            status = started["replay"]
+            while True:
+                if progress is not None:
+                    progress(int(status.get("done") or 0), int(status.get("total") or 0))
+                if not status.get("running"):  # the start reply always says running
+                    break
+                if timeout is not None and time.time() - begun > timeout:
+                    raise QueryError(f"the replay did not finish within {timeout:g}s; it goes on on the "
+                                     "server: follow it with `runstream status`")
+                await asyncio.sleep(poll_interval)
+                status = (await self._request(nc, "health", {}, HEALTH_TIMEOUT_S))["replay"]
+            if status.get("error"):
+                raise QueryError(f"replay failed on the server: {status['error']}")
+            return dict(status)
+        finally:
+            await nc.close()
+
+    def stream_last_seq(self) -> int:
+        """The log's last stream sequence (0 when the stream does not exist yet)."""
+        return _run(self._stream_last_seq())
+
+    async def _stream_last_seq(self) -> int:
+        from nats.js.errors import NotFoundError
+
+        from ..broker.names import STREAM
+
+        nc = await self._connect()
+        try:
+            info = await nc.jetstream().stream_info(STREAM)
+            return int(info.state.last_seq)
+        except NotFoundError:
+            return 0
+        finally:
+            await nc.close()

@@ -1,0 +1,150 @@
+"""The RPC handlers of one server: SQL over the sandbox, health, replay.
+
+Kept apart from the process plumbing in :mod:`.server` so the handlers read as what they answer.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import os
+import time
+from pathlib import Path
+from typing import Any, Protocol
+
+import anyio
+import anyio.abc
+
+from . import protocol
+from .errors import ProjectionLagging, QueryError
+from .sandbox import Sandbox
+
+__all__ = ["MAX_ROWS_LIMIT", "MAX_TIMEOUT_S", "Projection", "QueryService"]
+
+log = logging.getLogger("runstream.query.server")
+
+MAX_ROWS_LIMIT = 1_000_000
+"""The most rows one request may ask for; a reply is further capped by the NATS max payload."""
+MAX_TIMEOUT_S = 600.0
+_PAYLOAD_MARGIN = 64 * 1024
+
+
+class Projection(Protocol):
+    """What the service needs of the projector (``runstream.projector.Projector``)."""
+
+    @property
+    def projected_seq(self) -> int: ...
+
+    async def wait_for_seq(self, seq: int, timeout: float) -> bool: ...
+
+    async def replay(self, progress: Any = None) -> int: ...
+
+
+class QueryService:
+    """Answers ``sql``, ``health`` and ``replay`` requests for one server.
+
+    Args:
+        projection: the running projector.
+        sandbox: the sandbox over the projector's database.
+        nc: the NATS connection (for the stream's last sequence and the max payload).
+        tg: the task group that replays run in.
+        name, db_path, nats_url: reported by ``health``.
+        max_concurrent: queries running at once in worker threads.
+    """
+
+    def __init__(self, projection: Projection, sandbox: Sandbox, nc: Any, tg: anyio.abc.TaskGroup, *,
+                 name: str, db_path: Path, nats_url: str, max_concurrent: int = 8) -> None:
+        self._projection = projection
+        self._sandbox = sandbox
+        self._nc = nc
+        self._js = nc.jetstream()
+        self._tg = tg
+        self._name = name
+        self._db_path = db_path
+        self._nats_url = nats_url
+        self._limiter = anyio.CapacityLimiter(max_concurrent)
+        self._started = time.time()
+        self._replay: dict[str, Any] = {"running": False, "done": 0, "total": 0, "error": None,
+                                        "finished_at": None, "events": None}
+
+    @property
+    def handlers(self) -> dict[str, Any]:
+        return {"sql": self.sql, "health": self.health, "replay": self.replay}
+
+    async def sql(self, request: dict[str, Any]) -> dict[str, Any]:
+        """Run one sandboxed query; see the module :mod:`.protocol` for the reply."""
+        sql = request.get("sql")
+        if not isinstance(sql, str):
+            raise ValueError("'sql' must be a string")
+        max_rows = int(request.get("max_rows") or 10_000)
+        if not 0 <= max_rows <= MAX_ROWS_LIMIT:
+            raise QueryError(f"max_rows must be between 0 and {MAX_ROWS_LIMIT}, not {max_rows}")
+        timeout = float(request.get("timeout") or 30.0)
+        if not 0 < timeout <= MAX_TIMEOUT_S:
+            raise QueryError(f"timeout must be between 0 and {MAX_TIMEOUT_S:g} seconds, not {timeout:g}")
+        deadline = time.monotonic() + timeout
+        wait_seq = request.get("wait_seq")
+        if wait_seq is not None and self._projection.projected_seq < int(wait_seq):
+            if not await self._projection.wait_for_seq(int(wait_seq), timeout):
+                raise ProjectionLagging(
+                    f"the projection of server {self._name!r} did not reach stream sequence {int(wait_seq)} "
+                    f"within {timeout:g}s (it is at {self._projection.projected_seq}); "
+                    "check `runstream status` for the projector's lag")
+        seq = self._projection.projected_seq
+        query = functools.partial(self._sandbox.query, sql, max_rows=max_rows,
+                                  timeout=max(deadline - time.monotonic(), 0.05))
+        result = await anyio.to_thread.run_sync(query, limiter=self._limiter)
+        table, truncated = result.table, result.truncated
+        payload = protocol.table_to_ipc(table)
+        limit = int(getattr(self._nc, "max_payload", 1024 * 1024)) - _PAYLOAD_MARGIN
+        while len(payload) > limit and table.num_rows > 0:
+            table, truncated = table.slice(0, table.num_rows // 2), True
+            payload = protocol.table_to_ipc(table)
+        return {"ok": True, "arrow": payload, "truncated": truncated, "projected_seq": seq,
+                "rows": table.num_rows}
+
+    async def stream_last_seq(self) -> int:
+        from nats.js.errors import NotFoundError
+
+        from ..broker.names import STREAM
+
+        try:
+            info = await self._js.stream_info(STREAM)
+        except NotFoundError:
+            return 0
+        return int(info.state.last_seq)
+
+    async def health(self, request: dict[str, Any]) -> dict[str, Any]:
+        """Projection position and lag, where the data lives, this process, a replay's progress."""
+        last = await self.stream_last_seq()
+        projected = self._projection.projected_seq
+        return {"ok": True, "name": self._name, "pid": os.getpid(), "db_path": str(self._db_path),
+                "nats_url": self._nats_url, "projected_seq": projected, "stream_last_seq": last,
+                "lag": max(last - projected, 0), "started_at": self._started,
+                "uptime_s": time.time() - self._started, "replay": dict(self._replay)}
+
+    async def replay(self, request: dict[str, Any]) -> dict[str, Any]:
+        """Start rebuilding the projection from the log; progress shows in ``health``."""
+        if self._replay["running"]:
+            return {"ok": True, "started": False, "replay": dict(self._replay)}
+        self._replay.update(running=True, done=0, total=await self.stream_last_seq(), error=None,
+                            finished_at=None, events=None)
+        self._tg.start_soon(self._run_replay)
+        return {"ok": True, "started": True, "replay": dict(self._replay)}
+
+    async def _run_replay(self) -> None:
+        def progress(done: int, total: int | None = None) -> None:
+            self._replay["done"] = int(done)
+            if total is not None:
+                self._replay["total"] = int(total)
+
+        log.info("replay started: rebuilding %s from the log", self._db_path)
+        try:
+            events = await self._projection.replay(progress=progress)
+        except Exception as e:
+            log.exception("replay failed")
+            self._replay.update(running=False, error=f"{type(e).__name__}: {e}", finished_at=time.time())
+            return
+        self._replay.update(running=False, events=int(events), done=self._replay["total"],
+                            finished_at=time.time())
+        log.info("replay finished: %d events", events)
