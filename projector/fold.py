@@ -1,0 +1,270 @@
+"""The fold: stream records → changes to the projection. Pure: no NATS, no DuckDB.
+
+``fold(state, records)`` decodes and validates each record, skips what was already applied
+(by stream seq, and by ``(run_uid, writer, seq)`` since the server's dedup window is finite),
+updates the per-run :class:`~.state.RunState` in place and returns the :class:`Changes` a store
+writes in one transaction. Folding the same log with any batch boundaries, redeliveries or
+restarts (state reloaded from its serialised form) yields the same tables.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import Any, NamedTuple
+
+import pyarrow as pa
+
+from runstream.broker.codec import DecodeError, decode_event
+from runstream.broker.events import Event, EventError, parse_event
+from runstream.broker.names import parse_subject
+
+from .errors import EventRejected
+from .history import log_rows
+from .state import KeyStats, ProjectionState, RunState, SeqSet
+from .summary import Row, config_rows, metric_rows, summary_rows
+from .values import flatten
+
+REAPER_WRITER = "reaper"
+"""Writer id of crash decisions; its events do not count as heartbeats."""
+
+TERMINAL_STATES = frozenset({"finished", "failed", "killed"})
+_AGGS = ("min", "max", "mean", "first")
+
+
+class Record(NamedTuple):
+    """One stream message: its stream sequence, subject, payload and stream time (epoch s).
+
+    ``data`` may be the raw msgpack bytes or an already decoded envelope dict.
+    """
+
+    stream_seq: int
+    subject: str
+    data: bytes | dict[str, Any]
+    time: float | None = None
+
+
+class DeadLetter(NamedTuple):
+    stream_seq: int
+    subject: str
+    reason: str
+    payload: bytes
+    received_at: float | None
+
+
+class Applied(NamedTuple):
+    run_uid: str
+    writer: str
+    seq: int
+    stream_seq: int
+
+
+@dataclass
+class HistoryChunk:
+    """History rows of one log event. ``dirty``: they may replace rows already stored (a step at
+    or below the run's previous max step, or repeated steps within the event)."""
+
+    run_uid: str
+    batches: list[pa.RecordBatch]
+    dirty: bool
+
+
+@dataclass
+class Changes:
+    """What one fold produced; a store applies it atomically with ``checkpoint``."""
+
+    checkpoint: int
+    history: list[HistoryChunk] = field(default_factory=list)
+    runs: dict[str, RunState] = field(default_factory=dict)
+    """Touched runs' states (their ``runs`` row and ``projector_state`` blob are rewritten)."""
+    summary: dict[str, list[Row]] = field(default_factory=dict)
+    config: dict[str, list[Row]] = field(default_factory=dict)
+    metrics: dict[str, list[tuple[str, str | None, list[str] | None, str | None, bool]]] = field(
+        default_factory=dict)
+    dead_letters: list[DeadLetter] = field(default_factory=list)
+    applied: list[Applied] = field(default_factory=list)
+    skipped: int = 0
+    """Events already applied (redeliveries) that were skipped."""
+
+    @property
+    def points(self) -> int:
+        return sum(b.num_rows for c in self.history for b in c.batches)
+
+
+def fold(state: ProjectionState, records: Iterable[Record | tuple[Any, ...]]) -> Changes:
+    """Fold ``records`` (in stream order) into ``state`` and return the resulting changes.
+
+    ``state`` is updated in place: if the caller fails to store the changes it must reload the
+    state from the store. Records at or below ``state.checkpoint`` are ignored.
+    """
+    changes = Changes(checkpoint=state.checkpoint)
+    for raw in records:
+        rec = raw if isinstance(raw, Record) else Record(*raw)
+        if rec.stream_seq <= state.checkpoint:
+            continue
+        state.checkpoint = rec.stream_seq
+        try:
+            _fold_one(state, rec, changes)
+        except EventRejected as e:
+            payload = rec.data if isinstance(rec.data, bytes) else _repack(rec.data)
+            changes.dead_letters.append(DeadLetter(rec.stream_seq, rec.subject, str(e), payload, rec.time))
+    changes.checkpoint = state.checkpoint
+    for uid, rs in changes.runs.items():
+        changes.summary[uid] = summary_rows(rs)
+        changes.config[uid] = config_rows(rs)
+        changes.metrics[uid] = metric_rows(rs)
+    return changes
+
+
+def _repack(env: dict[str, Any]) -> bytes:
+    from runstream.broker.codec import pack
+
+    return pack(env)
+
+
+def _decode(rec: Record) -> tuple[str, Event, dict[str, Any]]:
+    try:
+        entity, uid, kind = parse_subject(rec.subject)
+    except ValueError as e:
+        raise EventRejected(str(e)) from e
+    try:
+        env = decode_event(rec.data) if isinstance(rec.data, bytes) else rec.data
+        ev = parse_event(env)
+    except (DecodeError, EventError) as e:
+        raise EventRejected(str(e)) from e
+    if ev.run_uid != uid:
+        raise EventRejected(f"envelope run {ev.run_uid!r} does not match subject run {uid!r}")
+    if ev.type != kind:
+        raise EventRejected(f"envelope type {ev.type!r} does not match subject kind {kind!r}")
+    return entity, ev, env
+
+
+def _fold_one(state: ProjectionState, rec: Record, changes: Changes) -> None:
+    entity, ev, env = _decode(rec)
+    rs = state.runs.get(ev.run_uid) or RunState(run_uid=ev.run_uid, entity=entity)
+    seqs = rs.applied.get(ev.writer)
+    if seqs is not None and ev.seq in seqs:
+        changes.skipped += 1
+        return
+    if ev.type == "log":
+        _log(rs, ev, env["b"], changes)  # may reject: before any other mutation
+    if ev.writer != REAPER_WRITER:
+        _heartbeat(rs, ev.ts)
+    handler = _HANDLERS.get(ev.type)
+    if handler is not None:
+        handler(rs, ev)
+    if seqs is None:
+        seqs = rs.applied[ev.writer] = SeqSet()
+    seqs.add(ev.seq)
+    state.runs[ev.run_uid] = rs
+    changes.runs[ev.run_uid] = rs
+    changes.applied.append(Applied(ev.run_uid, ev.writer, ev.seq, rec.stream_seq))
+
+
+def _heartbeat(rs: RunState, ts: float) -> None:
+    if rs.heartbeat_at is None or ts > rs.heartbeat_at:
+        rs.heartbeat_at = ts
+    if rs.state == "crashed" and rs.crash_until is not None and ts > rs.crash_until:
+        rs.state = "running"
+        rs.crash_until = None
+
+
+def _log(rs: RunState, ev: Event, body: dict[str, Any], changes: Changes) -> None:
+    rows = log_rows(ev.run_uid, body)
+    if rows.min_step is None or rows.max_step is None:
+        return
+    dirty = not rows.increasing or (rs.max_step is not None and rows.min_step <= rs.max_step)
+    changes.history.append(HistoryChunk(ev.run_uid, rows.batches, dirty))
+    if rs.max_step is None or rows.max_step > rs.max_step:
+        rs.max_step = rows.max_step
+    for key, cs in rows.stats.items():
+        st = rs.stats.get(key)
+        if st is None:
+            st = rs.stats[key] = KeyStats()
+        st.merge(cs.logged, cs.count, cs.total, cs.min, cs.max, cs.first, cs.last)
+        rs.explicit.pop(key, None)
+        if rs.deleted:
+            gone = {key, *(f"{key}.{a}" for a in _AGGS)}
+            rs.deleted = [k for k in rs.deleted if k not in gone]
+
+
+def _init(rs: RunState, ev: Event) -> None:
+    b: Any = ev.body
+    if not rs.has_init or rs.created_at is None:
+        rs.created_at = b.start_time
+    rs.has_init = True
+    rs.entity, rs.project, rs.run_id, rs.name = b.entity, b.project, b.run_id, b.name
+    rs.notes, rs.tags, rs.group, rs.job_type, rs.mode = b.notes, list(b.tags), b.group, b.job_type, b.mode
+    rs.config.update(flatten(b.config))
+    if b.origin is not None:
+        rs.origin_kind, rs.origin_run_uid, rs.origin_step = b.origin.kind, b.origin.run_uid, b.origin.step
+    meta = (b.model_extra or {}).get("metadata")
+    if isinstance(meta, dict):
+        rs.metadata = {**(rs.metadata or {}), **meta}
+    if rs.state not in TERMINAL_STATES:
+        rs.state = "running"
+
+
+def _config(rs: RunState, ev: Event) -> None:
+    rs.config.update(flatten(ev.body.set))  # type: ignore[attr-defined]
+
+
+def _summary(rs: RunState, ev: Event) -> None:
+    b: Any = ev.body
+    for k, v in b.set.items():
+        rs.explicit[k] = v
+        if k in rs.deleted:
+            rs.deleted.remove(k)
+    for k in b.delete:
+        rs.explicit.pop(k, None)
+        if k not in rs.deleted:
+            rs.deleted.append(k)
+
+
+def _define_metric(rs: RunState, ev: Event) -> None:
+    b: Any = ev.body
+    rs.metrics.pop(b.name, None)  # a redefinition counts as the most recent
+    rs.metrics[b.name] = {"step_metric": b.step_metric, "summary": list(b.summary) if b.summary else None,
+                          "goal": b.goal, "hidden": b.hidden}
+
+
+def _metadata(rs: RunState, ev: Event) -> None:
+    rs.metadata = {**(rs.metadata or {}), **ev.body.metadata}  # type: ignore[attr-defined]
+
+
+def _finish(rs: RunState, ev: Event) -> None:
+    b: Any = ev.body
+    rs.state, rs.exit_code, rs.runtime = b.state, b.exit_code, b.runtime
+    rs.finished_at = ev.ts
+    rs.crash_until = None
+
+
+def _crashed(rs: RunState, ev: Event) -> None:
+    b: Any = ev.body
+    if rs.state in TERMINAL_STATES:
+        return
+    until = b.last_heartbeat + b.timeout
+    if rs.heartbeat_at is not None and rs.heartbeat_at > until:
+        return  # the run beat again after the lapse this decision was about
+    rs.state = "crashed"
+    rs.crash_until = until
+
+
+_HANDLERS = {
+    "init": _init,
+    "config": _config,
+    "summary": _summary,
+    "define_metric": _define_metric,
+    "metadata": _metadata,
+    "finish": _finish,
+    "crashed": _crashed,
+}
+
+
+def runtime_of(rs: RunState) -> float | None:
+    """Seconds the run ran: the finish event's figure once finished, else last heartbeat − start."""
+    if rs.state in TERMINAL_STATES and rs.runtime is not None:
+        return rs.runtime
+    if rs.heartbeat_at is None or rs.created_at is None:
+        return None
+    return max(0.0, rs.heartbeat_at - rs.created_at)
