@@ -1,0 +1,258 @@
+"""init() and the end of a run: settings, ids, the local stack, the worker, exit hooks, output."""
+
+from __future__ import annotations
+
+import atexit
+import getpass
+import os
+import sys
+import threading
+import time
+import warnings
+from datetime import datetime
+from pathlib import Path
+from types import TracebackType
+from typing import Any
+
+from .broker.names import new_run_id, new_run_uid, new_writer_id, validate_name, validate_run_id
+from .config import as_config
+from .errors import StackError, UsageError
+from .settings import Settings, load_settings
+from .spool import Spool
+from .worker import Worker
+
+_active: Run | None = None  # noqa: F821 - forward ref for readers
+_state_lock = threading.Lock()
+_hooks_installed = False
+_exit_code: list[int | None] = [None]
+_exception: list[type[BaseException] | None] = [None]
+
+
+def init(entity: str | None = None, project: str | None = None, id: str | None = None,
+         name: str | None = None, notes: str | None = None, tags: list[str] | tuple[str, ...] | None = None,
+         config: Any = None, group: str | None = None, job_type: str | None = None,
+         dir: str | os.PathLike[str] | None = None, mode: str | None = None,
+         settings: Settings | dict[str, Any] | None = None) -> Any:
+    """Start a run and return it (see :class:`runstream.Run`).
+
+    Args:
+        entity: who owns the run (default: ``RUNSTREAM_ENTITY`` or your login name).
+        project: project name (default ``"uncategorized"``).
+        id: run id, unique in the project (default: 8 random characters of a-z0-9).
+        name: display name (default: a generated ``adjective-noun-N``).
+        notes, tags, group, job_type: descriptive fields, as in W&B.
+        config: a dict or argparse.Namespace of hyperparameters.
+        dir: where the ``runstream/`` folder of local run files goes (default: the working dir).
+        mode: ``online`` (default), ``offline`` (spool only; ``runstream sync`` later) or ``disabled``.
+        settings: a Settings, or a dict of setting overrides.
+
+    Raises:
+        RunExistsError: ``id`` is already taken in the project.
+        UsageError: an argument is invalid.
+    """
+    from .run import Run
+
+    global _active
+    overrides = dict(settings) if isinstance(settings, dict) else {}
+    s = settings if isinstance(settings, Settings) else load_settings(**overrides)
+    if mode is not None:
+        s = s.replace(mode=mode)
+    if s.mode not in ("online", "offline", "disabled"):
+        raise UsageError(f"mode must be online, offline or disabled, not {s.mode!r}")
+    if s.mode == "disabled":
+        from .disabled import DisabledRun
+
+        return DisabledRun(entity, project, id, name, as_config(config))
+    with _state_lock:
+        previous = _active
+    if previous is not None:
+        warnings.warn(f"runstream.init(): finishing the active run {previous.path} first "
+                      "(one active run per process)", stacklevel=2)
+        previous.finish()
+    try:
+        entity = validate_name("entity", entity or s.entity or _login())
+        project = validate_name("project", project or "uncategorized")
+        run_id = validate_run_id(id) if id is not None else new_run_id()
+    except ValueError as e:
+        raise UsageError(str(e)) from None
+    if tags is not None and (isinstance(tags, str) or not all(isinstance(t, str) for t in tags)):
+        raise UsageError("tags must be a list of strings")
+    if name is None:
+        from .naming import generate_name
+
+        name = generate_name()
+    cfg = as_config(config)
+    start = time.time()
+    uid = new_run_uid()
+    writer = new_writer_id()
+    root = Path(dir) if dir is not None else (s.run_dir or Path.cwd())
+    stamp = datetime.fromtimestamp(start).strftime("%Y%m%d_%H%M%S")
+    run_dir = root / "runstream" / f"{'offline-' if s.mode == 'offline' else ''}run-{stamp}-{_safe(run_id)}"
+    url: str | None = None
+    if s.mode == "online":
+        from . import stack
+
+        try:
+            url = stack.nats_url(s)
+        except StackError:
+            raise
+    meta = {"run_uid": uid, "writer": writer, "entity": entity, "project": project, "run_id": run_id,
+            "name": name, "mode": s.mode, "created": start, "pid": os.getpid()}
+    spool = Spool.create(run_dir / f"spool-{writer}.rsp", meta)
+    run = Run(settings=s, entity=entity, project=project, run_id=run_id, name=name, uid=uid, writer=writer,
+              run_dir=run_dir, spool=spool, config=cfg, tags=list(tags or []), notes=notes, group=group,
+              job_type=job_type, mode=s.mode, start_time=start)
+    body = {"entity": entity, "project": project, "run_id": run_id, "name": name, "notes": notes,
+            "tags": list(tags or []), "config": cfg, "group": group, "job_type": job_type,
+            "start_time": start, "mode": s.mode}
+    run._append_event("init", body)
+
+    async def claim(js: Any) -> None:
+        from .broker.jetstream import claim_path
+
+        await claim_path(js, entity, project, run_id, uid)
+
+    worker = Worker(spool, s, url, run._seal, run._append_event, claim=claim)
+    run._attach(worker)
+    worker.start()
+    if id is not None and url is not None:
+        try:
+            worker.claimed.result(timeout=max(30.0, s.finish_timeout))
+        except BaseException:
+            _abandon(run, worker)
+            raise
+    threading.Thread(target=_record_metadata, args=(run,), daemon=True, name="runstream-metadata").start()
+    with _state_lock:
+        _active = run
+    _install_hooks()
+    _set_module_run(run)
+    if not s.quiet:
+        from .console import RunInfo, render_start
+
+        sys.stderr.write(render_start(RunInfo(name=name, entity=entity, project=project, id=run_id,
+                                              dir=run_dir, mode=s.mode, cwd=Path.cwd())))
+        sys.stderr.flush()
+    return run
+
+
+def _abandon(run: Any, worker: Worker) -> None:
+    """init() failed after the spool was made: remove the spool so nothing is ever sent."""
+    run._finished = True
+    worker.stop(0.5)
+    spool = run._spool
+    spool.close()
+    try:
+        spool.path.unlink()
+        spool.path.parent.rmdir()
+    except OSError:
+        pass
+
+
+def _record_metadata(run: Any) -> None:
+    try:
+        from .metadata import collect_metadata
+
+        md = collect_metadata()
+    except Exception as e:  # metadata is best effort; the run goes on without it
+        md = {"error": f"metadata collection failed: {e}"}
+    try:
+        if not run._finished:
+            run._emit("metadata", {"metadata": md})
+    except Exception:
+        pass
+
+
+def _login() -> str:
+    try:
+        return getpass.getuser() or "user"
+    except Exception:
+        return "user"
+
+
+def _safe(run_id: str) -> str:
+    return "".join(c if c.isalnum() or c in "-_." else "_" for c in run_id)[:64]
+
+
+# -- the end of a run --------------------------------------------------------------------------------
+
+
+def finished(run: Any, *, quiet: bool) -> None:
+    """Drain the worker, print the closing blocks, release the spool."""
+    global _active
+    worker: Worker | None = run._worker
+    timeout = run.settings.finish_timeout
+    all_acked = True
+    if worker is not None:
+        all_acked = worker.stop(timeout)
+    spool = run._spool
+    pending = 0 if run.mode != "online" else max(0, run._last_seq - spool.acked)
+    if run.mode == "online" and pending == 0:
+        spool.set_complete()
+    if not quiet:
+        from .console import RunInfo, render_finish
+
+        mirror = worker.mirror if worker is not None else None
+        info = RunInfo(name=run.name, entity=run.entity, project=run.project, id=run.id, dir=run.dir,
+                       mode=run.mode, cwd=Path.cwd(), pending=pending)
+        sys.stderr.write(render_finish(info, dict(mirror.series) if mirror else {},
+                                       run.summary.as_dict() if mirror else {}))
+        sys.stderr.flush()
+    if run.mode == "online" and (pending or not all_acked):
+        err = worker.last_error if worker is not None else None
+        sys.stderr.write(
+            f"runstream: {pending} event(s) of run {run.path} were not acknowledged within {timeout:.0f}s"
+            f"{f' (last error: {err})' if err else ''}. They are safe in {spool.path}; "
+            f"send them with: runstream sync {run.dir}\n"
+        )
+    spool.close()
+    with _state_lock:
+        if _active is run:
+            _active = None
+    _set_module_run(None)
+
+
+def _set_module_run(run: Any) -> None:
+    mod = sys.modules.get("runstream")
+    if mod is not None:
+        mod.__dict__["run"] = run
+
+
+def active() -> Any:
+    return _active
+
+
+# -- exit hooks: finish at interpreter exit; failed on an uncaught exception or non-zero exit ---------
+
+
+def _install_hooks() -> None:
+    global _hooks_installed
+    if _hooks_installed:
+        return
+    _hooks_installed = True
+    original_excepthook = sys.excepthook
+    original_exit = sys.exit
+
+    def excepthook(tp: type[BaseException], value: BaseException, tb: TracebackType | None) -> None:
+        _exception[0] = tp
+        original_excepthook(tp, value, tb)
+
+    def exit_(code: Any = None) -> None:
+        _exit_code[0] = code if isinstance(code, int) else (0 if code is None else 1)
+        original_exit(code)
+
+    sys.excepthook = excepthook
+    sys.exit = exit_  # type: ignore[assignment]
+    atexit.register(_at_exit)
+
+
+def _at_exit() -> None:
+    run = _active
+    if run is None:
+        return
+    exc = _exception[0]
+    if exc is not None and issubclass(exc, KeyboardInterrupt):
+        run.finish(exit_code=255, _state="killed")
+    elif exc is not None:
+        run.finish(exit_code=1)
+    else:
+        run.finish(exit_code=_exit_code[0] or 0)

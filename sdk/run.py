@@ -1,0 +1,314 @@
+"""The Run: what ``runstream.init()`` returns.
+
+``log()`` is the hot path: it packs the row, copies it into the spool and returns. Everything else
+(batching, publishing, heartbeats) happens on the :class:`~runstream.worker.Worker` thread.
+"""
+
+from __future__ import annotations
+
+import time
+import warnings
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from .broker.codec import encode_event, envelope, flatten, pack
+from .config import Config, Summary
+from .errors import UsageError
+from .outbox import EVENT_LIMIT, SEAL_BYTES, SEAL_ROWS, check_row, split_keys
+from .settings import Settings
+from .spool import K_BATCH, K_EVENT, K_KEYS, K_ROW, Spool
+from .worker import Worker
+
+_SUMMARY_KINDS = ("min", "max", "mean", "last", "first", "none")
+
+
+class Run:
+    """A run being recorded. Use as a context manager or call :meth:`finish`.
+
+    Attributes:
+        id: the run id, unique in its project (``path`` = ``entity/project/id``).
+        name: the display name (generated ``adjective-noun-N`` unless given).
+        uid: the immutable internal key used in event subjects.
+        dir: the folder of this run's local files (its spool lives there).
+    """
+
+    def __init__(self, *, settings: Settings, entity: str, project: str, run_id: str, name: str,
+                 uid: str, writer: str, run_dir: Path, spool: Spool, config: dict[str, Any],
+                 tags: list[str], notes: str | None, group: str | None, job_type: str | None,
+                 mode: str, start_time: float) -> None:
+        self.settings = settings
+        self.entity = entity
+        self.project = project
+        self.id = run_id
+        self.name = name
+        self.uid = uid
+        self.writer = writer
+        self.dir = run_dir
+        self.mode = mode
+        self.tags = tuple(tags)
+        self.notes = notes
+        self.group = group
+        self.job_type = job_type
+        self.start_time = start_time
+        self._spool = spool
+        self._lock = spool.lock
+        self._pack = spool._pack
+        self._keysets: dict[tuple[str, ...], int] = {}
+        self._seq = 0
+        self._step = 0
+        self._max_step = -1
+        self._pending_rows = 0
+        self._seal_from = spool.end
+        self._seal_bytes = 0
+        self._warned_backwards = False
+        self._finished = False
+        self.exit_code: int | None = None
+        self.state = "running"
+        self._worker: Worker | None = None
+        self.config = Config(config, self._publish_config)
+        self.summary = Summary(self._sync_mirror, _NoMirror(), self._publish_summary)
+
+    # -- identity ----------------------------------------------------------------------------------
+
+    @property
+    def path(self) -> str:
+        return f"{self.entity}/{self.project}/{self.id}"
+
+    @property
+    def step(self) -> int:
+        """The step the next ``log()`` without ``step=`` writes to."""
+        return self._step
+
+    @property
+    def spool_path(self) -> Path:
+        return self._spool.path
+
+    def __repr__(self) -> str:
+        return f"<Run {self.path} name={self.name!r} state={self.state}>"
+
+    def __enter__(self) -> Run:
+        return self
+
+    def __exit__(self, exc_type: Any, exc: Any, tb: Any) -> None:
+        if exc_type is None:
+            self.finish()
+        elif issubclass(exc_type, KeyboardInterrupt):
+            self.finish(exit_code=255, _state="killed")
+        else:
+            self.finish(exit_code=1)
+
+    # -- the hot path ------------------------------------------------------------------------------
+
+    def log(self, data: Mapping[str, Any], step: int | None = None, commit: bool | None = None) -> None:
+        """Record one row of metrics.
+
+        Args:
+            data: metric name → value. Nested dicts become dotted keys; numpy scalars are fine.
+            step: the step to write at. Unset: the current step (advanced after each commit).
+                A step lower than one already logged is stored at that step (a later write of the
+                same key wins) with a one-time warning — never silently dropped.
+            commit: False keeps the step open for more keys; default True when ``step`` is unset.
+
+        Raises:
+            UsageError: the run is finished, or the step is not a non-negative integer.
+            ValueError: a single value is too large to publish.
+        """
+        if self._finished:
+            raise UsageError(f"run {self.path} is finished; start a new one with runstream.init()")
+        if type(data) is not dict:
+            if not isinstance(data, Mapping):
+                raise TypeError(f"run.log() takes a dict of metrics, not {type(data).__name__}")
+            data = dict(data)
+        if step is None:
+            cur = self._step
+            if commit is not False:
+                self._step = cur + 1
+        else:
+            cur = self._check_step(step)
+            if commit:
+                self._step = max(self._step, cur + 1)
+        keys = tuple(data)
+        kid = self._keysets.get(keys)
+        if kid is None:
+            kid = self._new_keyset(keys)
+        try:
+            payload = self._pack((cur, time.time(), kid, list(data.values())))
+        except (TypeError, ValueError, OverflowError) as e:
+            raise ValueError(f"run.log(): a value cannot be recorded: {e}") from None
+        if len(payload) > SEAL_BYTES:
+            self._log_large(data, payload)
+            return
+        spool = self._spool
+        with self._lock:
+            spool.append(K_ROW, payload)
+            self._pending_rows += 1
+            self._seal_bytes += len(payload)
+            if self._pending_rows >= SEAL_ROWS or self._seal_bytes >= SEAL_BYTES:
+                self._seal_locked()
+
+    def _check_step(self, step: Any) -> int:
+        try:
+            as_int = int(step)
+        except (TypeError, ValueError):
+            raise UsageError(f"step must be an integer, not {step!r}") from None
+        if isinstance(step, bool) or as_int != step or as_int < 0:
+            raise UsageError(f"step must be a non-negative integer, not {step!r}")
+        if as_int < self._max_step:
+            if not self._warned_backwards:
+                self._warned_backwards = True
+                warnings.warn(
+                    f"runstream: run {self.path}: step {as_int} is lower than step {self._max_step} already "
+                    "logged. The row is stored at step {as_int}; a later value of the same key at the same "
+                    "step replaces the earlier one (this warning is shown once).".replace("{as_int}", str(as_int)),
+                    stacklevel=3,
+                )
+        else:
+            self._max_step = as_int
+        if as_int > self._step:
+            self._step = as_int
+        return as_int
+
+    def _new_keyset(self, keys: tuple[str, ...]) -> int:
+        for k in keys:
+            if not isinstance(k, str):
+                raise TypeError(f"metric names must be strings, not {k!r}")
+        kid = len(self._keysets)
+        with self._lock:
+            self._spool.append(K_KEYS, self._pack((kid, list(keys))))
+        self._keysets[keys] = kid
+        return kid
+
+    def _log_large(self, data: dict[str, Any], payload: bytes) -> None:
+        """A row over the batch size: checked value by value, then split over several events."""
+        flat = flatten(data)
+        check_row(flat)
+        parts = len(split_keys(flat))
+        with self._lock:
+            self._seal_locked()
+            start = self._spool.end
+            self._spool.append(K_ROW, payload)
+            self._seq += 1
+            seq = self._seq
+            self._seq += parts - 1
+            self._spool.append(K_BATCH, self._pack((seq, parts, time.time(), start, self._spool.end)))
+            self._seal_from = self._spool.end
+            self._pending_rows = 0
+            self._seal_bytes = 0
+        self._wake()
+
+    # -- sealing and events (all under the spool lock) -------------------------------------------------
+
+    def _seal_locked(self) -> None:
+        if not self._pending_rows:
+            return
+        self._seq += 1
+        spool = self._spool
+        start = self._seal_from
+        spool.append(K_BATCH, self._pack((self._seq, 1, time.time(), start, spool.end)))
+        self._seal_from = spool.end
+        self._pending_rows = 0
+        self._seal_bytes = 0
+
+    def _seal(self) -> None:
+        with self._lock:
+            self._seal_locked()
+
+    def _append_event(self, type_: str, body: dict[str, Any]) -> int:
+        """Spool one non-log event after sealing pending rows (so order is kept); return its seq."""
+        with self._lock:
+            self._seal_locked()
+            self._seq += 1
+            seq = self._seq
+            raw = encode_event(envelope(type_, self.uid, self.writer, seq, time.time(), body))
+            if len(raw) > EVENT_LIMIT:
+                self._seq -= 1
+                raise ValueError(f"{type_} event of run {self.path} is {len(raw) / 1e6:.1f} MB; the limit "
+                                 f"is {EVENT_LIMIT / 1e6:.1f} MB")
+            self._spool.append(K_EVENT, pack((seq, type_, raw)))
+            self._seal_from = self._spool.end
+        return seq
+
+    def _emit(self, type_: str, body: dict[str, Any]) -> None:
+        if self._finished:
+            raise UsageError(f"run {self.path} is finished")
+        self._append_event(type_, body)
+        self._wake()
+
+    def _wake(self) -> None:
+        if self._worker is not None:
+            self._worker.wake()
+
+    def _publish_config(self, changes: dict[str, Any]) -> None:
+        self._emit("config", {"set": changes})
+
+    def _publish_summary(self, changes: dict[str, Any], delete: list[str]) -> None:
+        self._emit("summary", {"set": changes, "delete": delete})
+
+    def _sync_mirror(self) -> None:
+        if self._worker is not None and self._worker.is_alive():
+            self._worker.sync_mirror()
+
+    # -- other API ---------------------------------------------------------------------------------
+
+    def define_metric(self, name: str, step_metric: str | None = None, summary: str | None = None,
+                      goal: str | None = None, hidden: bool = False) -> None:
+        """Declare how a metric is summarized and plotted (``name`` may end with ``*``).
+
+        Args:
+            summary: comma-separated ``min,max,mean,last,first,none`` — the summary values kept.
+            step_metric: another metric to use as this one's x-axis.
+            goal: ``minimize`` or ``maximize``.
+        """
+        if not isinstance(name, str) or not name or ("*" in name and not name.endswith("*")):
+            raise UsageError(f"define_metric name {name!r} must be a metric name, optionally ending with '*'")
+        kinds: list[str] | None = None
+        if summary is not None:
+            kinds = [s.strip() for s in summary.split(",") if s.strip()]
+            bad = [k for k in kinds if k not in _SUMMARY_KINDS]
+            if bad:
+                raise UsageError(f"define_metric summary {bad[0]!r} is not one of {', '.join(_SUMMARY_KINDS)}")
+        if goal is not None and goal not in ("minimize", "maximize"):
+            raise UsageError("define_metric goal must be 'minimize' or 'maximize'")
+        body: dict[str, Any] = {"name": name, "hidden": bool(hidden)}
+        if step_metric:
+            body["step_metric"] = step_metric
+        if kinds is not None:
+            body["summary"] = kinds
+        if goal:
+            body["goal"] = goal
+        self._emit("define_metric", body)
+
+    def finish(self, exit_code: int | None = None, quiet: bool | None = None, *, _state: str | None = None) -> None:
+        """End the run: spool the ``finish`` event and wait (bounded) for every event's PubAck.
+
+        Args:
+            exit_code: 0 → finished, anything else → failed.
+        """
+        if self._finished:
+            return
+        code = 0 if exit_code is None else int(exit_code)
+        state = _state or ("finished" if code == 0 else "failed")
+        runtime = max(0.0, time.time() - self.start_time)
+        self._append_event("finish", {"exit_code": code, "state": state, "runtime": runtime})
+        self._finished = True
+        self.exit_code = code
+        self.state = state
+        from . import _lifecycle
+
+        _lifecycle.finished(self, quiet=self.settings.quiet if quiet is None else quiet)
+
+    # used by _lifecycle
+    def _attach(self, worker: Worker) -> None:
+        self._worker = worker
+        self.summary._mirror = worker.mirror
+
+    @property
+    def _last_seq(self) -> int:
+        return self._seq
+
+
+class _NoMirror:
+    last: dict[str, Any] = {}
+    count: dict[str, int] = {}
+
