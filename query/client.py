@@ -191,7 +191,7 @@ class QueryClient:
             timeout: give up waiting after this many seconds (the replay goes on on the server).
 
         Returns:
-            The final replay status: ``events`` replayed, ``finished_at``.
+            The final replay status: ``projected_seq`` reached, ``finished_at``.
 
         Raises:
             QueryError: the replay failed on the server (its message says why).

@@ -89,7 +89,7 @@ async def serve(config: ServerConfig, *, handle_signals: bool = True,
     from ..projector import Projector
     from .rpc import Responder
     from .sandbox import Sandbox
-    from .service import QueryService
+    from .service import ProjectorTask, QueryService
 
     config.dir.mkdir(parents=True, exist_ok=True)
     s = config.settings
@@ -103,10 +103,11 @@ async def serve(config: ServerConfig, *, handle_signals: bool = True,
             if handle_signals:
                 tg.start_soon(_stop_on_signal, tg.cancel_scope)
             log.info("projecting %s into %s", config.nats_url, config.db_path)
-            await tg.start(projector.run)
+            runner = ProjectorTask(projector, tg)
+            await runner.start()
             sandbox = Sandbox(projector.cursor())
-            service = QueryService(projector, sandbox, nc, tg, name=config.name, db_path=config.db_path,
-                                   nats_url=config.nats_url)
+            service = QueryService(projector, runner, sandbox, nc, tg, name=config.name,
+                                   db_path=config.db_path, nats_url=config.nats_url)
             await tg.start(Responder(nc, config.name, service.handlers).serve)
             _write_ready(config.ready_path)
             log.info("server %r ready (pid %d): projected up to stream seq %d",
@@ -116,6 +117,7 @@ async def serve(config: ServerConfig, *, handle_signals: bool = True,
         _remove_ready(config.ready_path)
         if sandbox is not None:
             sandbox.interrupt_all()
+        projector.close()
         with anyio.CancelScope(shield=True):
             with contextlib.suppress(Exception):
                 await nc.close()

@@ -14,12 +14,13 @@ from typing import Any, Protocol
 
 import anyio
 import anyio.abc
+from anyio.abc import TaskStatus
 
 from . import protocol
-from .errors import ProjectionLagging, QueryError
+from .errors import ProjectionLagging, QueryError, QueryTimeout
 from .sandbox import Sandbox
 
-__all__ = ["MAX_ROWS_LIMIT", "MAX_TIMEOUT_S", "Projection", "QueryService"]
+__all__ = ["MAX_ROWS_LIMIT", "MAX_TIMEOUT_S", "Projection", "ProjectorTask", "QueryService"]
 
 log = logging.getLogger("runstream.query.server")
 
@@ -39,12 +40,44 @@ class Projection(Protocol):
 
     async def replay(self, progress: Any = None) -> int: ...
 
+    async def run(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None: ...
+
+
+class ProjectorTask:
+    """The projector's ``run()`` as a task that can be stopped and started again (for a replay,
+    which must not overlap ``run()``)."""
+
+    def __init__(self, projection: Projection, tg: anyio.abc.TaskGroup) -> None:
+        self._projection = projection
+        self._tg = tg
+        self._scope: anyio.CancelScope | None = None
+        self._stopped = anyio.Event()
+
+    async def start(self) -> None:
+        """Start ``run()``; return once it has caught up with the stream."""
+        await self._tg.start(self._run)
+
+    async def _run(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
+        self._stopped = anyio.Event()
+        try:
+            with anyio.CancelScope() as self._scope:
+                await self._projection.run(task_status=task_status)
+        finally:
+            self._stopped.set()
+
+    async def stop(self) -> None:
+        """Cancel ``run()`` and wait until it has ended."""
+        if self._scope is not None:
+            self._scope.cancel()
+            await self._stopped.wait()
+
 
 class QueryService:
     """Answers ``sql``, ``health`` and ``replay`` requests for one server.
 
     Args:
         projection: the running projector.
+        runner: the task running it (stopped and restarted around a replay).
         sandbox: the sandbox over the projector's database.
         nc: the NATS connection (for the stream's last sequence and the max payload).
         tg: the task group that replays run in.
@@ -52,9 +85,11 @@ class QueryService:
         max_concurrent: queries running at once in worker threads.
     """
 
-    def __init__(self, projection: Projection, sandbox: Sandbox, nc: Any, tg: anyio.abc.TaskGroup, *,
-                 name: str, db_path: Path, nats_url: str, max_concurrent: int = 8) -> None:
+    def __init__(self, projection: Projection, runner: ProjectorTask, sandbox: Sandbox, nc: Any,
+                 tg: anyio.abc.TaskGroup, *, name: str, db_path: Path, nats_url: str,
+                 max_concurrent: int = 8) -> None:
         self._projection = projection
+        self._runner = runner
         self._sandbox = sandbox
         self._nc = nc
         self._js = nc.jetstream()
@@ -65,7 +100,7 @@ class QueryService:
         self._limiter = anyio.CapacityLimiter(max_concurrent)
         self._started = time.time()
         self._replay: dict[str, Any] = {"running": False, "done": 0, "total": 0, "error": None,
-                                        "finished_at": None, "events": None}
+                                        "finished_at": None, "projected_seq": None}
 
     @property
     def handlers(self) -> dict[str, Any]:
@@ -93,7 +128,10 @@ class QueryService:
         seq = self._projection.projected_seq
         query = functools.partial(self._sandbox.query, sql, max_rows=max_rows,
                                   timeout=max(deadline - time.monotonic(), 0.05))
-        result = await anyio.to_thread.run_sync(query, limiter=self._limiter)
+        try:
+            result = await anyio.to_thread.run_sync(query, limiter=self._limiter)
+        except QueryTimeout as e:
+            raise QueryTimeout(f"query interrupted: it ran past its time limit of {timeout:g}s") from e
         table, truncated = result.table, result.truncated
         payload = protocol.table_to_ipc(table)
         limit = int(getattr(self._nc, "max_payload", 1024 * 1024)) - _PAYLOAD_MARGIN
@@ -128,7 +166,7 @@ class QueryService:
         if self._replay["running"]:
             return {"ok": True, "started": False, "replay": dict(self._replay)}
         self._replay.update(running=True, done=0, total=await self.stream_last_seq(), error=None,
-                            finished_at=None, events=None)
+                            finished_at=None, projected_seq=None)
         self._tg.start_soon(self._run_replay)
         return {"ok": True, "started": True, "replay": dict(self._replay)}
 
@@ -139,12 +177,13 @@ class QueryService:
                 self._replay["total"] = int(total)
 
         log.info("replay started: rebuilding %s from the log", self._db_path)
+        await self._runner.stop()
         try:
-            events = await self._projection.replay(progress=progress)
+            seq = await self._projection.replay(progress=progress)
         except Exception as e:
             log.exception("replay failed")
             self._replay.update(running=False, error=f"{type(e).__name__}: {e}", finished_at=time.time())
-            return
-        self._replay.update(running=False, events=int(events), done=self._replay["total"],
-                            finished_at=time.time())
-        log.info("replay finished: %d events", events)
+        else:
+            self._replay.update(running=False, projected_seq=int(seq), done=int(seq), finished_at=time.time())
+            log.info("replay finished: projected up to stream seq %d", seq)
+        await self._runner.start()

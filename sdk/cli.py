@@ -1,0 +1,408 @@
+"""The ``runstream`` command line: the local stack, runs, SQL, replay, sync and the demo.
+
+Every command returns an exit code: 0 on success, 1 on a runstream error (the message on stderr),
+2 on bad usage, 130 when interrupted. Rendering lives in :mod:`runstream.query.render` (pure).
+"""
+
+from __future__ import annotations
+
+import argparse
+import getpass
+import sys
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any, TextIO
+
+from .settings import Settings, load_settings
+
+__all__ = ["main"]
+
+EXIT_OK, EXIT_ERROR, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
+
+
+class CliError(Exception):
+    """A failure the CLI reports as one line on stderr (exit code 1)."""
+
+
+def _out() -> TextIO:
+    return sys.stdout
+
+
+def _err() -> TextIO:
+    return sys.stderr
+
+
+def sql_literal(text: str) -> str:
+    """A SQL string literal (the RPC takes no parameters)."""
+    return "'" + text.replace("'", "''") + "'"
+
+
+def _client(settings: Settings, *, start_stack: bool = True) -> Any:
+    from .query.client import QueryClient
+
+    return QueryClient(settings, start_stack=start_stack)
+
+
+def _fresh_sql(client: Any, query: str, **kwargs: Any) -> Any:
+    """Read-your-writes: wait until the projection has what the stream holds now."""
+    return client.sql(query, wait_seq=client.stream_last_seq(), **kwargs)
+
+
+# -- the stack ------------------------------------------------------------------------------------
+
+
+def status_lines(st: Any, health: dict[str, Any] | None, health_error: str | None) -> list[str]:
+    """The ``runstream status`` text for a stack status and the server's health (pure)."""
+    lines = [
+        f"stack     {'running' if st.running else 'not running'}",
+        f"data dir  {st.dir}",
+        f"nats      {st.nats_url or '-'}  (pid {st.nats_pid or '-'}, "
+        f"{'alive' if st.nats_alive else 'stopped'})",
+        f"server    pid {st.server_pid or '-'}, {'alive' if st.server_alive else 'stopped'}",
+        f"database  {st.db_path}",
+    ]
+    lines += health_lines(health, health_error)
+    return lines
+
+
+def health_lines(health: dict[str, Any] | None, health_error: str | None) -> list[str]:
+    from .query.render import format_duration
+
+    if health is not None:
+        lines = [f"projector at stream seq {health['projected_seq']} of {health['stream_last_seq']} "
+                 f"(lag {health['lag']}), up {format_duration(health.get('uptime_s'))}"]
+        replay = health.get("replay") or {}
+        if replay.get("running"):
+            lines.append(f"replay    running: {replay.get('done', 0)}/{replay.get('total', 0)}")
+        elif replay.get("error"):
+            lines.append(f"replay    failed: {replay['error']}")
+        return lines
+    if health_error:
+        return [f"projector unknown: {health_error}"]
+    return []
+
+
+def cmd_up(args: argparse.Namespace, settings: Settings) -> int:
+    from . import stack
+
+    was = stack.status(settings)
+    st = stack.up(settings)
+    verb = "already running" if was.running else "started"
+    print(f"runstream stack {verb}: {st.nats_url} (nats pid {st.nats_pid}, server pid {st.server_pid})",
+          file=_out())
+    print(f"data dir {st.dir}; stop it with `runstream down`", file=_out())
+    return EXIT_OK
+
+
+def cmd_down(args: argparse.Namespace, settings: Settings) -> int:
+    from . import stack
+
+    was = stack.status(settings)
+    stack.down(settings)
+    if was.nats_alive or was.server_alive:
+        print(f"runstream stack stopped (data kept in {settings.dir})", file=_out())
+    else:
+        print("runstream stack was not running", file=_out())
+    return EXIT_OK
+
+
+def _health(settings: Settings, start_stack: bool = False) -> tuple[dict[str, Any] | None, str | None]:
+    from .errors import RunstreamError
+
+    try:
+        return _client(settings, start_stack=start_stack).health(), None
+    except RunstreamError as e:
+        return None, str(e)
+
+
+def cmd_status(args: argparse.Namespace, settings: Settings) -> int:
+    from . import stack
+
+    if settings.nats_url:
+        print(f"nats      {settings.nats_url} (external; RUNSTREAM_NATS_URL)", file=_out())
+        health, error = _health(settings)
+        if health:
+            print(f"server    {settings.server_name!r} pid {health['pid']}, database {health['db_path']}",
+                  file=_out())
+        for line in health_lines(health, error):
+            print(line, file=_out())
+        return EXIT_OK if health else EXIT_ERROR
+    st = stack.status(settings)
+    health, error = _health(settings) if st.running else (None, None)
+    for line in status_lines(st, health, error):
+        print(line, file=_out())
+    return EXIT_OK
+
+
+def cmd_server(args: argparse.Namespace, settings: Settings) -> int:
+    from .query.server import config_from_args, run_forever
+
+    return run_forever(config_from_args(args, settings))
+
+
+# -- reading --------------------------------------------------------------------------------------
+
+
+def _default_entity(settings: Settings) -> str:
+    return settings.entity or getpass.getuser()
+
+
+def runs_query(entity: str | None, project: str | None, limit: int) -> str:
+    """The SQL behind ``runstream runs`` (pure)."""
+    where = ["r.path IS NOT NULL"]
+    if entity is not None:
+        where.append(f"r.entity = {sql_literal(entity)}")
+    if project is not None:
+        where.append(f"r.project = {sql_literal(project)}")
+    return (
+        "SELECT r.path, r.name, r.state, r.created_at AS created, r.runtime, "
+        "(SELECT list(struct_pack(k := s.key, v := coalesce(CAST(s.value AS VARCHAR), s.value_json)) "
+        "ORDER BY s.key) FROM summary s WHERE s.run_uid = r.run_uid) AS summary "
+        f"FROM runs r WHERE {' AND '.join(where)} ORDER BY r.created_at DESC, r.path LIMIT {int(limit)}"
+    )
+
+
+def runs_table(columns: list[str], rows: list[tuple[Any, ...]], tz: Any = None) -> str:
+    """Render the rows of :func:`runs_query` (pure)."""
+    from .query.render import format_duration, format_summary, format_time, render_table
+
+    out = []
+    for path, name, state, created, runtime, summary in rows:
+        pairs = [(d["k"], _number(d["v"])) for d in (summary or [])]
+        out.append((path, name or "", state or "", format_time(created, tz), format_duration(runtime),
+                    format_summary(pairs)))
+    return render_table(["path", "name", "state", "created", "runtime", "summary"], out, max_col_width=60)
+
+
+def _number(text: Any) -> Any:
+    try:
+        return float(text)
+    except (TypeError, ValueError):
+        return text
+
+
+def _split_path(text: str, parts: int, what: str) -> list[str]:
+    pieces = text.split("/")
+    if len(pieces) != parts or not all(pieces):
+        raise CliError(f"expected {what}, not {text!r}")
+    return pieces
+
+
+def cmd_runs(args: argparse.Namespace, settings: Settings) -> int:
+    entity = project = None
+    if args.path:
+        if "/" in args.path:
+            entity, project = _split_path(args.path, 2, "ENTITY/PROJECT")
+        else:
+            entity, project = _default_entity(settings), args.path
+    result = _fresh_sql(_client(settings), runs_query(entity, project, args.limit + 1))
+    from .query.render import table_rows
+
+    columns, rows = table_rows(result.table)
+    if not rows:
+        where = f" in {entity}/{project}" if project else ""
+        print(f"no runs{where}", file=_out())
+        return EXIT_OK
+    print(runs_table(columns, rows[: args.limit]), end="", file=_out())
+    if len(rows) > args.limit:
+        print(f"(first {args.limit} runs; --limit N shows more)", file=_out())
+    return EXIT_OK
+
+
+def cmd_show(args: argparse.Namespace, settings: Settings) -> int:
+    from .query.render import render_run
+
+    entity, project, run_id = _split_path(args.path, 3, "ENTITY/PROJECT/ID")
+    client = _client(settings)
+    runs = _fresh_sql(client, f"SELECT * FROM runs WHERE entity = {sql_literal(entity)} AND "
+                      f"project = {sql_literal(project)} AND run_id = {sql_literal(run_id)}").to_pylist()
+    if not runs:
+        raise CliError(f"no run {args.path}; list the project's runs with "
+                       f"`runstream runs {entity}/{project}`")
+    run = runs[0]
+    uid = sql_literal(run["run_uid"])
+
+    def pairs(table: str) -> list[tuple[str, Any]]:
+        rows = client.sql(f"SELECT key, value, value_json FROM {table} WHERE run_uid = {uid} ORDER BY key")
+        return [(r["key"], r["value"] if r["value_json"] is None else r["value_json"])
+                for r in rows.to_pylist()]
+
+    print(render_run(run, pairs("config"), pairs("summary")), end="", file=_out())
+    return EXIT_OK
+
+
+def cmd_sql(args: argparse.Namespace, settings: Settings) -> int:
+    from .query.render import render_table, table_rows, to_csv, to_json
+
+    result = _fresh_sql(_client(settings), args.query, max_rows=args.max_rows, timeout=args.timeout)
+    if args.format == "json":
+        print(to_json(result.table), end="", file=_out())
+    elif args.format == "csv":
+        print(to_csv(result.table), end="", file=_out())
+    else:
+        columns, rows = table_rows(result.table)
+        print(render_table(columns, rows), end="", file=_out())
+        print(f"({result.num_rows} row{'s' if result.num_rows != 1 else ''})", file=_out())
+    if result.truncated:
+        print(f"runstream: result truncated to {result.num_rows} rows; raise --max-rows for more",
+              file=_err())
+    return EXIT_OK
+
+
+# -- maintenance ----------------------------------------------------------------------------------
+
+
+def _bar(total: int | None, label: str) -> Any:
+    from .progress import ProgressBar
+
+    return ProgressBar(total, label)
+
+
+def cmd_replay(args: argparse.Namespace, settings: Settings) -> int:
+    from . import stack
+    from .query.errors import ServerUnavailable
+
+    try:
+        client = _client(settings, start_stack=False)
+        client.health()
+    except ServerUnavailable:
+        client = None
+    if client is not None:
+        bar = _bar(None, "replay")
+        with bar:
+            def progress(done: int, total: int) -> None:
+                if total and bar.total is None:
+                    bar.total = total
+                bar.set(done)
+
+            status = client.replay(progress)
+        print(f"replayed the log up to stream seq {status.get('projected_seq')} into "
+              f"{client.health()['db_path']}", file=_out())
+        return EXIT_OK
+    url = settings.nats_url
+    if not url:
+        st = stack.status(settings)
+        url = st.nats_url if st.nats_alive else None
+    if not url:
+        raise CliError("replay reads the log from NATS, which is not running: "
+                       "start the stack with `runstream up`")
+    from .projector import replay_file
+
+    db = stack.db_path(settings)
+    with _bar(None, "replay") as bar:
+        def file_progress(done: int, total: int | None = None) -> None:
+            if total and bar.total is None:
+                bar.total = total
+            bar.set(done)
+
+        seq = replay_file(db, url, progress=file_progress)
+    print(f"replayed the log up to stream seq {seq} into {db}", file=_out())
+    return EXIT_OK
+
+
+def cmd_sync(args: argparse.Namespace, settings: Settings) -> int:
+    from .sync import find_spools, sync_paths
+
+    if args.paths:
+        paths = [Path(p) for p in args.paths]
+        missing = [str(p) for p in paths if not p.exists()]
+        if missing:
+            raise CliError(f"no such file or directory: {', '.join(missing)}")
+    else:
+        root = (settings.run_dir or Path.cwd()) / "runstream"
+        paths = find_spools(root)
+        if not paths:
+            print(f"nothing to sync: no run spools under {root}", file=_out())
+            return EXIT_OK
+    with _bar(None, "sync") as bar:
+        def progress(done: int, total: int) -> None:
+            if total and bar.total is None:
+                bar.total = total
+            bar.set(done)
+
+        report = sync_paths(paths, settings, progress=progress)
+    runs = report.runs if isinstance(report.runs, int) else len(report.runs)
+    print(f"synced {runs} run{'s' if runs != 1 else ''}: {report.events_sent} events sent, "
+          f"{report.already_acked} already acknowledged", file=_out())
+    for error in report.errors or []:
+        print(f"runstream: sync error: {error}", file=_err())
+    return EXIT_ERROR if report.errors else EXIT_OK
+
+
+def cmd_demo(args: argparse.Namespace, settings: Settings) -> int:
+    from .demo import main as demo_main
+
+    code = demo_main()
+    return int(code or 0)
+
+
+# -- wiring ---------------------------------------------------------------------------------------
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The ``runstream`` argument parser with every subcommand."""
+    p = argparse.ArgumentParser(prog="runstream",
+                                description="runstream: experiment tracking on an event log.")
+    p.add_argument("--dir", type=Path, default=None,
+                   help="data directory of the local stack (default: RUNSTREAM_DIR or ~/.runstream)")
+    sub = p.add_subparsers(dest="command", metavar="COMMAND", required=True)
+
+    Command = Callable[[argparse.Namespace, Settings], int]
+
+    def add(name: str, func: Command, help: str) -> argparse.ArgumentParser:
+        sp = sub.add_parser(name, help=help, description=help)
+        sp.set_defaults(func=func)
+        return sp
+
+    add("up", cmd_up, "start the local stack (nats-server + runstream server) if it is not running")
+    add("down", cmd_down, "stop the local stack; the data stays on disk")
+    add("status", cmd_status, "show the local stack: URL, pids, data dir, database, projector lag")
+    sp = add("server", cmd_server, "run the runstream server (projector + query RPC) in the foreground")
+    sp.add_argument("--nats-url", default=None,
+                    help="NATS server with the log (default: RUNSTREAM_NATS_URL, else the local stack's)")
+    sp.add_argument("--name", default=None,
+                    help="server name in the RPC subjects rsctl.q.<name>.* (default: RUNSTREAM_SERVER_NAME)")
+    sp = add("runs", cmd_runs, "list runs: path, name, state, created, runtime, summary")
+    sp.add_argument("path", nargs="?", metavar="ENTITY/PROJECT",
+                    help="only this project (PROJECT alone uses your default entity); default: all runs")
+    sp.add_argument("--limit", type=int, default=100, help="show at most N runs (default 100)")
+    sp = add("show", cmd_show, "show one run: state, name, times, config, summary, metadata")
+    sp.add_argument("path", metavar="ENTITY/PROJECT/ID")
+    sp = add("sql", cmd_sql, "run one read-only SQL query over the projection")
+    sp.add_argument("query", metavar="SQL", help='e.g. "SELECT path, state FROM runs"')
+    sp.add_argument("--format", choices=("table", "json", "csv"), default="table", help="output format")
+    sp.add_argument("--max-rows", type=int, default=10_000, help="row cap (default 10000)")
+    sp.add_argument("--timeout", type=float, default=30.0, help="seconds before the query is interrupted")
+    add("replay", cmd_replay, "rebuild the projection from the log (with a progress bar)")
+    sp = add("sync", cmd_sync, "send the spools of offline or interrupted runs")
+    sp.add_argument("paths", nargs="*", metavar="PATH",
+                    help="run folders or spools (default: every run under ./runstream)")
+    add("demo", cmd_demo, "run a simulated training on the local stack and query it")
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the ``runstream`` command line; return the exit code."""
+    from .broker.errors import BrokerError
+    from .errors import RunstreamError
+    from .projector.errors import ProjectorError
+
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        settings = load_settings(dir=args.dir)
+    except (ValueError, TypeError) as e:
+        print(f"runstream: bad settings: {e}", file=_err())
+        return EXIT_USAGE
+    try:
+        return int(args.func(args, settings))
+    except (CliError, RunstreamError, BrokerError, ProjectorError) as e:
+        print(f"runstream: error: {e}", file=_err())
+        return EXIT_ERROR
+    except KeyboardInterrupt:
+        print("runstream: interrupted", file=_err())
+        return EXIT_INTERRUPTED
+
+
+if __name__ == "__main__":
+    sys.exit(main())
