@@ -7,6 +7,7 @@ columns (``"o"``) are walked value by value.
 
 from __future__ import annotations
 
+import struct
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -17,10 +18,20 @@ import pyarrow.compute as pc
 from .errors import EventRejected
 from .values import split_value
 
+Columns = list[tuple[str, dict[str, Any]]]
+
+_DICT = pa.dictionary(pa.int32(), pa.string())
+
+PLAIN_HISTORY_SCHEMA = pa.schema([
+    ("run_uid", pa.string()), ("step", pa.int64()), ("key", pa.string()), ("value", pa.float64()),
+    ("value_json", pa.string()), ("timestamp", pa.float64()),
+])
+"""The same columns with plain strings (for the rewrite path)."""
+
 HISTORY_SCHEMA = pa.schema([
-    ("run_uid", pa.string()),
+    ("run_uid", _DICT),
     ("step", pa.int64()),
-    ("key", pa.string()),
+    ("key", _DICT),
     ("value", pa.float64()),
     ("value_json", pa.string()),
     ("timestamp", pa.float64()),
@@ -84,6 +95,94 @@ def _steps(steps: list[Any]) -> pa.Array:
     raise EventRejected(f"log event: steps must be integers, got {arr.type}")
 
 
+def _repeat_index(counts: list[int]) -> pa.Array:
+    """int32 array holding ``i`` ``counts[i]`` times (dictionary indices), built from bytes."""
+    raw = b"".join(struct.pack("<i", i) * c for i, c in enumerate(counts))
+    return pa.Array.from_buffers(pa.int32(), len(raw) // 4, [None, pa.py_buffer(raw)])
+
+
+def _dict_column(index: pa.Array, values: list[str]) -> pa.Array:
+    return pa.DictionaryArray.from_arrays(index, pa.array(values, pa.string()))
+
+
+def _numeric_batch(run_uid: str, n: int, steps: pa.Array, ts: pa.Array,
+                   cols: Columns, stats: dict[str, ColumnStats]) -> pa.RecordBatch | None:
+    """All numeric columns of one event as one batch: their float64 buffers laid end to end."""
+    k = len(cols)
+    vals = _f64(b"".join(c["f"] for _, c in cols), n * k)
+    masks = [c.get("m") for _, c in cols]
+    key_idx = _repeat_index([n] * k)
+    all_steps = pa.concat_arrays([steps] * k)
+    all_ts = pa.concat_arrays([ts] * k)
+    if any(m is not None for m in masks):
+        full = b"\x01" * n
+        raw_mask = b"".join(full if m is None else m for m in masks)
+        sel = pc.not_equal(pa.Array.from_buffers(pa.uint8(), n * k, [None, pa.py_buffer(raw_mask)]), 0)
+        counts = [n if m is None else n - m.count(0) for m in masks]
+        vals, all_steps, all_ts = pc.filter(vals, sel), pc.filter(all_steps, sel), pc.filter(all_ts, sel)
+        key_idx = _repeat_index(counts)
+    else:
+        counts = [n] * k
+    offset = 0
+    for (key, _), m in zip(cols, counts, strict=True):
+        if m:
+            part = vals.slice(offset, m)
+            mm = pc.min_max(part).as_py()
+            stats[key] = ColumnStats(m, m, pc.sum(part).as_py(), mm["min"], mm["max"],
+                                     part[0].as_py(), part[m - 1].as_py())
+        offset += m
+    total = len(vals)
+    if total == 0:
+        return None
+    return pa.RecordBatch.from_arrays(
+        [_dict_column(_repeat_index([total]), [run_uid]), all_steps,
+         _dict_column(key_idx, [key for key, _ in cols]), vals, pa.nulls(total, pa.string()), all_ts],
+        schema=HISTORY_SCHEMA,
+    )
+
+
+def _object_batch(run_uid: str, n: int, steps: pa.Array, ts: pa.Array,
+                  cols: Columns, stats: dict[str, ColumnStats]) -> pa.RecordBatch | None:
+    """Non-numeric columns, value by value: numbers among them still go to ``value``."""
+    positions: list[int] = []
+    values: list[float | None] = []
+    jsons: list[str | None] = []
+    counts: list[int] = []
+    for key, col in cols:
+        mask = col.get("m")
+        raw_vals: list[Any] = col["o"]
+        idx = [i for i in range(n) if mask is None or mask[i]]
+        counts.append(len(idx))
+        if not idx:
+            continue
+        picked = [raw_vals[i] for i in idx]
+        nums: list[float] = []
+        for v in picked:
+            x, j = split_value(v)
+            values.append(x)
+            jsons.append(j)
+            if x is not None:
+                nums.append(x)
+        positions.extend(idx)
+        non_nan = [x for x in nums if x == x]
+        lo = hi = None
+        if non_nan:
+            lo, hi = min(non_nan), max(non_nan)
+        elif nums:
+            lo = hi = float("nan")
+        stats[key] = ColumnStats(len(picked), len(nums), float(sum(nums)), lo, hi, picked[0], picked[-1])
+    if not positions:
+        return None
+    pos = pa.array(positions, pa.int64())
+    total = len(positions)
+    return pa.RecordBatch.from_arrays(
+        [_dict_column(_repeat_index([total]), [run_uid]), steps.take(pos),
+         _dict_column(_repeat_index(counts), [key for key, _ in cols]), pa.array(values, pa.float64()),
+         pa.array(jsons, pa.string()), ts.take(pos)],
+        schema=HISTORY_SCHEMA,
+    )
+
+
 def log_rows(run_uid: str, body: Mapping[str, Any]) -> LogRows:
     """Turn a validated columnar ``log`` body into history record batches.
 
@@ -95,50 +194,18 @@ def log_rows(run_uid: str, body: Mapping[str, Any]) -> LogRows:
     if len(steps) != n:
         raise EventRejected(f"log event: {len(steps)} steps for n={n} rows")
     ts = _f64(body["ts"], n)
-    run_col = pa.scalar(run_uid, pa.string())
-    batches: list[pa.RecordBatch] = []
+    numeric = [(k, c) for k, c in body["cols"].items() if "f" in c]
+    objects = [(k, c) for k, c in body["cols"].items() if "f" not in c]
     stats: dict[str, ColumnStats] = {}
-    for key, col in body["cols"].items():
-        mask = col.get("m")
-        sel = None
-        if mask is not None:
-            sel = pc.not_equal(pa.Array.from_buffers(pa.uint8(), n, [None, pa.py_buffer(mask)]), 0)
-        if "f" in col:
-            vals = _f64(col["f"], n)
-            k_steps, k_ts = steps, ts
-            if sel is not None:
-                vals, k_steps, k_ts = pc.filter(vals, sel), pc.filter(steps, sel), pc.filter(ts, sel)
-            m = len(vals)
-            if m == 0:
-                continue
-            mm = pc.min_max(vals).as_py()
-            first, last = vals[0].as_py(), vals[m - 1].as_py()
-            stats[key] = ColumnStats(m, m, pc.sum(vals).as_py(), mm["min"], mm["max"], first, last)
-            json_col: pa.Array = pa.nulls(m, pa.string())
-        else:
-            raw_vals: list[Any] = col["o"]
-            idx = [i for i in range(n) if mask is None or mask[i]]
-            if not idx:
-                continue
-            picked = [raw_vals[i] for i in idx]
-            split = [split_value(v) for v in picked]
-            nums = [x for x, _ in split if x is not None]
-            vals = pa.array([x for x, _ in split], pa.float64())
-            json_col = pa.array([j for _, j in split], pa.string())
-            pos = pa.array(idx, pa.int64())
-            k_steps, k_ts = steps.take(pos), ts.take(pos)
-            lo = hi = None
-            non_nan = [x for x in nums if x == x]
-            if non_nan:
-                lo, hi = min(non_nan), max(non_nan)
-            elif nums:
-                lo = hi = float("nan")
-            stats[key] = ColumnStats(len(picked), len(nums), float(sum(nums)), lo, hi, picked[0], picked[-1])
-            m = len(picked)
-        batches.append(pa.RecordBatch.from_arrays(
-            [pa.repeat(run_col, m), k_steps, pa.repeat(pa.scalar(key, pa.string()), m), vals, json_col, k_ts],
-            schema=HISTORY_SCHEMA,
-        ))
+    batches = []
+    if numeric and n:
+        b = _numeric_batch(run_uid, n, steps, ts, numeric, stats)
+        if b is not None:
+            batches.append(b)
+    if objects and n:
+        b = _object_batch(run_uid, n, steps, ts, objects, stats)
+        if b is not None:
+            batches.append(b)
     if n == 0:
         return LogRows(batches, stats, None, None, True)
     mm = pc.min_max(steps).as_py()

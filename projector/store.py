@@ -20,7 +20,7 @@ import pyarrow.compute as pc
 
 from .errors import StoreError
 from .fold import Changes, runtime_of
-from .history import HISTORY_SCHEMA
+from .history import HISTORY_SCHEMA, PLAIN_HISTORY_SCHEMA
 from .schema import INTERNAL_TABLES, PUBLIC_TABLES, TABLES_DDL, VIEWS, VIEWS_DDL
 from .state import ProjectionState, RunState
 from .summary import Row
@@ -180,11 +180,12 @@ class Store:
         dirty_runs = {c.run_uid for c in changes.history if c.dirty}
         clean = [b for c in changes.history if c.run_uid not in dirty_runs for b in c.batches]
         if clean:
-            self._insert("history", pa.Table.from_batches(clean, HISTORY_SCHEMA))
+            self._insert("history", pa.Table.from_batches(clean, HISTORY_SCHEMA)
+                         .unify_dictionaries().combine_chunks())
         if not dirty_runs:
             return
         batches = [b for c in changes.history if c.run_uid in dirty_runs for b in c.batches]
-        table = pa.Table.from_batches(batches, HISTORY_SCHEMA)
+        table = pa.Table.from_batches(batches, HISTORY_SCHEMA).cast(PLAIN_HISTORY_SCHEMA)
         table = _last_writes(table)
         self.con.register("_rs_rewrite", table)
         try:

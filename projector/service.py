@@ -1,0 +1,220 @@
+"""The projector service: consume the stream from the checkpoint, fold, write, repeat.
+
+One fetched batch is folded and written in one DuckDB transaction (in a worker thread, so the
+next fetch overlaps the write). The fetcher, the writer and the optional crash reaper run in one
+anyio task group: if one fails, the others are cancelled and the error surfaces from ``run()``.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import anyio
+import anyio.abc
+import duckdb
+from runstream.broker.jetstream import connect, ensure_log
+
+from .errors import CatchUpTimeout
+from .fold import Record, fold
+from .reaper import Reaper
+from .source import batches, last_seq
+from .state import ProjectionState
+from .store import Store
+
+Progress = Callable[[int, int], None]
+
+
+class Projector:
+    """Projects the ``RUNSTREAM`` stream into a DuckDB file.
+
+    Args:
+        db_path: the DuckDB file (created if missing; this process becomes its only writer).
+        nats_url: the NATS server.
+        nats_options: extra keyword arguments for :func:`runstream.broker.jetstream.connect`
+            (``creds``, ``token``, ``user``, ``password``...).
+        name: the projection's name in ``projector_checkpoint``.
+        batch_size: most messages fetched (and written in one transaction) at once.
+        crash_timeout: seconds of silence after which the reaper declares a run crashed.
+        heartbeat_interval: the SDK's heartbeat period (paces the reaper).
+        reaper: run the crash reaper inside :meth:`run`.
+        clock: epoch time source for the reaper.
+    """
+
+    def __init__(self, db_path: str | Path, nats_url: str, *, nats_options: dict[str, Any] | None = None,
+                 name: str = "main", batch_size: int = 2000, crash_timeout: float = 300.0,
+                 heartbeat_interval: float = 30.0, reaper: bool = False,
+                 clock: Callable[[], float] = time.time) -> None:
+        self.db_path = Path(db_path)
+        self.nats_url = nats_url
+        self.nats_options = dict(nats_options or {})
+        self.batch_size = batch_size
+        self.crash_timeout = crash_timeout
+        self.heartbeat_interval = heartbeat_interval
+        self.reaper_enabled = reaper
+        self.clock = clock
+        self.store = Store(self.db_path, name)
+        self._state: ProjectionState = self.store.load()
+        self._projected = self._state.checkpoint
+        self._advanced = anyio.Event()
+        self.points = 0
+        """History points written since this object was created."""
+
+    # -- reading the projection ----------------------------------------------------------------
+
+    @property
+    def projected_seq(self) -> int:
+        """The last stream sequence whose effects are committed to DuckDB."""
+        return self._projected
+
+    def cursor(self) -> duckdb.DuckDBPyConnection:
+        """A cursor on the projection for readers in this process."""
+        return self.store.cursor()
+
+    async def wait_for_seq(self, seq: int, timeout: float) -> bool:
+        """Wait until ``seq`` is projected; False if ``timeout`` seconds pass first."""
+        with anyio.move_on_after(timeout):
+            while self._projected < seq:
+                await self._advanced.wait()
+            return True
+        return self._projected >= seq
+
+    def close(self) -> None:
+        """Close the DuckDB file."""
+        self.store.close()
+
+    # -- writing -------------------------------------------------------------------------------
+
+    def _apply(self, records: list[Record]) -> int:
+        changes = fold(self._state, records)
+        try:
+            self.store.apply(changes)
+        except Exception:
+            self._state = self.store.load()  # the fold ran ahead of what was committed
+            raise
+        self.points += changes.points
+        return changes.checkpoint
+
+    async def _commit(self, records: list[Record]) -> None:
+        seq = await anyio.to_thread.run_sync(self._apply, records)
+        self._projected = seq
+        advanced, self._advanced = self._advanced, anyio.Event()
+        advanced.set()
+
+    async def _connect(self) -> Any:
+        nc = await connect(self.nats_url, name="runstream-projector", **self.nats_options)
+        return nc
+
+    async def _consume(self, js: Any, *, until: int | None,
+                       on_caught_up: Callable[[], None] | None = None,
+                       progress: Progress | None = None) -> None:
+        """Fetch and write batches; stop once ``until`` is projected (forever if None)."""
+        send, receive = anyio.create_memory_object_stream[list[Record]](4)
+        target = until if until is not None else await last_seq(js)
+        caught_up = on_caught_up
+
+        async def fetcher() -> None:
+            async with send:
+                async for recs in batches(js, self._projected + 1, batch_size=self.batch_size):
+                    if recs:
+                        await send.send(recs)
+                    if until is not None and recs and recs[-1].stream_seq >= until:
+                        return
+
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(fetcher)
+            if caught_up is not None and self._projected >= target:
+                caught_up()
+                caught_up = None
+            async with receive:
+                async for recs in receive:
+                    await self._commit(recs)
+                    if progress is not None:
+                        progress(self._projected, target)
+                    if caught_up is not None and self._projected >= target:
+                        caught_up()
+                        caught_up = None
+                    if until is not None and self._projected >= until:
+                        tg.cancel_scope.cancel()
+                        return
+
+    async def run(self, *, task_status: anyio.abc.TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
+        """Connect, make sure the stream exists, and project forever from the checkpoint.
+
+        ``task_status.started()`` is called once the projection has caught up with the stream's
+        last sequence as of the start. Runs the crash reaper too when ``reaper=True``.
+        """
+        nc = await self._connect()
+        try:
+            js = nc.jetstream()
+            await ensure_log(js)
+            async with anyio.create_task_group() as tg:
+                if self.reaper_enabled:
+                    reaper = Reaper(self.cursor, _publisher(js), crash_timeout=self.crash_timeout,
+                                    heartbeat_interval=self.heartbeat_interval, clock=self.clock)
+                    tg.start_soon(reaper.run)
+                await self._consume(js, until=None, on_caught_up=task_status.started)
+        finally:
+            await nc.close()
+
+    async def catch_up(self, timeout: float = 30.0, progress: Progress | None = None) -> int:
+        """Project everything up to the stream's last sequence as of now; return the projected seq.
+
+        Raises:
+            CatchUpTimeout: ``timeout`` seconds passed first.
+        """
+        nc = await self._connect()
+        try:
+            js = nc.jetstream()
+            await ensure_log(js)
+            target = await last_seq(js)
+            if self._projected < target:
+                with anyio.move_on_after(timeout):
+                    await self._consume(js, until=target, progress=progress)
+                if self._projected < target:
+                    raise CatchUpTimeout(self._projected, target, timeout)
+            return self._projected
+        finally:
+            await nc.close()
+
+    async def replay(self, progress: Progress | None = None, timeout: float = 3600.0) -> int:
+        """Drop every table and rebuild the projection from stream seq 1.
+
+        Do not call it while :meth:`run` is projecting into the same object.
+        """
+        await anyio.to_thread.run_sync(self.store.reset)
+        self._state = ProjectionState()
+        self._projected = 0
+        return await self.catch_up(timeout, progress)
+
+
+def _publisher(js: Any) -> Callable[[str, bytes, dict[str, str]], Any]:
+    async def publish(subject: str, payload: bytes, headers: dict[str, str]) -> Any:
+        return await js.publish(subject, payload, headers=headers)
+
+    return publish
+
+
+def catch_up(db_path: str | Path, nats_url: str, *, timeout: float = 30.0,
+             nats_options: dict[str, Any] | None = None) -> int:
+    """Project the stream up to its current last sequence into ``db_path``, then close.
+
+    For tests and the CLI when no server process owns the file. Returns the projected seq.
+    """
+    p = Projector(db_path, nats_url, nats_options=nats_options)
+    try:
+        return anyio.run(p.catch_up, timeout)
+    finally:
+        p.close()
+
+
+def replay_file(db_path: str | Path, nats_url: str, progress: Progress | None = None, *,
+                nats_options: dict[str, Any] | None = None) -> int:
+    """Rebuild ``db_path`` from the whole stream (``progress(done_seq, last_seq)``); return the seq."""
+    p = Projector(db_path, nats_url, nats_options=nats_options)
+    try:
+        return anyio.run(p.replay, progress)
+    finally:
+        p.close()
