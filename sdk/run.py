@@ -120,14 +120,7 @@ class Run:
             if not isinstance(data, Mapping):
                 raise TypeError(f"run.log() takes a dict of metrics, not {type(data).__name__}")
             data = dict(data)
-        if step is None:
-            cur = self._step
-            if commit is not False:
-                self._step = cur + 1
-        else:
-            cur = self._check_step(step)
-            if commit:
-                self._step = max(self._step, cur + 1)
+        cur = self._step if step is None else self._check_step(step)
         keys = tuple(data)
         kid = self._keysets.get(keys)
         if kid is None:
@@ -138,14 +131,19 @@ class Run:
             raise ValueError(f"run.log(): a value cannot be recorded: {e}") from None
         if len(payload) > SEAL_BYTES:
             self._log_large(data, payload)
-            return
-        spool = self._spool
-        with self._lock:
-            spool.append(K_ROW, payload)
-            self._pending_rows += 1
-            self._seal_bytes += len(payload)
-            if self._pending_rows >= SEAL_ROWS or self._seal_bytes >= SEAL_BYTES:
-                self._seal_locked()
+        else:
+            spool = self._spool
+            with self._lock:
+                spool.append(K_ROW, payload)
+                self._pending_rows += 1
+                self._seal_bytes += len(payload)
+                if self._pending_rows >= SEAL_ROWS or self._seal_bytes >= SEAL_BYTES:
+                    self._seal_locked()
+        if step is None:
+            if commit is not False:
+                self._step = cur + 1
+        elif commit:
+            self._step = max(self._step, cur + 1)
 
     def _check_step(self, step: Any) -> int:
         try:

@@ -199,6 +199,16 @@ def _lock_or_raise(fd: int, path: Path) -> None:
         raise SpoolLocked(f"{path} is being written by a live process") from e
 
 
+def is_complete(path: Path) -> bool:
+    """Cheap check of the header's complete flag, without locking or mapping the file."""
+    try:
+        with open(path, "rb") as fh:
+            head = fh.read(17)
+    except OSError:
+        return False
+    return len(head) == 17 and head[:8] == MAGIC and head[16] == 1
+
+
 def find_spools(root: Path) -> list[Path]:
     """Spool files under ``root`` (a spool file, a run folder, or a folder of run folders)."""
     root = Path(root)

@@ -17,7 +17,7 @@ from .broker.errors import RunExistsError
 from .outbox import Outbox
 from .publisher import Publisher
 from .settings import Settings
-from .spool import K_BATCH, Spool, SpoolLocked
+from .spool import K_BATCH, Spool, SpoolLocked, is_complete
 from .spool import find_spools as _find
 
 Progress = Callable[[int, int], None]
@@ -78,10 +78,29 @@ async def _sync(paths: list[Path], settings: Settings, progress: Progress | None
     from . import stack
     from .broker.jetstream import connect, ensure_log
 
+    if not paths:
+        return SyncReport()
+    url = stack.nats_url(settings)
+    nc = await connect(url, creds=settings.nats_creds, token=settings.nats_token, user=settings.nats_user,
+                       password=settings.nats_password, name="runstream-sync")
+    try:
+        js = nc.jetstream()
+        await ensure_log(js)
+        return await send_spools(js, paths, timeout=settings.finish_timeout, progress=progress,
+                                 include_complete=include_complete)
+    finally:
+        await nc.close()
+
+
+async def send_spools(js: Any, paths: list[Path], *, timeout: float, progress: Progress | None = None,
+                      include_complete: bool = False) -> SyncReport:
+    """Send the unacknowledged events of each spool over an open JetStream context."""
     report = SyncReport()
     opened: list[tuple[Spool, list[Any]]] = []
     try:
         for path in paths:
+            if not include_complete and is_complete(path):
+                continue
             try:
                 spool = Spool.open(path)
             except SpoolLocked:
@@ -101,36 +120,30 @@ async def _sync(paths: list[Path], settings: Settings, progress: Progress | None
         total = sum(len(t) for _, t in opened)
         if progress:
             progress(0, total)
-        if not opened:
-            return report
-        url = stack.nats_url(settings)
-        nc = await connect(url, creds=settings.nats_creds, token=settings.nats_token, user=settings.nats_user,
-                           password=settings.nats_password, name="runstream-sync")
-        try:
-            js = nc.jetstream()
-            await ensure_log(js)
-            done = 0
-            for spool, todo in opened:
-                meta = spool.meta
-                path = f"{meta['entity']}/{meta['project']}/{meta['run_id']}"
-                try:
-                    await _claim_or_confirm(js, meta)
-                except RunExistsError as e:
-                    report.errors.append(f"{spool.path}: {e}")
-                    continue
-                pub = Publisher(js, spool)
-                for ev in todo:
-                    await pub.publish(ev, deadline=asyncio.get_running_loop().time() + settings.finish_timeout)
-                    report.events_sent += 1
-                    done += 1
-                    if progress:
-                        progress(done, total)
-                report.last_stream_seq = max(report.last_stream_seq, pub.last_stream_seq)
-                if any(ev.type == "finish" for ev in todo) or _has_finish(spool):
-                    spool.set_complete()
-                report.runs.append(path)
-        finally:
-            await nc.close()
+        done = 0
+        for spool, todo in opened:
+            meta = spool.meta
+            path = f"{meta['entity']}/{meta['project']}/{meta['run_id']}"
+            try:
+                await _claim_or_confirm(js, meta)
+            except RunExistsError as e:
+                report.errors.append(f"{spool.path}: {e}")
+                continue
+            pub = Publisher(js, spool)
+            ok = True
+            for ev in todo:
+                if not await pub.publish(ev, deadline=asyncio.get_running_loop().time() + timeout):
+                    report.errors.append(f"{spool.path}: event {ev.seq} not acknowledged within {timeout:.0f}s")
+                    ok = False
+                    break
+                report.events_sent += 1
+                done += 1
+                if progress:
+                    progress(done, total)
+            report.last_stream_seq = max(report.last_stream_seq, pub.last_stream_seq)
+            if ok and _has_finish(spool):
+                spool.set_complete()
+            report.runs.append(path)
     finally:
         for spool, _ in opened:
             spool.close()

@@ -86,6 +86,7 @@ class Worker(threading.Thread):
         self.error: BaseException | None = None
         self.last_error: Exception | None = None
         self.published = 0
+        self.recovered: Any = None
         self.last_stream_seq = 0
         self._loop: asyncio.AbstractEventLoop | None = None
         self._wake: asyncio.Event | None = None
@@ -96,6 +97,7 @@ class Worker(threading.Thread):
         self._polled_to = 0
         self._outbox = Outbox(spool)
         self._queue: list[Outgoing] = []
+        self._recovery: asyncio.Task[None] | None = None
 
     # -- called from the user thread ---------------------------------------------------------------
 
@@ -161,6 +163,7 @@ class Worker(threading.Thread):
                 publisher = Publisher(js, self.spool, on_error=self._note_error)
                 await self._claim(js)
                 hb = asyncio.create_task(self._heartbeats())
+                self._recovery = asyncio.create_task(self._recover_leftovers(js))
             else:
                 if not self.claimed.done():
                     self.claimed.set_result(None)
@@ -168,6 +171,12 @@ class Worker(threading.Thread):
             await self._pump(publisher)
             if hb is not None:
                 hb.cancel()
+            if self._recovery is not None:
+                remaining = (self._deadline - time.monotonic()) if self._deadline else 5.0
+                try:
+                    await asyncio.wait_for(self._recovery, max(0.1, remaining))
+                except (TimeoutError, Exception):
+                    pass
             if publisher is not None:
                 self.last_stream_seq = publisher.last_stream_seq
         finally:
@@ -209,6 +218,16 @@ class Worker(threading.Thread):
             raise
         if not self.claimed.done():
             self.claimed.set_result(None)
+
+    async def _recover_leftovers(self, js: Any) -> None:
+        """Send what earlier runs in the same ``runstream/`` folder left in their spools."""
+        from .sync import find_spools, send_spools
+
+        root = self.spool.path.parent.parent
+        others = [p for p in find_spools(root) if p != self.spool.path]
+        if others:
+            report = await send_spools(js, others, timeout=self.settings.finish_timeout)
+            self.recovered = report
 
     async def _heartbeats(self) -> None:
         while True:
