@@ -1,0 +1,9 @@
+"""Outcomes of a child that are not figures."""
+
+
+class NotBuilt(Exception):
+    """A runstream piece this scenario needs has not landed yet."""
+
+
+class NotInstalled(Exception):
+    """A peer is not installed in this environment."""

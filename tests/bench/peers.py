@@ -1,0 +1,277 @@
+"""The peers' side of each scenario: W&B offline, MLflow (SQLite store and file store), Aim.
+
+Each adapter does what a user of that tool does, with the tool's defaults apart from what keeps it
+local (W&B offline and silent, a temp directory for everything). The scenario functions are run in
+a fresh interpreter by :mod:`.child`; they return plain dicts of figures.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sqlite3
+import sys
+import time
+from array import array
+from pathlib import Path
+from typing import Any
+
+from .errors import NotInstalled
+from .stats import percentile
+
+PEERS = ("wandb", "mlflow-sqlite", "mlflow-file", "aim")
+
+
+def dir_bytes(path: Path) -> int:
+    total = 0
+    for root, _dirs, files in os.walk(path):
+        for f in files:
+            try:
+                total += os.lstat(os.path.join(root, f)).st_size
+            except OSError:
+                pass
+    return total
+
+
+class Peer:
+    """One run of one peer: import, init, log a step, finish, count what was stored, disk bytes."""
+
+    name = ""
+
+    def __init__(self, workdir: Path) -> None:
+        self.workdir = workdir
+
+    def import_(self) -> None: ...
+    def init(self, run_name: str, config: dict[str, Any]) -> None: ...
+    def log(self, step: int, values: dict[str, float]) -> None: ...
+    def finish(self) -> None: ...
+
+    def stored_points(self) -> int | None:
+        """How many points a reader finds for this run (None: the peer has no way to count)."""
+        return None
+
+    def store_bytes(self) -> int:
+        return 0
+
+
+class WandbPeer(Peer):
+    name = "wandb"
+
+    def import_(self) -> None:
+        os.environ.update(WANDB_MODE="offline", WANDB_SILENT="true", WANDB_DIR=str(self.workdir))
+        try:
+            import wandb
+        except ImportError as e:
+            raise NotInstalled(f"wandb: {e}") from e
+        self.wandb = wandb
+
+    def init(self, run_name: str, config: dict[str, Any]) -> None:
+        self.run = self.wandb.init(project="bench", name=run_name, config=config)
+        self.run_dir = Path(self.run.dir).parent
+
+    def log(self, step: int, values: dict[str, float]) -> None:
+        self.run.log(values)
+
+    def finish(self) -> None:
+        self.run.finish()
+
+    def store_bytes(self) -> int:
+        return sum(p.stat().st_size for p in self.run_dir.glob("*.wandb"))
+
+
+class MlflowPeer(Peer):
+    def __init__(self, workdir: Path, store: str) -> None:
+        super().__init__(workdir)
+        self.store = store
+        self.name = f"mlflow-{store}"
+
+    def import_(self) -> None:
+        if self.store == "file":
+            os.environ["MLFLOW_ALLOW_FILE_STORE"] = "true"
+            self.uri = f"file://{self.workdir / 'mlruns'}"
+        else:
+            self.uri = f"sqlite:///{self.workdir / 'mlflow.db'}"
+        try:
+            import mlflow
+        except ImportError as e:
+            raise NotInstalled(f"mlflow: {e}") from e
+        self.mlflow = mlflow
+
+    def init(self, run_name: str, config: dict[str, Any]) -> None:
+        self.mlflow.set_tracking_uri(self.uri)
+        self.mlflow.set_experiment("bench")
+        self.run = self.mlflow.start_run(run_name=run_name)
+        self.mlflow.log_params(config)
+        self.run_id = self.run.info.run_id
+
+    def log(self, step: int, values: dict[str, float]) -> None:
+        self.mlflow.log_metrics(values, step=step)
+
+    def finish(self) -> None:
+        self.mlflow.end_run()
+
+    def stored_points(self) -> int | None:
+        if self.store == "sqlite":
+            with sqlite3.connect(self.workdir / "mlflow.db") as db:
+                (n,) = db.execute("SELECT count(*) FROM metrics WHERE run_uuid = ?", (self.run_id,)).fetchone()
+            return int(n)
+        n = 0
+        for f in (self.workdir / "mlruns").glob(f"*/{self.run_id}/metrics/**/*"):
+            if f.is_file():
+                with open(f, "rb") as fh:
+                    n += sum(1 for line in fh if line.strip())
+        return n
+
+    def store_bytes(self) -> int:
+        if self.store == "sqlite":
+            return sum(p.stat().st_size for p in self.workdir.glob("mlflow.db*"))
+        return dir_bytes(self.workdir / "mlruns")
+
+
+class AimPeer(Peer):
+    name = "aim"
+
+    def import_(self) -> None:
+        try:
+            import aim
+        except ImportError as e:
+            raise NotInstalled(f"aim: {e}") from e
+        self.aim = aim
+
+    def init(self, run_name: str, config: dict[str, Any]) -> None:
+        self.run = self.aim.Run(repo=str(self.workdir / "aim"), experiment="bench")
+        self.run.name = run_name
+        self.run["hparams"] = config
+
+    def log(self, step: int, values: dict[str, float]) -> None:
+        self.run.track(values, step=step)
+
+    def finish(self) -> None:
+        self.run.close()
+
+    def store_bytes(self) -> int:
+        return dir_bytes(self.workdir / "aim")
+
+
+def make_peer(system: str, workdir: Path) -> Peer:
+    if system == "wandb":
+        return WandbPeer(workdir)
+    if system == "mlflow-sqlite":
+        return MlflowPeer(workdir, "sqlite")
+    if system == "mlflow-file":
+        return MlflowPeer(workdir, "file")
+    if system == "aim":
+        return AimPeer(workdir)
+    raise ValueError(f"unknown peer {system!r}")
+
+
+def row_values(step: int, metrics: int) -> dict[str, float]:
+    return {f"m{j}": step * 0.001 + j for j in range(metrics)}
+
+
+def write(system: str, params: dict[str, Any]) -> dict[str, Any]:
+    """One run × ``steps`` × ``metrics`` floats: per-call µs, log→flushed rate, bytes per point."""
+    steps, metrics = int(params["steps"]), int(params["metrics"])
+    peer = make_peer(system, Path.cwd())
+    t0 = time.perf_counter()
+    peer.import_()
+    t1 = time.perf_counter()
+    peer.init("write", {"lr": 0.01, "batch": 32})
+    t2 = time.perf_counter()
+    base = peer.store_bytes()
+    rows = [row_values(i, metrics) for i in range(steps)]
+    per_call = array("q", bytes(8 * steps))
+    clock = time.perf_counter_ns
+    log = peer.log
+    t_first = time.perf_counter()
+    for i in range(steps):
+        a = clock()
+        log(i, rows[i])
+        per_call[i] = clock() - a
+    t3 = time.perf_counter()
+    peer.finish()
+    t4 = time.perf_counter()
+    points = steps * metrics
+    stored = peer.stored_points()
+    disk = peer.store_bytes() - base
+    calls = sorted(per_call)
+    return {
+        "steps": steps, "metrics": metrics, "points": points,
+        "import_s": t1 - t0, "init_s": t2 - t1,
+        "log_us_median": calls[len(calls) // 2] / 1000, "log_us_mean": (t3 - t_first) / steps * 1e6,
+        "log_us_p99": percentile(calls, 99) / 1000,
+        "finish_s": t4 - t3, "flushed_s": t4 - t_first, "e2e_pps": points / (t4 - t_first),
+        "stored_points": stored, "disk_bytes": disk, "bytes_per_point": disk / points,
+        "check_count": None if stored is None else stored == points,
+    }
+
+
+def startup(system: str, params: dict[str, Any]) -> dict[str, Any]:
+    """Import, init and finish of an empty run, each timed inside the process."""
+    peer = make_peer(system, Path.cwd())
+    t0 = time.perf_counter()
+    peer.import_()
+    t1 = time.perf_counter()
+    peer.init("empty", {"lr": 0.01})
+    t2 = time.perf_counter()
+    peer.finish()
+    t3 = time.perf_counter()
+    return {"import_s": t1 - t0, "init_s": t2 - t1, "finish_s": t3 - t2}
+
+
+def empty_run_snippet(system: str) -> str:
+    """A whole empty-run process, as a user would write it."""
+    if system == "wandb":
+        return ("import os; os.environ.update(WANDB_MODE='offline', WANDB_SILENT='true', WANDB_DIR=os.getcwd())\n"
+                "import wandb; wandb.init(project='bench').finish()")
+    if system == "mlflow-sqlite":
+        return ("import mlflow, os; mlflow.set_tracking_uri('sqlite:///' + os.getcwd() + '/mlflow.db')\n"
+                "mlflow.set_experiment('bench'); mlflow.start_run(); mlflow.end_run()")
+    if system == "mlflow-file":
+        return ("import os; os.environ['MLFLOW_ALLOW_FILE_STORE'] = 'true'\n"
+                "import mlflow; mlflow.set_tracking_uri('file://' + os.getcwd() + '/mlruns')\n"
+                "mlflow.set_experiment('bench'); mlflow.start_run(); mlflow.end_run()")
+    if system == "aim":
+        return "import aim, os; aim.Run(repo=os.getcwd() + '/aim', experiment='bench').close()"
+    raise ValueError(system)
+
+
+def many_worker(system: str, params: dict[str, Any]) -> dict[str, Any]:
+    """One of the many writers: init, wait for the start signal, log, finish."""
+    steps, metrics, index = int(params["steps"]), int(params["metrics"]), int(params["index"])
+    peer = make_peer(system, Path(params["store_dir"]))
+    peer.import_()
+    peer.init(f"writer-{index}", {"index": index})
+    rows = [row_values(i, metrics) for i in range(steps)]
+    go = Path(params["go_file"])
+    Path(params["ready_file"]).touch()
+    while not go.exists():
+        time.sleep(0.001)
+    t0 = time.time()
+    for i in range(steps):
+        peer.log(i, rows[i])
+    peer.finish()
+    stored = peer.stored_points()
+    return {"start": t0, "end": time.time(), "stored_points": stored}
+
+
+def many(system: str, params: dict[str, Any]) -> dict[str, Any]:
+    """``procs`` processes, each its own run, released together: total points/s until all finished."""
+    from .spawn import release_workers
+
+    procs, steps, metrics = int(params["procs"]), int(params["steps"]), int(params["metrics"])
+    if system != "runstream":
+        make_peer(system, Path.cwd()).import_()  # fail early (NotInstalled) before spawning
+    store = Path.cwd() / "store"
+    store.mkdir(exist_ok=True)
+    results, t_go, t_end = release_workers(system, procs, {"steps": steps, "metrics": metrics,
+                                                           "store_dir": str(store)}, Path.cwd())
+    points = procs * steps * metrics
+    stored = [r.get("stored_points") for r in results]
+    check = None if any(s is None for s in stored) else sum(stored) == points  # type: ignore[arg-type]
+    return {"procs": procs, "points": points, "seconds": t_end - t_go, "many_pps": points / (t_end - t_go),
+            "check_count": check, "errors": [r["error"] for r in results if "error" in r]}
+
+
+if __name__ == "__main__":  # pragma: no cover - manual use
+    print(json.dumps(write(sys.argv[1], {"steps": 100, "metrics": 10})))

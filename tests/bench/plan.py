@@ -1,0 +1,155 @@
+"""What runs: one task per scenario × system, with its sizes and how its figures are read."""
+
+from __future__ import annotations
+
+import argparse
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from . import peers
+from .procs import ChildResult
+from .stackctl import Stack
+
+SYSTEMS = ("runstream", *peers.PEERS)
+
+Extract = Callable[[ChildResult, "Stack | None"], dict[str, float]]
+
+
+@dataclass
+class Task:
+    group: str
+    system: str
+    rows: tuple[str, ...]
+    extract: Extract
+    child: str | None = None
+    snippet: str | None = None
+    params: dict[str, Any] = field(default_factory=dict)
+    stack: bool = False
+    timeout: float = 900.0
+    feeds: tuple[str, ...] = ()
+    """The figure keys this task yields (filled from :data:`FEEDS`)."""
+
+    def __post_init__(self) -> None:
+        self.feeds = FEEDS[self.extract.__name__]
+
+
+def _m(r: ChildResult, key: str) -> float:
+    return float(r.metrics[key])
+
+
+def _peer_write(r: ChildResult, _s: Stack | None) -> dict[str, float]:
+    return {"1.log_us": _m(r, "log_us_median"), "1.log_us_mean": _m(r, "log_us_mean"), "1.rss_mb": r.peak_rss_mb,
+            "2.e2e_pps": _m(r, "e2e_pps"), "8.stalled_rss_mb": r.peak_rss_mb,
+            "10.duckdb_bpp": _m(r, "bytes_per_point")}
+
+
+def _hotpath(r: ChildResult, _s: Stack | None) -> dict[str, float]:
+    return {"1.log_us": _m(r, "log_us_median"), "1.log_us_mean": _m(r, "log_us_mean"), "1.rss_mb": r.peak_rss_mb}
+
+
+def _sigkill(r: ChildResult, _s: Stack | None) -> dict[str, float]:
+    return {"1.sigkill_lost": _m(r, "lost_steps")}
+
+
+def _e2e(r: ChildResult, s: Stack | None) -> dict[str, float]:
+    out = {"2.e2e_pps": _m(r, "e2e_pps"), "10.stream_bpp": _m(r, "stream_bpp")}
+    if r.metrics.get("latency_p95_s") is not None:
+        out["2.p95_s"] = _m(r, "latency_p95_s")
+    if s is not None and s.duckdb_bytes:
+        out["10.duckdb_bpp"] = s.duckdb_bytes / _m(r, "points")
+    return out
+
+
+def _many(r: ChildResult, _s: Stack | None) -> dict[str, float]:
+    out = {"3.many_pps": _m(r, "many_pps")}
+    if "lost" in r.metrics:
+        out.update({"3.lost": _m(r, "lost"), "3.doubled": _m(r, "doubled")})
+    return out
+
+
+def _shared(r: ChildResult, _s: Stack | None) -> dict[str, float]:
+    return {"3.shared_pps": _m(r, "many_pps")}
+
+
+def _startup(r: ChildResult, _s: Stack | None) -> dict[str, float]:
+    return {"4.init_ms": _m(r, "init_s") * 1000, "4.import_ms": _m(r, "import_s") * 1000}
+
+
+def _empty(r: ChildResult, _s: Stack | None) -> dict[str, float]:
+    return {"4.empty_s": r.wall_s}
+
+
+def _replay(r: ChildResult, _s: Stack | None) -> dict[str, float]:
+    return {"6.replay_pps": _m(r, "replay_pps")}
+
+
+def _stalled(r: ChildResult, _s: Stack | None) -> dict[str, float]:
+    return {"8.stalled_rss_mb": r.peak_rss_mb}
+
+
+def _server_runs(r: ChildResult, _s: Stack | None) -> dict[str, float]:
+    return {"8.server_rss_mb": _m(r, "server_rss_peak_mb")}
+
+
+FEEDS = {
+    "_peer_write": ("1.log_us", "1.log_us_mean", "1.rss_mb", "2.e2e_pps", "8.stalled_rss_mb", "10.duckdb_bpp"),
+    "_hotpath": ("1.log_us", "1.log_us_mean", "1.rss_mb"),
+    "_sigkill": ("1.sigkill_lost",),
+    "_e2e": ("2.e2e_pps", "2.p95_s", "10.stream_bpp", "10.duckdb_bpp"),
+    "_many": ("3.many_pps", "3.lost", "3.doubled"),
+    "_shared": ("3.shared_pps",),
+    "_startup": ("4.init_ms", "4.import_ms"),
+    "_empty": ("4.empty_s",),
+    "_replay": ("6.replay_pps",),
+    "_stalled": ("8.stalled_rss_mb",),
+    "_server_runs": ("8.server_rss_mb",),
+}
+
+
+def peer_steps(args: argparse.Namespace, system: str, many: bool = False) -> int:
+    if system == "mlflow-sqlite":
+        return args.mlflow_proc_steps if many else args.mlflow_steps
+    if system == "mlflow-file":
+        return args.mlflow_proc_steps if many else args.mlflow_file_steps
+    return args.peer_proc_steps if many else args.peer_steps
+
+
+def build(args: argparse.Namespace) -> list[Task]:
+    """Every task of one repetition, grouped by scenario (systems rotated later)."""
+    m = args.metrics
+    tasks: list[Task] = []
+    for system in args.systems:
+        if system == "runstream":
+            tasks += [
+                Task("write", system, ("1",), _hotpath, child="hotpath", params={"steps": args.steps, "metrics": m},
+                     stack=True),
+                Task("sigkill", system, ("1",), _sigkill, child="sigkill",
+                     params={"metrics": m, "kill_after": args.kill_after}, stack=True),
+                Task("e2e", system, ("2", "10"), _e2e, child="e2e",
+                     params={"steps": args.steps, "metrics": m, "probe_interval": args.probe_interval}, stack=True),
+                Task("many", system, ("3",), _many, child="many",
+                     params={"procs": args.procs, "steps": args.proc_steps, "metrics": m}, stack=True),
+                Task("shared", system, ("3",), _shared, child="shared",
+                     params={"procs": args.procs, "steps": args.proc_steps, "metrics": m}, stack=True),
+                Task("startup", system, ("4",), _startup, child="startup", stack=True),
+                Task("empty", system, ("4",), _empty, snippet="import runstream; "
+                     "runstream.init(project='bench').finish()", stack=True),
+                Task("replay", system, ("6",), _replay, child="replay", params={"steps": args.steps, "metrics": m},
+                     stack=True),
+                Task("stalled", system, ("8",), _stalled, child="stalled",
+                     params={"steps": args.stall_steps, "metrics": m}, stack=True),
+                Task("server_runs", system, ("8",), _server_runs, child="server_runs",
+                     params={"runs": args.server_runs}, stack=True),
+            ]
+        else:
+            tasks += [
+                Task("write", system, ("1", "2", "8", "10"), _peer_write, child="write",
+                     params={"steps": peer_steps(args, system), "metrics": m}),
+                Task("many", system, ("3",), _many, child="many",
+                     params={"procs": args.procs, "steps": peer_steps(args, system, many=True), "metrics": m}),
+                Task("startup", system, ("4",), _startup, child="startup"),
+                Task("empty", system, ("4",), _empty, snippet=peers.empty_run_snippet(system)),
+            ]
+    wanted = set(args.rows)
+    return [t for t in tasks if wanted.intersection(t.rows)]

@@ -1,0 +1,458 @@
+"""runstream's side of each scenario, run in a fresh interpreter by :mod:`.child`.
+
+The orchestrator brings a local stack up under a temp ``RUNSTREAM_DIR`` before the child starts
+(see :mod:`.stackctl`), so these functions find it running. A piece that has not landed raises
+:class:`NotBuilt` and the row says so.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from array import array
+from pathlib import Path
+from typing import Any
+
+from .errors import NotBuilt
+from .stats import percentile
+
+PROJECT = "bench"
+
+
+def row_values(step: int, metrics: int) -> dict[str, float]:
+    return {f"m{j}": step * 0.001 + j for j in range(metrics)}
+
+
+def _import_runstream() -> Any:
+    try:
+        import runstream
+    except ImportError as e:
+        raise NotBuilt(f"import runstream: {e}") from e
+    if not hasattr(runstream, "init"):
+        raise NotBuilt("runstream.init does not exist yet")
+    return runstream
+
+
+def _client() -> Any:
+    try:
+        from runstream.query.client import QueryClient
+        from runstream.settings import load_settings
+    except ImportError as e:
+        raise NotBuilt(f"query client: {e}") from e
+    return QueryClient(load_settings(), start_stack=False)
+
+
+def _history_counts(client: Any, uids: list[str], timeout: float = 600.0) -> tuple[dict[str, tuple[int, int]], float]:
+    """Wait (server side) until everything in the stream now is projected, then count each run's
+    history rows: ``{uid: (rows, distinct (step, key))}`` and the time the answer came back."""
+    seq = client.stream_last_seq()
+    quoted = ", ".join(f"'{u}'" for u in uids)
+    res = client.sql(f"SELECT run_uid, count(*) AS n, count(DISTINCT (step, key)) AS d FROM history "
+                     f"WHERE run_uid IN ({quoted}) GROUP BY run_uid", wait_seq=seq, timeout=timeout,
+                     max_rows=len(uids) + 1)
+    t = time.perf_counter()
+    out = {r["run_uid"]: (int(r["n"]), int(r["d"])) for r in res.to_pylist()}
+    return out, t
+
+
+def _stream_bytes() -> tuple[int, int]:
+    """(bytes, messages) held by the stream, from JetStream's own accounting."""
+    import asyncio
+
+    from runstream.broker.names import STREAM
+    from runstream.settings import load_settings
+    from runstream.stack import status
+
+    url = status(load_settings()).nats_url
+
+    async def info() -> tuple[int, int]:
+        import nats
+
+        nc = await nats.connect(url)
+        try:
+            st = (await nc.jetstream().stream_info(STREAM)).state
+            return int(st.bytes), int(st.messages)
+        finally:
+            await nc.close()
+
+    return asyncio.run(info())
+
+
+# -- row 1 -----------------------------------------------------------------------------------------
+
+
+def hotpath(params: dict[str, Any]) -> dict[str, Any]:
+    """1 run × ``steps`` × ``metrics`` floats: µs per ``log()`` call, each call timed."""
+    steps, metrics = int(params["steps"]), int(params["metrics"])
+    t0 = time.perf_counter()
+    rs = _import_runstream()
+    t1 = time.perf_counter()
+    run = rs.init(project=PROJECT, config={"lr": 0.01, "batch": 32})
+    t2 = time.perf_counter()
+    rows = [row_values(i, metrics) for i in range(steps)]
+    per_call = array("q", bytes(8 * steps))
+    clock = time.perf_counter_ns
+    log = run.log
+    t_first = time.perf_counter()
+    for i in range(steps):
+        a = clock()
+        log(rows[i])
+        per_call[i] = clock() - a
+    t3 = time.perf_counter()
+    run.finish()
+    t4 = time.perf_counter()
+    calls = sorted(per_call)
+    counts, _ = _history_counts(_client(), [run.uid])
+    points = steps * metrics
+    return {
+        "steps": steps, "metrics": metrics, "points": points, "import_s": t1 - t0, "init_s": t2 - t1,
+        "log_us_median": calls[len(calls) // 2] / 1000, "log_us_mean": (t3 - t_first) / steps * 1e6,
+        "log_us_p99": percentile(calls, 99) / 1000, "finish_s": t4 - t3, "flushed_s": t4 - t_first,
+        "stored_points": counts.get(run.uid, (0, 0))[0],
+        "check_count": counts.get(run.uid, (0, 0))[0] == points,
+    }
+
+
+def sigkill_trainer(params: dict[str, Any]) -> dict[str, Any]:
+    """The trainer killed by :func:`sigkill`: prints its run uid and spool folder, then each step
+    after ``log()`` returned it, until killed."""
+    rs = _import_runstream()
+    run = rs.init(project=PROJECT, config={"killed": True})
+    out = sys.stdout.fileno()
+    os.write(out, f"uid {run.uid} {run.dir}\n".encode())
+    metrics = int(params["metrics"])
+    step = 0
+    while True:
+        run.log(row_values(step, metrics))
+        os.write(out, b"%d\n" % step)
+        step += 1
+
+
+def sigkill(params: dict[str, Any]) -> dict[str, Any]:
+    """SIGKILL a trainer mid-run, ``runstream sync`` its spool, check every printed step is in DuckDB."""
+    metrics, kill_after = int(params["metrics"]), int(params["kill_after"])
+    _import_runstream()
+    argv = [sys.executable, "-m", "tests.bench.child", "runstream", "sigkill_trainer", json.dumps(params),
+            str(Path.cwd() / "trainer.json")]
+    proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stdin=subprocess.DEVNULL)
+    assert proc.stdout is not None
+    head = proc.stdout.readline().decode().split()
+    if not head or head[0] != "uid":
+        proc.kill()
+        raise RuntimeError(f"trainer did not start: {head}")
+    uid, run_dir = head[1], head[2]
+    printed = -1
+    for line in proc.stdout:
+        printed = int(line)
+        if printed + 1 >= kill_after:
+            break
+    os.kill(proc.pid, signal.SIGKILL)
+    for line in proc.stdout.read().splitlines():  # what it printed between our read and the kill
+        if line.strip():
+            printed = int(line)
+    proc.wait()
+    t0 = time.perf_counter()
+    sync = subprocess.run([sys.executable, "-m", "runstream.cli", "sync", run_dir], capture_output=True,
+                          text=True, timeout=300)
+    if sync.returncode != 0:
+        raise RuntimeError(f"runstream sync failed ({sync.returncode}): {sync.stderr[-2000:]}")
+    t1 = time.perf_counter()
+    client = _client()
+    seq = client.stream_last_seq()
+    res = client.sql(f"SELECT count(DISTINCT step) AS steps, count(*) AS n FROM history WHERE run_uid = '{uid}' "
+                     f"AND step <= {printed}", wait_seq=seq).to_pylist()[0]
+    returned = printed + 1
+    lost = returned - int(res["steps"])
+    return {"returned_steps": returned, "stored_steps": int(res["steps"]), "lost_steps": lost,
+            "rows_for_returned": int(res["n"]), "sync_s": t1 - t0,
+            "check_count": lost == 0 and int(res["n"]) == returned * metrics}
+
+
+# -- rows 2 and 10 ---------------------------------------------------------------------------------
+
+
+def probe(params: dict[str, Any]) -> dict[str, Any]:
+    """Watch one run while it logs: for every ``every``-th step of key ``m0``, the time from its
+    ``log()`` (the row's timestamp) to the first poll that finds it in SQL (an upper bound by at most
+    one poll interval)."""
+    uid, every, interval = params["uid"], int(params["every"]), float(params["interval"])
+    stop = Path(params["stop_file"])
+    client = _client()
+    seen = -1
+    latencies: list[float] = []
+    polls = 0
+    while True:
+        stopping = stop.exists()
+        res = client.sql(f"SELECT step, timestamp FROM history WHERE run_uid = '{uid}' AND key = 'm0' "
+                         f"AND step > {seen} AND step % {every} = 0 ORDER BY step", max_rows=1_000_000)
+        now = time.time()
+        polls += 1
+        for r in res.to_pylist():
+            latencies.append(now - float(r["timestamp"]))
+            seen = max(seen, int(r["step"]))
+        if stopping:
+            break
+        time.sleep(interval)
+    return {"latencies": latencies, "polls": polls}
+
+
+def e2e(params: dict[str, Any]) -> dict[str, Any]:
+    """First ``log()`` → every row queryable in SQL (points/s), with a probe process measuring
+    log→queryable latency while logging; stream bytes per point."""
+    steps, metrics = int(params["steps"]), int(params["metrics"])
+    rs = _import_runstream()
+    client = _client()
+    run = rs.init(project=PROJECT, config={"lr": 0.01})
+    rows = [row_values(i, metrics) for i in range(steps)]
+    stop = Path.cwd() / "probe.stop"
+    stop.unlink(missing_ok=True)
+    probe_params = {"uid": run.uid, "every": max(1, steps // 2000), "interval": float(params["probe_interval"]),
+                    "stop_file": str(stop)}
+    probe_out = Path.cwd() / "probe.json"
+    probe_proc = subprocess.Popen([sys.executable, "-m", "tests.bench.child", "runstream", "probe",
+                                   json.dumps(probe_params), str(probe_out)], stdin=subprocess.DEVNULL)
+    time.sleep(float(params.get("probe_warmup", 0.5)))  # let the probe import and connect
+    log = run.log
+    t_first = time.perf_counter()
+    for r in rows:
+        log(r)
+    t_logged = time.perf_counter()
+    run.finish()
+    t_finished = time.perf_counter()
+    counts, t_queryable = _history_counts(client, [run.uid])
+    stop.touch()
+    probe_proc.wait(120)
+    try:
+        lat = sorted(json.loads(probe_out.read_text()).get("latencies", []))
+    except (OSError, ValueError):
+        lat = []
+    points = steps * metrics
+    n, d = counts.get(run.uid, (0, 0))
+    stream_bytes, messages = _stream_bytes()
+    return {
+        "steps": steps, "metrics": metrics, "points": points,
+        "log_s": t_logged - t_first, "finish_s": t_finished - t_logged, "queryable_s": t_queryable - t_first,
+        "e2e_pps": points / (t_queryable - t_first), "stored_points": n, "distinct_points": d,
+        "check_count": n == points and d == points,
+        "latency_samples": len(lat), "latency_p50_s": percentile(lat, 50) if lat else None,
+        "latency_p95_s": percentile(lat, 95) if lat else None, "latency_max_s": lat[-1] if lat else None,
+        "stream_bytes": stream_bytes, "stream_messages": messages, "stream_bpp": stream_bytes / points,
+    }
+
+
+# -- row 3 -----------------------------------------------------------------------------------------
+
+
+def many_worker(params: dict[str, Any]) -> dict[str, Any]:
+    steps, metrics, index = int(params["steps"]), int(params["metrics"]), int(params["index"])
+    rs = _import_runstream()
+    kwargs: dict[str, Any] = {"id": params["shared_id"], "mode": "shared"} if params.get("shared_id") else {}
+    run = rs.init(project=PROJECT + "-many", name=f"writer-{index}", config={"index": index}, **kwargs)
+    rows = [row_values(i, metrics) for i in range(steps)]
+    if kwargs:  # one shared run: each writer its own key range, so nothing overwrites
+        rows = [{f"w{index}.{k}": v for k, v in r.items()} for r in rows]
+    go = Path(params["go_file"])
+    Path(params["ready_file"]).touch()
+    while not go.exists():
+        time.sleep(0.001)
+    t0 = time.time()
+    log = run.log
+    for r in rows:
+        log(r)
+    run.finish()
+    return {"start": t0, "end": time.time(), "uid": run.uid}
+
+
+def many(params: dict[str, Any], shared: bool = False) -> dict[str, Any]:
+    """``procs`` writer processes released together: total points/s until every row is queryable;
+    zero lost, zero doubled."""
+    from .spawn import release_workers
+
+    procs, steps, metrics = int(params["procs"]), int(params["steps"]), int(params["metrics"])
+    _import_runstream()
+    client = _client()
+    extra = {"shared_id": f"shared{os.getpid()}"} if shared else {}
+    results, t_go, _ = release_workers("runstream", procs, {"steps": steps, "metrics": metrics, **extra}, Path.cwd())
+    errors = [r["error"] for r in results if "error" in r]
+    uids = sorted({r["uid"] for r in results if "uid" in r})
+    counts, _t = _history_counts(client, uids) if uids else ({}, time.perf_counter())
+    t_end = time.time()
+    points = procs * steps * metrics
+    n = sum(c[0] for c in counts.values())
+    d = sum(c[1] for c in counts.values())
+    return {"procs": procs, "points": points, "seconds": t_end - t_go, "many_pps": points / (t_end - t_go),
+            "stored_points": n, "lost": points - d, "doubled": n - d, "errors": errors,
+            "check_count": n == points and d == points and not errors}
+
+
+def shared(params: dict[str, Any]) -> dict[str, Any]:
+    from runstream.settings import MODES
+
+    if "shared" not in MODES:
+        raise NotBuilt("shared mode: later issue")
+    return many(params, shared=True)
+
+
+# -- row 4 -----------------------------------------------------------------------------------------
+
+
+def startup(params: dict[str, Any]) -> dict[str, Any]:
+    """``import runstream`` from a clean interpreter, ``init()`` with the stack up, ``finish()``."""
+    t0 = time.perf_counter()
+    rs = _import_runstream()
+    t1 = time.perf_counter()
+    run = rs.init(project=PROJECT, config={"lr": 0.01})
+    t2 = time.perf_counter()
+    run.finish()
+    t3 = time.perf_counter()
+    return {"import_s": t1 - t0, "init_s": t2 - t1, "finish_s": t3 - t2}
+
+
+EMPTY_RUN = "import runstream; runstream.init(project='bench').finish()"
+
+
+# -- row 6 -----------------------------------------------------------------------------------------
+
+
+def replay(params: dict[str, Any]) -> dict[str, Any]:
+    """Log ``steps`` × ``metrics`` (not timed), then time ``runstream replay`` of the whole log."""
+    steps, metrics = int(params["steps"]), int(params["metrics"])
+    rs = _import_runstream()
+    client = _client()
+    run = rs.init(project=PROJECT, config={"lr": 0.01})
+    for i in range(steps):
+        run.log(row_values(i, metrics))
+    run.finish()
+    before, _ = _history_counts(client, [run.uid])
+    t0 = time.perf_counter()
+    proc = subprocess.run([sys.executable, "-m", "runstream.cli", "replay"], capture_output=True, text=True,
+                          timeout=1800)
+    t1 = time.perf_counter()
+    if proc.returncode != 0:
+        out = (proc.stderr or proc.stdout)[-2000:]
+        if "invalid choice" in out:
+            raise NotBuilt("`runstream replay` does not exist yet")
+        raise RuntimeError(f"runstream replay failed ({proc.returncode}): {out}")
+    after, _ = _history_counts(client, [run.uid])
+    points = steps * metrics
+    return {"points": points, "replay_s": t1 - t0, "replay_pps": points / (t1 - t0),
+            "stored_before": before.get(run.uid, (0, 0))[0], "stored_after": after.get(run.uid, (0, 0))[0],
+            "check_count": before.get(run.uid, (0, 0))[0] == points == after.get(run.uid, (0, 0))[0]}
+
+
+# -- row 8 -----------------------------------------------------------------------------------------
+
+
+def stalled(params: dict[str, Any]) -> dict[str, Any]:
+    """Log ``steps`` × ``metrics`` while nats-server is stopped (SIGSTOP): the process tree's peak
+    RSS is taken by the orchestrator; then SIGCONT, finish, and check every row arrived."""
+    import psutil
+
+    steps, metrics = int(params["steps"]), int(params["metrics"])
+    nats_pid = int(params["nats_pid"])
+    rs = _import_runstream()
+    run = rs.init(project=PROJECT, config={"stalled": True})
+    me = psutil.Process()
+    rss_start = me.memory_info().rss
+    peak = rss_start
+    os.kill(nats_pid, signal.SIGSTOP)
+    try:
+        log = run.log
+        t0 = time.perf_counter()
+        for i in range(steps):
+            log(row_values(i, metrics))
+            if i % 10_000 == 0:
+                peak = max(peak, me.memory_info().rss)
+        t1 = time.perf_counter()
+        peak = max(peak, me.memory_info().rss)
+    finally:
+        os.kill(nats_pid, signal.SIGCONT)
+    run.finish()
+    counts, _ = _history_counts(_client(), [run.uid])
+    points = steps * metrics
+    n = counts.get(run.uid, (0, 0))[0]
+    return {"points": points, "log_us_mean": (t1 - t0) / steps * 1e6, "rss_start_mb": rss_start / 1e6,
+            "rss_peak_self_mb": peak / 1e6, "stored_points": n, "check_count": n == points}
+
+
+def server_runs(params: dict[str, Any]) -> dict[str, Any]:
+    """``runs`` small runs (init, 5 rows × 3 keys, finish) published straight to the stream with the
+    SDK's codec (10k ``init()`` calls would take the whole budget), then the server's RSS once all
+    are projected (peak sampled throughout)."""
+    import asyncio
+
+    import psutil
+
+    from runstream.broker.codec import encode_event, encode_log_body, envelope
+    from runstream.broker.jetstream import ensure_log
+    from runstream.broker.names import msg_id, new_run_uid, new_writer_id, run_subject
+    from runstream.settings import load_settings
+    from runstream.stack import status
+
+    n_runs = int(params["runs"])
+    st = status(load_settings())
+    server = psutil.Process(st.server_pid)
+    peak = [server.memory_info().rss]
+    done = threading.Event()
+
+    def sample() -> None:
+        while not done.is_set():
+            try:
+                peak[0] = max(peak[0], server.memory_info().rss)
+            except psutil.Error:
+                return
+            done.wait(0.05)
+
+    sampler = threading.Thread(target=sample, daemon=True)
+    sampler.start()
+    entity = "bench"
+
+    async def publish_all() -> None:
+        import nats
+
+        nc = await nats.connect(st.nats_url)
+        js = nc.jetstream()
+        await ensure_log(js)
+        pending: list[Any] = []
+        for i in range(n_runs):
+            uid, writer, now = new_run_uid(), new_writer_id(), time.time()
+            init = {"entity": entity, "project": "bench-10k", "run_id": f"r{i:06d}", "name": f"run-{i}",
+                    "tags": [], "config": {"lr": 10 ** -(1 + i % 4), "batch": 2 ** (i % 7), "seed": i},
+                    "start_time": now, "mode": "online"}
+            log = encode_log_body([(s, now + s, {"loss": 1.0 / (s + 1 + i % 13), "acc": s / 5, "lr": 0.1})
+                                   for s in range(5)])
+            fin = {"exit_code": 0, "state": "finished", "runtime": 5.0}
+            for seq, (kind, body) in enumerate((("init", init), ("log", log), ("finish", fin)), start=1):
+                payload = encode_event(envelope(kind, uid, writer, seq, now, body))
+                pending.append(js.publish(run_subject(entity, uid, kind), payload,
+                                          headers={"Nats-Msg-Id": msg_id(uid, writer, seq)}))
+            if len(pending) >= 600:
+                await asyncio.gather(*pending)
+                pending.clear()
+        await asyncio.gather(*pending)
+        await nc.close()
+
+    t0 = time.perf_counter()
+    asyncio.run(publish_all())
+    t1 = time.perf_counter()
+    client = _client()
+    seq = client.stream_last_seq()
+    res = client.sql("SELECT count(*) AS n, count(*) FILTER (WHERE state = 'finished') AS f FROM runs "
+                     "WHERE project = 'bench-10k'", wait_seq=seq, timeout=600).to_pylist()[0]
+    t2 = time.perf_counter()
+    q0 = time.perf_counter()
+    client.sql("SELECT r.run_id FROM runs r JOIN config c USING (run_uid) JOIN summary s USING (run_uid) "
+               "WHERE c.key = 'lr' AND c.value > 0.01 AND s.key = 'loss' ORDER BY s.value LIMIT 10")
+    q1 = time.perf_counter()
+    rss_now = server.memory_info().rss
+    done.set()
+    sampler.join()
+    return {"runs": n_runs, "publish_s": t1 - t0, "projected_s": t2 - t1, "runs_projected": int(res["n"]),
+            "runs_finished": int(res["f"]), "server_rss_mb": rss_now / 1e6, "server_rss_peak_mb": peak[0] / 1e6,
+            "filter_sort_ms": (q1 - q0) * 1000,
+            "check_count": int(res["n"]) == n_runs == int(res["f"])}
