@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import atexit
+import concurrent.futures
 import getpass
 import os
 import sys
@@ -117,7 +118,13 @@ def init(entity: str | None = None, project: str | None = None, id: str | None =
     worker.start()
     if id is not None and url is not None:
         try:
-            worker.claimed.result(timeout=max(30.0, s.finish_timeout))
+            worker.claimed.result(timeout=s.init_timeout)
+        except concurrent.futures.TimeoutError:
+            warnings.warn(
+                f"runstream: cannot reach NATS at {url} to confirm that run id {run_id!r} is free; "
+                f"logging to the spool in {run_dir} and sending when the broker is back",
+                stacklevel=2,
+            )
         except BaseException:
             _abandon(run, worker)
             raise
@@ -197,6 +204,8 @@ def finished(run: Any, *, quiet: bool) -> None:
         sys.stderr.write(render_finish(info, dict(mirror.series) if mirror else {},
                                        run.summary.as_dict() if mirror else {}))
         sys.stderr.flush()
+    if worker is not None and worker.error is not None and not isinstance(worker.error, KeyboardInterrupt):
+        sys.stderr.write(f"runstream: run {run.path} could not be sent: {worker.error}\n")
     if run.mode == "online" and (pending or not all_acked):
         err = worker.last_error if worker is not None else None
         sys.stderr.write(

@@ -33,6 +33,9 @@ class Settings:
     crash_timeout: float = 300.0
     flush_interval: float = 0.25
     finish_timeout: float = 60.0
+    init_timeout: float = 30.0
+    """How long ``init(id=...)`` waits for the broker to confirm the id is free before going on
+    with the run spooled locally (the claim keeps being retried in the background)."""
     quiet: bool = False
     port: int = 14222
     """Preferred client port of the embedded nats-server (a free one is used if taken)."""

@@ -209,13 +209,24 @@ class Worker(threading.Thread):
                 delay = min(delay * 2, 2.0)
 
     async def _claim(self, js: Any) -> None:
-        try:
-            if self.claim is not None:
+        """Register the run's path; retried through outages, fatal only when the id is taken."""
+        from .broker.errors import RunExistsError
+
+        delay = 0.1
+        while self.claim is not None:
+            try:
                 await self.claim(js)
-        except BaseException as e:
-            if not self.claimed.done():
-                self.claimed.set_exception(e)
-            raise
+                break
+            except RunExistsError as e:
+                if not self.claimed.done():
+                    self.claimed.set_exception(e)
+                raise
+            except Exception as e:
+                self._note_error(e)
+                if self._stopping and self._past_deadline():
+                    raise
+                await self._nap(delay)
+                delay = min(delay * 2, 2.0)
         if not self.claimed.done():
             self.claimed.set_result(None)
 

@@ -50,9 +50,9 @@ def test_sigkill_trainer_then_sync(rs_env: dict[str, str], nats_server, tmp_path
         assert line, proc.stderr.read() if proc.stderr else "trainer died"
         printed.append(int(line))
     os.killpg(proc.pid, signal.SIGKILL)
-    proc.wait(10)
+    rest, _ = proc.communicate(timeout=30)
     # the pipe may hold lines printed after our last read: they count too
-    printed.extend(int(x) for x in proc.stdout.read().split())
+    printed.extend(int(x) for x in rest.split())
     report = sync_paths([tmp_path / "work"], load_settings())
     assert report.errors == []
     again = sync_paths([tmp_path / "work"], load_settings())
@@ -69,7 +69,8 @@ def test_sigkill_trainer_then_sync(rs_env: dict[str, str], nats_server, tmp_path
 
 def test_next_init_in_same_dir_completes_leftover_spool(rs_env: dict[str, str], nats_server,
                                                         tmp_path: Path) -> None:
-    env = {**rs_env, "RUNSTREAM_NATS_URL": "nats://127.0.0.1:1"}  # nobody there: everything stays spooled
+    env = {**rs_env, "RUNSTREAM_NATS_URL": "nats://127.0.0.1:1",  # nobody there: all stays spooled
+           "RUNSTREAM_INIT_TIMEOUT": "0.5"}
     proc = spawn("""
         import runstream
         run = runstream.init(entity="faults", project="leftover", id="left", settings={"finish_timeout": 1})
@@ -79,8 +80,8 @@ def test_next_init_in_same_dir_completes_leftover_spool(rs_env: dict[str, str], 
         import os, signal
         os.kill(os.getpid(), signal.SIGKILL)
     """, env, tmp_path)
-    proc.wait(60)
-    assert proc.stdout is not None and "done" in proc.stdout.read()
+    out, _ = proc.communicate(timeout=60)
+    assert "done" in out
     python("""
         import runstream
         runstream.init(entity="faults", project="leftover", id="next").finish()
