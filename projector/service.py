@@ -157,7 +157,8 @@ class Projector:
                     tg.start_soon(reaper.run)
                 await self._consume(js, until=None, on_caught_up=task_status.started)
         finally:
-            await nc.close()
+            with anyio.CancelScope(shield=True):
+                await nc.close()
 
     async def catch_up(self, timeout: float = 30.0, progress: Progress | None = None) -> int:
         """Project everything up to the stream's last sequence as of now; return the projected seq.
@@ -177,7 +178,8 @@ class Projector:
                     raise CatchUpTimeout(self._projected, target, timeout)
             return self._projected
         finally:
-            await nc.close()
+            with anyio.CancelScope(shield=True):
+                await nc.close()
 
     async def replay(self, progress: Progress | None = None, timeout: float = 3600.0) -> int:
         """Drop every table and rebuild the projection from stream seq 1.

@@ -1,0 +1,289 @@
+"""The pure fold: event lists in, changes and run states out (no NATS, no DuckDB)."""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import pyarrow as pa
+from runstream.broker.codec import encode_event, encode_log_body, envelope, pack
+from runstream.broker.names import run_subject
+from runstream.projector import ProjectionState, Record, fold
+from runstream.projector.state import RunState
+
+UID = "0123456789abcdefghijklmnop"
+
+
+class Log:
+    """Builds a stream of records for one run, numbering stream seqs and writer seqs."""
+
+    def __init__(self, uid: str = UID, entity: str = "ent") -> None:
+        self.uid, self.entity = uid, entity
+        self.records: list[Record] = []
+        self.seqs: dict[str, int] = {}
+
+    def add(
+        self,
+        type_: str,
+        body: dict[str, Any],
+        *,
+        writer: str = "w1",
+        seq: int | None = None,
+        ts: float = 1000.0,
+    ) -> Record:
+        if seq is None:
+            seq = self.seqs.get(writer, 0) + 1
+        self.seqs[writer] = max(seq, self.seqs.get(writer, 0))
+        env = envelope(type_, self.uid, writer, seq, ts, body)
+        return self.raw(run_subject(self.entity, self.uid, type_), encode_event(env))
+
+    def raw(self, subject: str, data: bytes) -> Record:
+        rec = Record(len(self.records) + 1, subject, data, 1.0)
+        self.records.append(rec)
+        return rec
+
+    def init(self, **kw: Any) -> Record:
+        body = {
+            "entity": self.entity,
+            "project": "proj",
+            "run_id": "abc",
+            "name": "n1",
+            "start_time": 1000.0,
+            **kw,
+        }
+        return self.add("init", body, ts=body["start_time"])
+
+    def log(self, rows: list[tuple[Any, float, dict[str, Any]]], **kw: Any) -> Record:
+        return self.add("log", encode_log_body(rows), **kw)
+
+
+def project(records: list[Record], state: ProjectionState | None = None) -> tuple[ProjectionState, Any]:
+    state = state or ProjectionState()
+    return state, fold(state, records)
+
+
+def history(changes: Any) -> list[tuple[Any, ...]]:
+    """Last write per (run, step, key), like the store keeps it."""
+    rows: dict[tuple[str, int, str], tuple[Any, ...]] = {}
+    for chunk in changes.history:
+        for b in chunk.batches:
+            for r in pa.Table.from_batches([b]).to_pylist():
+                rows[(r["run_uid"], r["step"], r["key"])] = (r["step"], r["key"], r["value"], r["value_json"])
+    return [rows[k] for k in sorted(rows)]
+
+
+def summary(changes: Any, uid: str = UID) -> dict[str, Any]:
+    return {k: (v if v is not None else j) for k, v, j in changes.summary[uid]}
+
+
+def run(state: ProjectionState, uid: str = UID) -> RunState:
+    return state.runs[uid]
+
+
+def test_init_fills_the_run_and_flattens_config() -> None:
+    log = Log()
+    log.init(config={"opt": {"lr": 0.1, "betas": [0.9, 0.99]}, "epochs": 10}, tags=["a"], notes="hi")
+    state, ch = project(log.records)
+    rs = run(state)
+    assert (rs.entity, rs.project, rs.run_id, rs.name, rs.state) == ("ent", "proj", "abc", "n1", "running")
+    assert rs.tags == ["a"] and rs.notes == "hi" and rs.created_at == 1000.0
+    assert {k: (v, j) for k, v, j in ch.config[UID]} == {
+        "opt.lr": (0.1, None),
+        "opt.betas": (None, "[0.9,0.99]"),
+        "epochs": (10.0, None),
+    }
+
+
+def test_summary_is_the_last_logged_value() -> None:
+    log = Log()
+    log.init()
+    log.log([(0, 1.0, {"loss": 3.0, "acc": 0.1}), (1, 2.0, {"loss": 2.0})])
+    log.log([(2, 3.0, {"loss": 1.0})])
+    _, ch = project(log.records)
+    assert summary(ch) == {"loss": 1.0, "acc": 0.1}
+
+
+def test_explicit_summary_wins_until_logged_again_and_delete() -> None:
+    log = Log()
+    log.init()
+    log.log([(0, 1.0, {"loss": 3.0, "acc": 0.5})])
+    log.add("summary", {"set": {"loss": 0.0, "best": "x"}, "delete": ["acc"]})
+    state, ch = project(log.records)
+    assert summary(ch) == {"loss": 0.0, "best": '"x"'}
+    log.log([(1, 2.0, {"loss": 2.5, "acc": 0.7})])
+    ch = fold(state, log.records)
+    assert summary(ch) == {"loss": 2.5, "best": '"x"', "acc": 0.7}
+
+
+def test_define_metric_aggregates_and_globs() -> None:
+    log = Log()
+    log.init()
+    log.log([(0, 1.0, {"loss": 4.0, "val/acc": 0.2, "val/f1": 0.5, "lr": 0.1})])
+    log.add("define_metric", {"name": "loss", "summary": ["min", "max", "mean", "first"]})
+    log.add("define_metric", {"name": "val/*", "summary": ["max", "last"]})
+    log.add("define_metric", {"name": "lr", "summary": ["none"]})
+    log.log([(1, 2.0, {"loss": 2.0, "val/acc": 0.9, "val/f1": 0.4, "lr": 0.05}), (2, 3.0, {"loss": 3.0})])
+    _, ch = project(log.records)
+    assert summary(ch) == {
+        "loss.min": 2.0,
+        "loss.max": 4.0,
+        "loss.mean": 3.0,
+        "loss.first": 4.0,
+        "val/acc": 0.9,
+        "val/acc.max": 0.9,
+        "val/f1": 0.4,
+        "val/f1.max": 0.5,
+    }
+    assert [m[0] for m in ch.metrics[UID]] == ["loss", "lr", "val/*"]
+
+
+def test_backwards_steps_last_write_wins() -> None:
+    log = Log()
+    log.init()
+    log.log([(5, 1.0, {"x": 1.0}), (6, 1.0, {"x": 2.0})])
+    log.log([(5, 2.0, {"x": 10.0}), (3, 2.0, {"x": 30.0})])
+    state, ch = project(log.records)
+    assert history(ch) == [(3, "x", 30.0, None), (5, "x", 10.0, None), (6, "x", 2.0, None)]
+    assert [c.dirty for c in ch.history] == [False, True]
+    assert run(state).max_step == 6 and summary(ch) == {"x": 30.0}
+
+
+def test_redelivered_event_is_applied_once_but_out_of_order_seqs_apply() -> None:
+    log = Log()
+    log.init()
+    log.log([(0, 1.0, {"x": 1.0})], seq=5)
+    log.log([(1, 1.0, {"x": 2.0})], seq=3)  # a retry arriving late: applied
+    log.log([(0, 1.0, {"x": 99.0})], seq=5)  # a redelivery: skipped
+    state, ch = project(log.records)
+    assert history(ch) == [(0, "x", 1.0, None), (1, "x", 2.0, None)]
+    assert ch.skipped == 1 and len(ch.applied) == 3
+    again = fold(ProjectionState(runs=state.runs), log.records)  # same log, stream seqs forgotten
+    assert again.skipped == 4 and not again.history
+
+
+def test_log_before_init_makes_a_placeholder() -> None:
+    log = Log()
+    log.log([(0, 1.0, {"x": 1.0})], ts=990.0)
+    state, _ = project(log.records)
+    rs = run(state)
+    assert rs.entity == "ent" and rs.project is None and not rs.has_init
+    log.init()
+    ch = fold(state, log.records)
+    assert run(state).project == "proj" and run(state).has_init and summary(ch) == {"x": 1.0}
+
+
+def test_nan_inf_negative_zero_and_non_numeric_values() -> None:
+    log = Log()
+    log.init()
+    log.log(
+        [
+            (
+                0,
+                1.0,
+                {
+                    "a": math.nan,
+                    "b": math.inf,
+                    "c": -math.inf,
+                    "d": -0.0,
+                    "s": "txt",
+                    "l": [1, 2],
+                    "n": None,
+                    "t": True,
+                    "by": b"\x00\x01",
+                },
+            )
+        ]
+    )
+    _, ch = project(log.records)
+    rows = {k: (v, j) for _, k, v, j in history(ch)}
+    assert math.isnan(rows["a"][0]) and rows["b"][0] == math.inf and rows["c"][0] == -math.inf
+    assert rows["d"][0] == 0.0 and math.copysign(1.0, rows["d"][0]) == -1.0
+    assert rows["s"] == (None, '"txt"') and rows["l"] == (None, "[1,2]") and rows["n"] == (None, "null")
+    assert rows["t"] == (1.0, None) and rows["by"] == (None, '"base64:AAE="')
+
+
+def test_masked_columns_keep_only_logged_cells() -> None:
+    log = Log()
+    log.init()
+    log.log([(0, 1.0, {"x": 1.0}), (1, 2.0, {"y": "a"}), (2, 3.0, {"x": 3.0, "y": 4})])
+    _, ch = project(log.records)
+    assert history(ch) == [
+        (0, "x", 1.0, None),
+        (1, "y", None, '"a"'),
+        (2, "x", 3.0, None),
+        (2, "y", 4.0, None),
+    ]
+
+
+def test_malformed_events_become_dead_letters_and_folding_goes_on() -> None:
+    log = Log()
+    log.init()
+    log.raw(run_subject("ent", UID, "log"), b"\xc1 not msgpack")
+    log.add("teleport", {})
+    log.add("finish", {"exit_code": "zero"})
+    log.log([(1.5, 1.0, {"x": 1.0})])
+    bad = encode_log_body([(0, 1.0, {"x": 1.0}), (1, 1.0, {"x": 2.0})])
+    bad["cols"]["x"]["f"] = bad["cols"]["x"]["f"][:8]
+    log.add("log", bad)
+    log.raw("not.a.run.subject", encode_event(envelope("heartbeat", UID, "w1", 99, 1.0, {})))
+    log.raw(
+        run_subject("ent", "otheruid", "heartbeat"),
+        encode_event(envelope("heartbeat", UID, "w1", 98, 1.0, {})),
+    )
+    log.raw(run_subject("ent", UID, "heartbeat"), pack([1, 2]))
+    log.log([(3.0, 1.0, {"x": 7.0})])
+    state, ch = project(log.records)
+    reasons = [d.reason for d in ch.dead_letters]
+    assert len(reasons) == 8, reasons
+    assert "not msgpack" in reasons[0]
+    assert "unknown event type 'teleport'" in reasons[1]
+    assert "finish event" in reasons[2]
+    assert "step 1.5 is not an integer" in reasons[3]
+    assert "float64" in reasons[4]
+    assert "not a run event subject" in reasons[5]
+    assert "does not match subject run" in reasons[6]
+    assert "not a map" in reasons[7]
+    assert history(ch) == [(3, "x", 7.0, None)]
+    assert ch.checkpoint == len(log.records) and state.checkpoint == ch.checkpoint
+
+
+def test_crashed_then_heartbeat_returns_to_running() -> None:
+    log = Log()
+    log.init(start_time=1000.0)
+    log.add("heartbeat", {}, ts=1010.0)
+    log.add("crashed", {"last_heartbeat": 1010.0, "timeout": 60.0}, writer="reaper", seq=1010000, ts=1100.0)
+    state, _ = project(log.records)
+    assert run(state).state == "crashed" and run(state).heartbeat_at == 1010.0
+    log.add("heartbeat", {}, ts=1050.0)  # sent before the lapse, delivered late: still crashed
+    fold(state, log.records)
+    assert run(state).state == "crashed"
+    log.add("heartbeat", {}, ts=1200.0)
+    fold(state, log.records)
+    assert run(state).state == "running" and run(state).heartbeat_at == 1200.0
+
+
+def test_stale_crash_decision_is_ignored_and_finish_states_stick() -> None:
+    log = Log()
+    log.init(start_time=1000.0)
+    log.add("heartbeat", {}, ts=1200.0)
+    log.add("crashed", {"last_heartbeat": 1010.0, "timeout": 60.0}, writer="reaper", seq=1010000)
+    state, _ = project(log.records)
+    assert run(state).state == "running"
+    log.add("finish", {"exit_code": 1, "state": "failed", "runtime": 42.0}, ts=1300.0)
+    log.add("crashed", {"last_heartbeat": 1300.0, "timeout": 60.0}, writer="reaper", seq=1300000)
+    ch = fold(state, log.records)
+    rs = run(state)
+    assert (rs.state, rs.exit_code, rs.finished_at, rs.runtime) == ("failed", 1, 1300.0, 42.0)
+    assert ch.runs[UID] is rs
+
+
+def test_state_round_trips_through_bytes() -> None:
+    log = Log()
+    log.init(config={"a": 1})
+    log.log([(0, 1.0, {"x": 1.0, "s": "a"})], seq=7)
+    log.add("define_metric", {"name": "x", "summary": ["max"]})
+    state, _ = project(log.records)
+    rs = run(state)
+    back = RunState.from_bytes(rs.to_bytes())
+    assert back == rs or back.to_bytes() == rs.to_bytes()
+    assert 7 in back.applied["w1"] and 6 not in back.applied["w1"]
