@@ -168,3 +168,20 @@ def test_strip_credentials() -> None:
     assert metadata._pick_remote("remote.up.url u1\nremote.origin.url o1\n") == "o1"
     assert metadata._pick_remote("remote.up.url u1\n") == "u1"
     assert metadata._pick_remote("") is None
+
+
+def test_hanging_git_times_out_and_is_reaped(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A git that hangs (network filesystem, credential prompt): no git fields, an error noted, fast."""
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    fake = bin_dir / "git"
+    fake.write_text("#!/bin/sh\nexec sleep 30\n")
+    fake.chmod(0o755)
+    monkeypatch.setenv("PATH", f"{bin_dir}{os.pathsep}{os.environ['PATH']}")
+    monkeypatch.setattr(metadata, "GIT_TIMEOUT", 0.2)
+    t0 = time.perf_counter()
+    meta = collect_metadata(tmp_path)
+    assert time.perf_counter() - t0 < 5
+    assert "git" not in meta
+    assert any(e.startswith("git: TimeoutExpired") for e in meta["errors"])
+    assert meta["host"] and meta["started_at"]
