@@ -20,12 +20,34 @@ from .plan import SYSTEMS, Task, build
 from .procs import ChildResult, run_child, run_snippet
 from .render import render, summarize_outcomes
 
-FULL = {"reps": 3, "steps": 100_000, "peer_steps": 20_000, "mlflow_steps": 1_000, "mlflow_file_steps": 2_000,
-        "procs": 16, "proc_steps": 20_000, "peer_proc_steps": 1_000, "mlflow_proc_steps": 100,
-        "kill_after": 20_000, "stall_steps": 100_000, "server_runs": 10_000}
-QUICK = {"reps": 1, "steps": 10_000, "peer_steps": 1_000, "mlflow_steps": 100, "mlflow_file_steps": 200,
-         "procs": 8, "proc_steps": 1_000, "peer_proc_steps": 200, "mlflow_proc_steps": 20,
-         "kill_after": 2_000, "stall_steps": 10_000, "server_runs": 300}
+FULL = {
+    "reps": 3,
+    "steps": 100_000,
+    "peer_steps": 20_000,
+    "mlflow_steps": 1_000,
+    "mlflow_file_steps": 2_000,
+    "procs": 16,
+    "proc_steps": 20_000,
+    "peer_proc_steps": 1_000,
+    "mlflow_proc_steps": 100,
+    "kill_after": 20_000,
+    "stall_steps": 100_000,
+    "server_runs": 10_000,
+}
+QUICK = {
+    "reps": 1,
+    "steps": 10_000,
+    "peer_steps": 1_000,
+    "mlflow_steps": 100,
+    "mlflow_file_steps": 200,
+    "procs": 8,
+    "proc_steps": 1_000,
+    "peer_proc_steps": 200,
+    "mlflow_proc_steps": 20,
+    "kill_after": 2_000,
+    "stall_steps": 10_000,
+    "server_runs": 300,
+}
 
 PEER_MODULES = {"wandb": "wandb", "mlflow-sqlite": "mlflow", "mlflow-file": "mlflow", "aim": "aim"}
 
@@ -127,16 +149,25 @@ def main(argv: list[str] | None = None) -> int:
     outcomes: list[dict[str, Any]] = []
     dead: dict[tuple[str, str], dict[str, Any]] = {}  # not built / not installed: no need to retry
     started = time.time()
-    print(f"runstream bench: {len(tasks)} tasks × {args.reps} reps, systems {', '.join(args.systems)}; "
-          f"temp {root}", file=sys.stderr)
+    print(
+        f"runstream bench: {len(tasks)} tasks × {args.reps} reps, systems {', '.join(args.systems)}; "
+        f"temp {root}",
+        file=sys.stderr,
+    )
     for rep in range(args.reps):
         for group in groups:
             in_group = [t for t in tasks if t.group == group]
             k = rep % len(in_group)
             for task in in_group[k:] + in_group[:k]:
                 key = (task.group, task.system)
-                base = {"group": task.group, "system": task.system, "rep": rep, "rows": list(task.rows),
-                        "feeds": list(task.feeds), "params": task.params}
+                base = {
+                    "group": task.group,
+                    "system": task.system,
+                    "rep": rep,
+                    "rows": list(task.rows),
+                    "feeds": list(task.feeds),
+                    "params": task.params,
+                }
                 if task.system in skipped:
                     status, reason = skipped[task.system]
                     outcomes.append({**base, "status": status, "reason": reason})
@@ -149,15 +180,26 @@ def main(argv: list[str] | None = None) -> int:
                 outcomes.append({**base, **o})
                 if o["status"] in ("not_built", "not_installed"):
                     dead[key] = {"status": o["status"], "reason": o["reason"]}
-                print(f"  rep {rep + 1}/{args.reps} {task.group:<12} {task.system:<14} {o['status']:<13} "
-                      f"{time.time() - t0:6.1f}s {o.get('reason', '')[:100]}", file=sys.stderr, flush=True)
+                print(
+                    f"  rep {rep + 1}/{args.reps} {task.group:<12} {task.system:<14} {o['status']:<13} "
+                    f"{time.time() - t0:6.1f}s {o.get('reason', '')[:100]}",
+                    file=sys.stderr,
+                    flush=True,
+                )
     elapsed = time.time() - started
     report = summarize_outcomes(outcomes, args)
     report["meta"] = {
-        "started": started, "elapsed_s": elapsed, "quick": args.quick, "reps": args.reps,
+        "started": started,
+        "elapsed_s": elapsed,
+        "quick": args.quick,
+        "reps": args.reps,
         "sizes": {k: getattr(args, k) for k in (*FULL, "metrics", "probe_interval")},
-        "systems": args.systems, "rows": args.rows, "python": sys.version.split()[0],
-        "machine": platform.platform(), "cpus": _cpus(), "versions": _versions(args.systems),
+        "systems": args.systems,
+        "rows": args.rows,
+        "python": sys.version.split()[0],
+        "machine": platform.platform(),
+        "cpus": _cpus(),
+        "versions": _versions(args.systems),
     }
     report["outcomes"] = outcomes
     print(render(report))

@@ -42,38 +42,90 @@ class Figure:
 ALL_PEERS: tuple[str, ...] = ()
 
 FIGURES: tuple[Figure, ...] = (
-    Figure("1.log_us", "1", "run.log() per call, median (10 floats, 1 run)", "µs",
-           Target("<=", 3, "≤ 3 µs, ≥100× below W&B", (("wandb",), 100))),
+    Figure(
+        "1.log_us",
+        "1",
+        "run.log() per call, median (10 floats, 1 run)",
+        "µs",
+        Target("<=", 3, "≤ 3 µs, ≥100× below W&B", (("wandb",), 100)),
+    ),
     Figure("1.log_us_mean", "1", "run.log() per call, mean incl. flush stalls", "µs"),
     Figure("1.rss_mb", "1", "peak RSS of the logging process tree", "MB"),
-    Figure("1.sigkill_lost", "1", "returned log() steps lost after SIGKILL + sync", "steps",
-           Target("==", 0, "0 lost")),
-    Figure("2.e2e_pps", "2", "first log → all rows queryable (peers: flushed)", "points/s",
-           Target(">=", 1_000_000, "≥ 1M points/s")),
+    Figure(
+        "1.sigkill_lost",
+        "1",
+        "returned log() steps lost after SIGKILL + sync",
+        "steps",
+        Target("==", 0, "0 lost"),
+    ),
+    Figure(
+        "2.e2e_pps",
+        "2",
+        "first log → all rows queryable (peers: flushed)",
+        "points/s",
+        Target(">=", 1_000_000, "≥ 1M points/s"),
+    ),
     Figure("2.p95_s", "2", "p95 log → queryable latency while logging", "s", Target("<=", 1, "≤ 1 s")),
-    Figure("3.many_pps", "3", "N processes, one run each: points/s to all queryable", "points/s",
-           Target(">=", 1_000_000, "≥ 1M points/s")),
+    Figure(
+        "3.many_pps",
+        "3",
+        "N processes, one run each: points/s to all queryable",
+        "points/s",
+        Target(">=", 1_000_000, "≥ 1M points/s"),
+    ),
     Figure("3.lost", "3", "N processes: points lost", "points", Target("==", 0, "0")),
     Figure("3.doubled", "3", "N processes: points doubled", "points", Target("==", 0, "0")),
-    Figure("3.shared_pps", "3", "N processes, one shared run: points/s", "points/s",
-           Target(">=", 1_000_000, "≥ 1M points/s")),
+    Figure(
+        "3.shared_pps",
+        "3",
+        "N processes, one shared run: points/s",
+        "points/s",
+        Target(">=", 1_000_000, "≥ 1M points/s"),
+    ),
     Figure("4.init_ms", "4", "init() with the stack up", "ms", Target("<=", 20, "≤ 20 ms")),
     Figure("4.import_ms", "4", "import (fresh interpreter)", "ms", Target("<=", 100, "≤ 100 ms")),
-    Figure("4.empty_s", "4", "whole empty-run process", "s",
-           Target("<=", 0.25, "≤ 0.25 s, ≥7× below every peer", ((), 7))),
+    Figure(
+        "4.empty_s",
+        "4",
+        "whole empty-run process",
+        "s",
+        Target("<=", 0.25, "≤ 0.25 s, ≥7× below every peer", ((), 7)),
+    ),
     Figure("5.history_pandas_s", "5", "1M-point history → pandas", "s", Target("<=", 0.3, "≤ 0.3 s"), True),
-    Figure("5.filter_sort_ms", "5", "10k runs: filter by config, sort by summary", "ms",
-           Target("<=", 50, "≤ 50 ms"), True),
-    Figure("6.replay_pps", "6", "`runstream replay` of the whole log", "points/s",
-           Target(">=", 2_000_000, "≥ 2M points/s")),
+    Figure(
+        "5.filter_sort_ms",
+        "5",
+        "10k runs: filter by config, sort by summary",
+        "ms",
+        Target("<=", 50, "≤ 50 ms"),
+        True,
+    ),
+    Figure(
+        "6.replay_pps",
+        "6",
+        "`runstream replay` of the whole log",
+        "points/s",
+        Target(">=", 2_000_000, "≥ 2M points/s"),
+    ),
     Figure("7.fork_ms", "7", "fork at the middle of a 1M-point run", "ms", Target("<=", 50, "≤ 50 ms"), True),
     Figure("7.rewind_ms", "7", "rewind of a 1M-point run", "ms", Target("<=", 50, "≤ 50 ms"), True),
-    Figure("8.stalled_rss_mb", "8", "SDK tree RSS, broker stalled (peers: not stalled)", "MB",
-           Target("<=", 80, "≤ 80 MB")),
-    Figure("8.server_rss_mb", "8", "server RSS with N runs projected (peak)", "MB", Target("<=", 1000, "≤ 1 GB")),
-    Figure("9.overhead_pct", "9", "system metrics + console tee overhead", "%", Target("<=", 1, "≤ 1 %"), True),
+    Figure(
+        "8.stalled_rss_mb",
+        "8",
+        "SDK tree RSS, broker stalled (peers: not stalled)",
+        "MB",
+        Target("<=", 80, "≤ 80 MB"),
+    ),
+    Figure(
+        "8.server_rss_mb", "8", "server RSS with N runs projected (peak)", "MB", Target("<=", 1000, "≤ 1 GB")
+    ),
+    Figure(
+        "9.overhead_pct", "9", "system metrics + console tee overhead", "%", Target("<=", 1, "≤ 1 %"), True
+    ),
     Figure("10.stream_bpp", "10", "bytes per point in the stream", "B", Target("<=", 16, "≤ 16 B")),
-    Figure("10.duckdb_bpp", "10", "bytes per point in DuckDB (peers: on disk)", "B", Target("<=", 8, "≤ 8 B")),
+    Figure(
+        "10.duckdb_bpp", "10", "bytes per point in DuckDB (peers: on disk)", "B", Target("<=", 8, "≤ 8 B")
+    ),
 )
 
 BY_KEY = {f.key: f for f in FIGURES}

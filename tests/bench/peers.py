@@ -113,7 +113,9 @@ class MlflowPeer(Peer):
     def stored_points(self) -> int | None:
         if self.store == "sqlite":
             with sqlite3.connect(self.workdir / "mlflow.db") as db:
-                (n,) = db.execute("SELECT count(*) FROM metrics WHERE run_uuid = ?", (self.run_id,)).fetchone()
+                (n,) = db.execute(
+                    "SELECT count(*) FROM metrics WHERE run_uuid = ?", (self.run_id,)
+                ).fetchone()
             return int(n)
         n = 0
         for f in (self.workdir / "mlruns").glob(f"*/{self.run_id}/metrics/**/*"):
@@ -165,6 +167,11 @@ def make_peer(system: str, workdir: Path) -> Peer:
     raise ValueError(f"unknown peer {system!r}")
 
 
+def mark_phase_end() -> None:
+    """Tell the orchestrator's RSS sampler that the measured phase is over."""
+    Path("rss.mark").touch()
+
+
 def row_values(step: int, metrics: int) -> dict[str, float]:
     return {f"m{j}": step * 0.001 + j for j in range(metrics)}
 
@@ -191,17 +198,26 @@ def write(system: str, params: dict[str, Any]) -> dict[str, Any]:
     t3 = time.perf_counter()
     peer.finish()
     t4 = time.perf_counter()
+    mark_phase_end()
     points = steps * metrics
     stored = peer.stored_points()
     disk = peer.store_bytes() - base
     calls = sorted(per_call)
     return {
-        "steps": steps, "metrics": metrics, "points": points,
-        "import_s": t1 - t0, "init_s": t2 - t1,
-        "log_us_median": calls[len(calls) // 2] / 1000, "log_us_mean": (t3 - t_first) / steps * 1e6,
+        "steps": steps,
+        "metrics": metrics,
+        "points": points,
+        "import_s": t1 - t0,
+        "init_s": t2 - t1,
+        "log_us_median": calls[len(calls) // 2] / 1000,
+        "log_us_mean": (t3 - t_first) / steps * 1e6,
         "log_us_p99": percentile(calls, 99) / 1000,
-        "finish_s": t4 - t3, "flushed_s": t4 - t_first, "e2e_pps": points / (t4 - t_first),
-        "stored_points": stored, "disk_bytes": disk, "bytes_per_point": disk / points,
+        "finish_s": t4 - t3,
+        "flushed_s": t4 - t_first,
+        "e2e_pps": points / (t4 - t_first),
+        "stored_points": stored,
+        "disk_bytes": disk,
+        "bytes_per_point": disk / points,
         "check_count": None if stored is None else stored == points,
     }
 
@@ -222,15 +238,21 @@ def startup(system: str, params: dict[str, Any]) -> dict[str, Any]:
 def empty_run_snippet(system: str) -> str:
     """A whole empty-run process, as a user would write it."""
     if system == "wandb":
-        return ("import os; os.environ.update(WANDB_MODE='offline', WANDB_SILENT='true', WANDB_DIR=os.getcwd())\n"
-                "import wandb; wandb.init(project='bench').finish()")
+        return (
+            "import os; os.environ.update(WANDB_MODE='offline', WANDB_SILENT='true', WANDB_DIR=os.getcwd())\n"
+            "import wandb; wandb.init(project='bench').finish()"
+        )
     if system == "mlflow-sqlite":
-        return ("import mlflow, os; mlflow.set_tracking_uri('sqlite:///' + os.getcwd() + '/mlflow.db')\n"
-                "mlflow.set_experiment('bench'); mlflow.start_run(); mlflow.end_run()")
+        return (
+            "import mlflow, os; mlflow.set_tracking_uri('sqlite:///' + os.getcwd() + '/mlflow.db')\n"
+            "mlflow.set_experiment('bench'); mlflow.start_run(); mlflow.end_run()"
+        )
     if system == "mlflow-file":
-        return ("import os; os.environ['MLFLOW_ALLOW_FILE_STORE'] = 'true'\n"
-                "import mlflow; mlflow.set_tracking_uri('file://' + os.getcwd() + '/mlruns')\n"
-                "mlflow.set_experiment('bench'); mlflow.start_run(); mlflow.end_run()")
+        return (
+            "import os; os.environ['MLFLOW_ALLOW_FILE_STORE'] = 'true'\n"
+            "import mlflow; mlflow.set_tracking_uri('file://' + os.getcwd() + '/mlruns')\n"
+            "mlflow.set_experiment('bench'); mlflow.start_run(); mlflow.end_run()"
+        )
     if system == "aim":
         return "import aim, os; aim.Run(repo=os.getcwd() + '/aim', experiment='bench').close()"
     raise ValueError(system)
@@ -260,17 +282,30 @@ def many(system: str, params: dict[str, Any]) -> dict[str, Any]:
     from .spawn import release_workers
 
     procs, steps, metrics = int(params["procs"]), int(params["steps"]), int(params["metrics"])
-    if system != "runstream":
-        make_peer(system, Path.cwd()).import_()  # fail early (NotInstalled) before spawning
     store = Path.cwd() / "store"
     store.mkdir(exist_ok=True)
-    results, t_go, t_end = release_workers(system, procs, {"steps": steps, "metrics": metrics,
-                                                           "store_dir": str(store)}, Path.cwd())
+    # create the store once, as a user would before a sweep (MLflow's SQLite schema migration and
+    # Aim's repo creation race when 16 processes do it at once); also fails early when not installed
+    setup = make_peer(system, store)
+    setup.import_()
+    setup.init("setup", {})
+    setup.finish()
+    results, t_go, t_end = release_workers(
+        system, procs, {"steps": steps, "metrics": metrics, "store_dir": str(store)}, Path.cwd()
+    )
     points = procs * steps * metrics
     stored = [r.get("stored_points") for r in results]
+    errors = [r["error"] for r in results if "error" in r]
+    if errors:
+        raise RuntimeError(f"{len(errors)} of {procs} writers failed: {errors[0][:300]}")
     check = None if any(s is None for s in stored) else sum(stored) == points  # type: ignore[arg-type]
-    return {"procs": procs, "points": points, "seconds": t_end - t_go, "many_pps": points / (t_end - t_go),
-            "check_count": check, "errors": [r["error"] for r in results if "error" in r]}
+    return {
+        "procs": procs,
+        "points": points,
+        "seconds": t_end - t_go,
+        "many_pps": points / (t_end - t_go),
+        "check_count": check,
+    }
 
 
 if __name__ == "__main__":  # pragma: no cover - manual use

@@ -39,13 +39,22 @@ def _m(r: ChildResult, key: str) -> float:
 
 
 def _peer_write(r: ChildResult, _s: Stack | None) -> dict[str, float]:
-    return {"1.log_us": _m(r, "log_us_median"), "1.log_us_mean": _m(r, "log_us_mean"), "1.rss_mb": r.peak_rss_mb,
-            "2.e2e_pps": _m(r, "e2e_pps"), "8.stalled_rss_mb": r.peak_rss_mb,
-            "10.duckdb_bpp": _m(r, "bytes_per_point")}
+    return {
+        "1.log_us": _m(r, "log_us_median"),
+        "1.log_us_mean": _m(r, "log_us_mean"),
+        "1.rss_mb": r.peak_rss_mb,
+        "2.e2e_pps": _m(r, "e2e_pps"),
+        "8.stalled_rss_mb": r.peak_rss_mb,
+        "10.duckdb_bpp": _m(r, "bytes_per_point"),
+    }
 
 
 def _hotpath(r: ChildResult, _s: Stack | None) -> dict[str, float]:
-    return {"1.log_us": _m(r, "log_us_median"), "1.log_us_mean": _m(r, "log_us_mean"), "1.rss_mb": r.peak_rss_mb}
+    return {
+        "1.log_us": _m(r, "log_us_median"),
+        "1.log_us_mean": _m(r, "log_us_mean"),
+        "1.rss_mb": r.peak_rss_mb,
+    }
 
 
 def _sigkill(r: ChildResult, _s: Stack | None) -> dict[str, float]:
@@ -54,11 +63,17 @@ def _sigkill(r: ChildResult, _s: Stack | None) -> dict[str, float]:
 
 def _e2e(r: ChildResult, s: Stack | None) -> dict[str, float]:
     out = {"2.e2e_pps": _m(r, "e2e_pps"), "10.stream_bpp": _m(r, "stream_bpp")}
-    if r.metrics.get("latency_p95_s") is not None:
-        out["2.p95_s"] = _m(r, "latency_p95_s")
     if s is not None and s.duckdb_bytes:
         out["10.duckdb_bpp"] = s.duckdb_bytes / _m(r, "points")
     return out
+
+
+def _latency(r: ChildResult, _s: Stack | None) -> dict[str, float]:
+    return {"2.p95_s": _m(r, "latency_p95_s")}
+
+
+def _peer_many(r: ChildResult, _s: Stack | None) -> dict[str, float]:
+    return {"3.many_pps": _m(r, "many_pps")}
 
 
 def _many(r: ChildResult, _s: Stack | None) -> dict[str, float]:
@@ -93,10 +108,19 @@ def _server_runs(r: ChildResult, _s: Stack | None) -> dict[str, float]:
 
 
 FEEDS = {
-    "_peer_write": ("1.log_us", "1.log_us_mean", "1.rss_mb", "2.e2e_pps", "8.stalled_rss_mb", "10.duckdb_bpp"),
+    "_peer_write": (
+        "1.log_us",
+        "1.log_us_mean",
+        "1.rss_mb",
+        "2.e2e_pps",
+        "8.stalled_rss_mb",
+        "10.duckdb_bpp",
+    ),
     "_hotpath": ("1.log_us", "1.log_us_mean", "1.rss_mb"),
     "_sigkill": ("1.sigkill_lost",),
-    "_e2e": ("2.e2e_pps", "2.p95_s", "10.stream_bpp", "10.duckdb_bpp"),
+    "_e2e": ("2.e2e_pps", "10.stream_bpp", "10.duckdb_bpp"),
+    "_latency": ("2.p95_s",),
+    "_peer_many": ("3.many_pps",),
     "_many": ("3.many_pps", "3.lost", "3.doubled"),
     "_shared": ("3.shared_pps",),
     "_startup": ("4.init_ms", "4.import_ms"),
@@ -122,32 +146,115 @@ def build(args: argparse.Namespace) -> list[Task]:
     for system in args.systems:
         if system == "runstream":
             tasks += [
-                Task("write", system, ("1",), _hotpath, child="hotpath", params={"steps": args.steps, "metrics": m},
-                     stack=True),
-                Task("sigkill", system, ("1",), _sigkill, child="sigkill",
-                     params={"metrics": m, "kill_after": args.kill_after}, stack=True),
-                Task("e2e", system, ("2", "10"), _e2e, child="e2e",
-                     params={"steps": args.steps, "metrics": m, "probe_interval": args.probe_interval}, stack=True),
-                Task("many", system, ("3",), _many, child="many",
-                     params={"procs": args.procs, "steps": args.proc_steps, "metrics": m}, stack=True),
-                Task("shared", system, ("3",), _shared, child="shared",
-                     params={"procs": args.procs, "steps": args.proc_steps, "metrics": m}, stack=True),
+                Task(
+                    "write",
+                    system,
+                    ("1",),
+                    _hotpath,
+                    child="hotpath",
+                    params={"steps": args.steps, "metrics": m},
+                    stack=True,
+                ),
+                Task(
+                    "sigkill",
+                    system,
+                    ("1",),
+                    _sigkill,
+                    child="sigkill",
+                    params={"metrics": m, "kill_after": args.kill_after},
+                    stack=True,
+                ),
+                Task(
+                    "e2e",
+                    system,
+                    ("2", "10"),
+                    _e2e,
+                    child="e2e",
+                    params={"steps": args.steps, "metrics": m},
+                    stack=True,
+                ),
+                Task(
+                    "latency",
+                    system,
+                    ("2",),
+                    _latency,
+                    child="e2e",
+                    params={"steps": args.steps, "metrics": m, "probe_interval": args.probe_interval},
+                    stack=True,
+                ),
+                Task(
+                    "many",
+                    system,
+                    ("3",),
+                    _many,
+                    child="many",
+                    params={"procs": args.procs, "steps": args.proc_steps, "metrics": m},
+                    stack=True,
+                ),
+                Task(
+                    "shared",
+                    system,
+                    ("3",),
+                    _shared,
+                    child="shared",
+                    params={"procs": args.procs, "steps": args.proc_steps, "metrics": m},
+                    stack=True,
+                ),
                 Task("startup", system, ("4",), _startup, child="startup", stack=True),
-                Task("empty", system, ("4",), _empty, snippet="import runstream; "
-                     "runstream.init(project='bench').finish()", stack=True),
-                Task("replay", system, ("6",), _replay, child="replay", params={"steps": args.steps, "metrics": m},
-                     stack=True),
-                Task("stalled", system, ("8",), _stalled, child="stalled",
-                     params={"steps": args.stall_steps, "metrics": m}, stack=True),
-                Task("server_runs", system, ("8",), _server_runs, child="server_runs",
-                     params={"runs": args.server_runs}, stack=True),
+                Task(
+                    "empty",
+                    system,
+                    ("4",),
+                    _empty,
+                    snippet="import runstream; runstream.init(project='bench').finish()",
+                    stack=True,
+                ),
+                Task(
+                    "replay",
+                    system,
+                    ("6",),
+                    _replay,
+                    child="replay",
+                    params={"steps": args.steps, "metrics": m},
+                    stack=True,
+                ),
+                Task(
+                    "stalled",
+                    system,
+                    ("8",),
+                    _stalled,
+                    child="stalled",
+                    params={"steps": args.stall_steps, "metrics": m},
+                    stack=True,
+                ),
+                Task(
+                    "server_runs",
+                    system,
+                    ("8",),
+                    _server_runs,
+                    child="server_runs",
+                    params={"runs": args.server_runs},
+                    stack=True,
+                ),
             ]
         else:
             tasks += [
-                Task("write", system, ("1", "2", "8", "10"), _peer_write, child="write",
-                     params={"steps": peer_steps(args, system), "metrics": m}),
-                Task("many", system, ("3",), _many, child="many",
-                     params={"procs": args.procs, "steps": peer_steps(args, system, many=True), "metrics": m}),
+                Task(
+                    "write",
+                    system,
+                    ("1", "2", "8", "10"),
+                    _peer_write,
+                    child="write",
+                    params={"steps": peer_steps(args, system), "metrics": m},
+                ),
+                Task(
+                    "many",
+                    system,
+                    ("3",),
+                    _peer_many,
+                    child="many",
+                    params={"procs": args.procs, "steps": peer_steps(args, system, many=True), "metrics": m},
+                ),
                 Task("startup", system, ("4",), _startup, child="startup"),
                 Task("empty", system, ("4",), _empty, snippet=peers.empty_run_snippet(system)),
             ]

@@ -24,6 +24,8 @@ class ChildResult:
     rc: int
     wall_s: float
     peak_rss_mb: float
+    """Peak RSS of the tree up to the child's mark (the whole run when it set none), MB."""
+    total_rss_mb: float = 0.0
     metrics: dict[str, Any] = field(default_factory=dict)
     stderr_tail: str = ""
     timed_out: bool = False
@@ -44,11 +46,19 @@ def tree_rss(proc: psutil.Process) -> int:
     return total
 
 
-class RssSampler:
-    """Polls the RSS of a process tree on a thread; ``peak`` is the highest sum seen."""
+MARK_FILE = "rss.mark"
+"""A child touches this file in its working directory when the phase whose memory counts is over
+(e.g. after ``finish()``, before it imports a SQL client to check its rows)."""
 
-    def __init__(self, pid: int, interval: float = POLL_S) -> None:
+
+class RssSampler:
+    """Polls the RSS of a process tree on a thread; ``peak`` is the highest sum seen, ``marked`` the
+    highest seen before ``mark`` appeared (None when it never did)."""
+
+    def __init__(self, pid: int, interval: float = POLL_S, mark: Path | None = None) -> None:
         self.peak = 0
+        self.marked: int | None = None
+        self._mark = mark
         self._interval = interval
         self._stop = threading.Event()
         try:
@@ -60,6 +70,8 @@ class RssSampler:
     def _loop(self) -> None:
         while not self._stop.is_set() and self._proc is not None:
             self.peak = max(self.peak, tree_rss(self._proc))
+            if self.marked is None and self._mark is not None and self._mark.exists():
+                self.marked = self.peak
             self._stop.wait(self._interval)
 
     def __enter__(self) -> RssSampler:
@@ -79,15 +91,19 @@ def child_env(extra: dict[str, str] | None = None) -> dict[str, str]:
     return env
 
 
-def run_argv(argv: list[str], env: dict[str, str], cwd: Path, timeout: float,
-             result_file: Path | None = None) -> ChildResult:
+def run_argv(
+    argv: list[str], env: dict[str, str], cwd: Path, timeout: float, result_file: Path | None = None
+) -> ChildResult:
     """Run ``argv``, timing it from spawn to exit and sampling its tree's RSS."""
     err = tempfile.TemporaryFile()
     t0 = time.perf_counter()
-    proc = subprocess.Popen(argv, env=env, cwd=cwd, stdin=subprocess.DEVNULL,
-                            stdout=subprocess.DEVNULL, stderr=err)
+    proc = subprocess.Popen(
+        argv, env=env, cwd=cwd, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=err
+    )
     timed_out = False
-    with RssSampler(proc.pid) as rss:
+    mark = cwd / MARK_FILE
+    mark.unlink(missing_ok=True)
+    with RssSampler(proc.pid, mark=mark) as rss:
         try:
             proc.wait(timeout)
         except subprocess.TimeoutExpired:
@@ -104,10 +120,17 @@ def run_argv(argv: list[str], env: dict[str, str], cwd: Path, timeout: float,
             metrics = json.loads(result_file.read_text())
         except ValueError:
             metrics = {}
-    peak = rss.peak
-    self_peak = metrics.pop("_self_maxrss_kib", 0) * 1024
-    return ChildResult(rc=proc.returncode, wall_s=wall, peak_rss_mb=max(peak, self_peak) / 1e6,
-                       metrics=metrics, stderr_tail=tail, timed_out=timed_out)
+    total = max(rss.peak, metrics.pop("_self_maxrss_kib", 0) * 1024)
+    peak = rss.marked if rss.marked is not None else total
+    return ChildResult(
+        rc=proc.returncode,
+        wall_s=wall,
+        peak_rss_mb=peak / 1e6,
+        total_rss_mb=total / 1e6,
+        metrics=metrics,
+        stderr_tail=tail,
+        timed_out=timed_out,
+    )
 
 
 def _kill_tree(pid: int) -> None:
@@ -123,8 +146,14 @@ def _kill_tree(pid: int) -> None:
             pass
 
 
-def run_child(system: str, scenario: str, params: dict[str, Any], workdir: Path, timeout: float,
-              env_extra: dict[str, str] | None = None) -> ChildResult:
+def run_child(
+    system: str,
+    scenario: str,
+    params: dict[str, Any],
+    workdir: Path,
+    timeout: float,
+    env_extra: dict[str, str] | None = None,
+) -> ChildResult:
     """``python -m tests.bench.child SYSTEM SCENARIO`` in a fresh interpreter, in ``workdir``."""
     workdir.mkdir(parents=True, exist_ok=True)
     result_file = workdir / f"result-{system}-{scenario}.json"
@@ -133,7 +162,9 @@ def run_child(system: str, scenario: str, params: dict[str, Any], workdir: Path,
     return run_argv(argv, child_env(env_extra), workdir, timeout, result_file)
 
 
-def run_snippet(code: str, workdir: Path, timeout: float, env_extra: dict[str, str] | None = None) -> ChildResult:
+def run_snippet(
+    code: str, workdir: Path, timeout: float, env_extra: dict[str, str] | None = None
+) -> ChildResult:
     """``python -c CODE``: a whole process, timed from spawn to exit (start-up is the point)."""
     workdir.mkdir(parents=True, exist_ok=True)
     return run_argv([sys.executable, "-c", code], child_env(env_extra), workdir, timeout)

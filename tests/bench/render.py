@@ -34,11 +34,16 @@ def summarize_outcomes(outcomes: list[dict[str, Any]], args: argparse.Namespace)
     for fig in FIGURES:
         if fig.row not in args.rows:
             continue
-        entry: dict[str, Any] = {"key": fig.key, "row": fig.row, "label": fig.label, "unit": fig.unit,
-                                 "target": fig.target.text if fig.target else None, "systems": {}}
+        entry: dict[str, Any] = {
+            "key": fig.key,
+            "row": fig.row,
+            "label": fig.label,
+            "unit": fig.unit,
+            "target": fig.target.text if fig.target else None,
+            "systems": {},
+        }
         if fig.later_issue:
-            entry["systems"]["runstream"] = {"status": "not_built",
-                                             "reason": LATER[fig.row]}
+            entry["systems"]["runstream"] = {"status": "not_built", "reason": LATER[fig.row]}
             figures.append(entry)
             continue
         for system in systems:
@@ -46,7 +51,9 @@ def summarize_outcomes(outcomes: list[dict[str, Any]], args: argparse.Namespace)
             if cell is not None:
                 entry["systems"][system] = cell
         rs = entry["systems"].get("runstream")
-        peers_ok = {s: c["median"] for s, c in entry["systems"].items() if s != "runstream" and c["status"] == "ok"}
+        peers_ok = {
+            s: c["median"] for s, c in entry["systems"].items() if s != "runstream" and c["status"] == "ok"
+        }
         if rs and rs["status"] == "ok":
             entry["ratio"] = {s: (rs["median"] / v if v else None) for s, v in peers_ok.items()}
             if fig.target is not None:
@@ -55,15 +62,44 @@ def summarize_outcomes(outcomes: list[dict[str, Any]], args: argparse.Namespace)
     checks = []
     for o in outcomes:
         if o["status"] == "ok" and o.get("check") is not None:
-            checks.append({"group": o["group"], "system": o["system"], "rep": o["rep"], "ok": bool(o["check"]),
-                           "detail": {k: v for k, v in o.get("metrics", {}).items()
-                                      if k in ("points", "stored_points", "distinct_points", "lost", "doubled",
-                                               "returned_steps", "stored_steps", "lost_steps", "runs",
-                                               "runs_projected", "stored_before", "stored_after")}})
-    errors = [{"group": o["group"], "system": o["system"], "rep": o["rep"], "reason": o.get("reason")}
-              for o in outcomes if o["status"] == "error"]
-    return {"figures": figures, "checks": checks, "checks_failed": sum(not c["ok"] for c in checks),
-            "errors": errors}
+            checks.append(
+                {
+                    "group": o["group"],
+                    "system": o["system"],
+                    "rep": o["rep"],
+                    "ok": bool(o["check"]),
+                    "detail": {
+                        k: v
+                        for k, v in o.get("metrics", {}).items()
+                        if k
+                        in (
+                            "points",
+                            "stored_points",
+                            "distinct_points",
+                            "lost",
+                            "doubled",
+                            "returned_steps",
+                            "stored_steps",
+                            "lost_steps",
+                            "runs",
+                            "runs_projected",
+                            "stored_before",
+                            "stored_after",
+                        )
+                    },
+                }
+            )
+    errors = [
+        {"group": o["group"], "system": o["system"], "rep": o["rep"], "reason": o.get("reason")}
+        for o in outcomes
+        if o["status"] == "error"
+    ]
+    return {
+        "figures": figures,
+        "checks": checks,
+        "checks_failed": sum(not c["ok"] for c in checks),
+        "errors": errors,
+    }
 
 
 def fmt(v: float | None) -> str:
@@ -116,8 +152,10 @@ def render(report: dict[str, Any]) -> str:
                 if "target_met" in f:
                     target += "  ✓" if f["target_met"] else "  ✗ missed"
                     if not f["target_met"]:
-                        missed.append(f"row {f['row']}: {f['label']} = {fmt(cell['median'])} {f['unit']} "
-                                      f"(target {f['target']})")
+                        missed.append(
+                            f"row {f['row']}: {f['label']} = {fmt(cell['median'])} {f['unit']} "
+                            f"(target {f['target']})"
+                        )
             if system != "runstream" and f.get("ratio", {}).get(system) is not None:
                 ratio = f"{f['ratio'][system]:.3g}"
             if len(text) > 34 and cell["status"] != "ok":
@@ -125,11 +163,15 @@ def render(report: dict[str, Any]) -> str:
             lines.append(f"{row:>3}  {label:<52} {system:<14} {text:<34} {target:<30} {ratio}")
             first = False
     lines.append("-" * 150)
-    lines.append("Peers: W&B offline (its .wandb file), MLflow with a local SQLite store and with the file store, "
-                 "Aim (local repo). Peer sizes are smaller where they are slow; per-step and per-point figures "
-                 "compare.")
-    lines.append("Row 2 stops the clock only when a SQL count over the run returns every logged row (peers: when "
-                 "their finish returned); latency is an upper bound by one poll interval.")
+    lines.append(
+        "Peers: W&B offline (its .wandb file), MLflow with a local SQLite store and with the file store, "
+        "Aim (local repo). Peer sizes are smaller where they are slow; per-step and per-point figures "
+        "compare."
+    )
+    lines.append(
+        "Row 2 stops the clock only when a SQL count over the run returns every logged row (peers: when "
+        "their finish returned); latency is an upper bound by one poll interval."
+    )
     if missed:
         lines.append("")
         lines.append(f"TARGETS MISSED ({len(missed)}):")
@@ -137,8 +179,10 @@ def render(report: dict[str, Any]) -> str:
     checks = report.get("checks", [])
     failed = [c for c in checks if not c["ok"]]
     lines.append("")
-    lines.append(f"self-checks (rows stored == rows logged, counted only once queryable): "
-                 f"{len(checks) - len(failed)}/{len(checks)} passed")
+    lines.append(
+        f"self-checks (rows stored == rows logged, counted only once queryable): "
+        f"{len(checks) - len(failed)}/{len(checks)} passed"
+    )
     for c in failed:
         lines.append(f"  FAILED: {c['group']} / {c['system']} rep {c['rep'] + 1}: {c['detail']}")
     for e in report.get("errors", []):

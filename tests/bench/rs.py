@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from .errors import NotBuilt
+from .peers import mark_phase_end
 from .stats import percentile
 
 PROJECT = "bench"
@@ -47,14 +48,20 @@ def _client() -> Any:
     return QueryClient(load_settings(), start_stack=False)
 
 
-def _history_counts(client: Any, uids: list[str], timeout: float = 600.0) -> tuple[dict[str, tuple[int, int]], float]:
+def _history_counts(
+    client: Any, uids: list[str], timeout: float = 600.0
+) -> tuple[dict[str, tuple[int, int]], float]:
     """Wait (server side) until everything in the stream now is projected, then count each run's
     history rows: ``{uid: (rows, distinct (step, key))}`` and the time the answer came back."""
     seq = client.stream_last_seq()
     quoted = ", ".join(f"'{u}'" for u in uids)
-    res = client.sql(f"SELECT run_uid, count(*) AS n, count(DISTINCT (step, key)) AS d FROM history "
-                     f"WHERE run_uid IN ({quoted}) GROUP BY run_uid", wait_seq=seq, timeout=timeout,
-                     max_rows=len(uids) + 1)
+    res = client.sql(
+        f"SELECT run_uid, count(*) AS n, count(DISTINCT (step, key)) AS d FROM history "
+        f"WHERE run_uid IN ({quoted}) GROUP BY run_uid",
+        wait_seq=seq,
+        timeout=timeout,
+        max_rows=len(uids) + 1,
+    )
     t = time.perf_counter()
     out = {r["run_uid"]: (int(r["n"]), int(r["d"])) for r in res.to_pylist()}
     return out, t
@@ -106,13 +113,21 @@ def hotpath(params: dict[str, Any]) -> dict[str, Any]:
     t3 = time.perf_counter()
     run.finish()
     t4 = time.perf_counter()
+    mark_phase_end()
     calls = sorted(per_call)
     counts, _ = _history_counts(_client(), [run.uid])
     points = steps * metrics
     return {
-        "steps": steps, "metrics": metrics, "points": points, "import_s": t1 - t0, "init_s": t2 - t1,
-        "log_us_median": calls[len(calls) // 2] / 1000, "log_us_mean": (t3 - t_first) / steps * 1e6,
-        "log_us_p99": percentile(calls, 99) / 1000, "finish_s": t4 - t3, "flushed_s": t4 - t_first,
+        "steps": steps,
+        "metrics": metrics,
+        "points": points,
+        "import_s": t1 - t0,
+        "init_s": t2 - t1,
+        "log_us_median": calls[len(calls) // 2] / 1000,
+        "log_us_mean": (t3 - t_first) / steps * 1e6,
+        "log_us_p99": percentile(calls, 99) / 1000,
+        "finish_s": t4 - t3,
+        "flushed_s": t4 - t_first,
         "stored_points": counts.get(run.uid, (0, 0))[0],
         "check_count": counts.get(run.uid, (0, 0))[0] == points,
     }
@@ -137,8 +152,15 @@ def sigkill(params: dict[str, Any]) -> dict[str, Any]:
     """SIGKILL a trainer mid-run, ``runstream sync`` its spool, check every printed step is in DuckDB."""
     metrics, kill_after = int(params["metrics"]), int(params["kill_after"])
     _import_runstream()
-    argv = [sys.executable, "-m", "tests.bench.child", "runstream", "sigkill_trainer", json.dumps(params),
-            str(Path.cwd() / "trainer.json")]
+    argv = [
+        sys.executable,
+        "-m",
+        "tests.bench.child",
+        "runstream",
+        "sigkill_trainer",
+        json.dumps(params),
+        str(Path.cwd() / "trainer.json"),
+    ]
     proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stdin=subprocess.DEVNULL)
     assert proc.stdout is not None
     head = proc.stdout.readline().decode().split()
@@ -157,20 +179,29 @@ def sigkill(params: dict[str, Any]) -> dict[str, Any]:
             printed = int(line)
     proc.wait()
     t0 = time.perf_counter()
-    sync = subprocess.run([sys.executable, "-m", "runstream.cli", "sync", run_dir], capture_output=True,
-                          text=True, timeout=300)
+    sync = subprocess.run(
+        [sys.executable, "-m", "runstream.cli", "sync", run_dir], capture_output=True, text=True, timeout=300
+    )
     if sync.returncode != 0:
         raise RuntimeError(f"runstream sync failed ({sync.returncode}): {sync.stderr[-2000:]}")
     t1 = time.perf_counter()
     client = _client()
     seq = client.stream_last_seq()
-    res = client.sql(f"SELECT count(DISTINCT step) AS steps, count(*) AS n FROM history WHERE run_uid = '{uid}' "
-                     f"AND step <= {printed}", wait_seq=seq).to_pylist()[0]
+    res = client.sql(
+        f"SELECT count(DISTINCT step) AS steps, count(*) AS n FROM history WHERE run_uid = '{uid}' "
+        f"AND step <= {printed}",
+        wait_seq=seq,
+    ).to_pylist()[0]
     returned = printed + 1
     lost = returned - int(res["steps"])
-    return {"returned_steps": returned, "stored_steps": int(res["steps"]), "lost_steps": lost,
-            "rows_for_returned": int(res["n"]), "sync_s": t1 - t0,
-            "check_count": lost == 0 and int(res["n"]) == returned * metrics}
+    return {
+        "returned_steps": returned,
+        "stored_steps": int(res["steps"]),
+        "lost_steps": lost,
+        "rows_for_returned": int(res["n"]),
+        "sync_s": t1 - t0,
+        "check_count": lost == 0 and int(res["n"]) == returned * metrics,
+    }
 
 
 # -- rows 2 and 10 ---------------------------------------------------------------------------------
@@ -188,8 +219,11 @@ def probe(params: dict[str, Any]) -> dict[str, Any]:
     polls = 0
     while True:
         stopping = stop.exists()
-        res = client.sql(f"SELECT step, timestamp FROM history WHERE run_uid = '{uid}' AND key = 'm0' "
-                         f"AND step > {seen} AND step % {every} = 0 ORDER BY step", max_rows=1_000_000)
+        res = client.sql(
+            f"SELECT step, timestamp FROM history WHERE run_uid = '{uid}' AND key = 'm0' "
+            f"AND step > {seen} AND step % {every} = 0 ORDER BY step",
+            max_rows=1_000_000,
+        )
         now = time.time()
         polls += 1
         for r in res.to_pylist():
@@ -202,21 +236,36 @@ def probe(params: dict[str, Any]) -> dict[str, Any]:
 
 
 def e2e(params: dict[str, Any]) -> dict[str, Any]:
-    """First ``log()`` → every row queryable in SQL (points/s), with a probe process measuring
-    log→queryable latency while logging; stream bytes per point."""
+    """First ``log()`` → every row queryable in SQL (points/s); stream bytes per point. With
+    ``probe_interval`` set, a probe process polls SQL meanwhile for the log→queryable latency."""
     steps, metrics = int(params["steps"]), int(params["metrics"])
     rs = _import_runstream()
     client = _client()
     run = rs.init(project=PROJECT, config={"lr": 0.01})
     rows = [row_values(i, metrics) for i in range(steps)]
+    probing = bool(params.get("probe_interval"))
     stop = Path.cwd() / "probe.stop"
-    stop.unlink(missing_ok=True)
-    probe_params = {"uid": run.uid, "every": max(1, steps // 2000), "interval": float(params["probe_interval"]),
-                    "stop_file": str(stop)}
     probe_out = Path.cwd() / "probe.json"
-    probe_proc = subprocess.Popen([sys.executable, "-m", "tests.bench.child", "runstream", "probe",
-                                   json.dumps(probe_params), str(probe_out)], stdin=subprocess.DEVNULL)
-    time.sleep(float(params.get("probe_warmup", 0.5)))  # let the probe import and connect
+    if probing:
+        probe_params = {
+            "uid": run.uid,
+            "every": max(1, steps // 2000),
+            "interval": float(params["probe_interval"]),
+            "stop_file": str(stop),
+        }
+        probe_proc = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "tests.bench.child",
+                "runstream",
+                "probe",
+                json.dumps(probe_params),
+                str(probe_out),
+            ],
+            stdin=subprocess.DEVNULL,
+        )
+        time.sleep(float(params.get("probe_warmup", 1.0)))  # let the probe import and connect
     log = run.log
     t_first = time.perf_counter()
     for r in rows:
@@ -225,24 +274,41 @@ def e2e(params: dict[str, Any]) -> dict[str, Any]:
     run.finish()
     t_finished = time.perf_counter()
     counts, t_queryable = _history_counts(client, [run.uid])
-    stop.touch()
-    probe_proc.wait(120)
-    try:
-        lat = sorted(json.loads(probe_out.read_text()).get("latencies", []))
-    except (OSError, ValueError):
-        lat = []
     points = steps * metrics
     n, d = counts.get(run.uid, (0, 0))
-    stream_bytes, messages = _stream_bytes()
-    return {
-        "steps": steps, "metrics": metrics, "points": points,
-        "log_s": t_logged - t_first, "finish_s": t_finished - t_logged, "queryable_s": t_queryable - t_first,
-        "e2e_pps": points / (t_queryable - t_first), "stored_points": n, "distinct_points": d,
+    out: dict[str, Any] = {
+        "steps": steps,
+        "metrics": metrics,
+        "points": points,
+        "log_s": t_logged - t_first,
+        "finish_s": t_finished - t_logged,
+        "queryable_s": t_queryable - t_first,
+        "e2e_pps": points / (t_queryable - t_first),
+        "stored_points": n,
+        "distinct_points": d,
         "check_count": n == points and d == points,
-        "latency_samples": len(lat), "latency_p50_s": percentile(lat, 50) if lat else None,
-        "latency_p95_s": percentile(lat, 95) if lat else None, "latency_max_s": lat[-1] if lat else None,
-        "stream_bytes": stream_bytes, "stream_messages": messages, "stream_bpp": stream_bytes / points,
     }
+    if probing:
+        stop.touch()
+        probe_proc.wait(120)
+        try:
+            lat = sorted(json.loads(probe_out.read_text()).get("latencies", []))
+        except (OSError, ValueError):
+            lat = []
+        out.update(
+            {
+                "latency_samples": len(lat),
+                "latency_p50_s": percentile(lat, 50) if lat else None,
+                "latency_p95_s": percentile(lat, 95) if lat else None,
+                "latency_max_s": lat[-1] if lat else None,
+            }
+        )
+    else:
+        stream_bytes, messages = _stream_bytes()
+        out.update(
+            {"stream_bytes": stream_bytes, "stream_messages": messages, "stream_bpp": stream_bytes / points}
+        )
+    return out
 
 
 # -- row 3 -----------------------------------------------------------------------------------------
@@ -277,7 +343,9 @@ def many(params: dict[str, Any], shared: bool = False) -> dict[str, Any]:
     _import_runstream()
     client = _client()
     extra = {"shared_id": f"shared{os.getpid()}"} if shared else {}
-    results, t_go, _ = release_workers("runstream", procs, {"steps": steps, "metrics": metrics, **extra}, Path.cwd())
+    results, t_go, _ = release_workers(
+        "runstream", procs, {"steps": steps, "metrics": metrics, **extra}, Path.cwd()
+    )
     errors = [r["error"] for r in results if "error" in r]
     uids = sorted({r["uid"] for r in results if "uid" in r})
     counts, _t = _history_counts(client, uids) if uids else ({}, time.perf_counter())
@@ -285,9 +353,17 @@ def many(params: dict[str, Any], shared: bool = False) -> dict[str, Any]:
     points = procs * steps * metrics
     n = sum(c[0] for c in counts.values())
     d = sum(c[1] for c in counts.values())
-    return {"procs": procs, "points": points, "seconds": t_end - t_go, "many_pps": points / (t_end - t_go),
-            "stored_points": n, "lost": points - d, "doubled": n - d, "errors": errors,
-            "check_count": n == points and d == points and not errors}
+    return {
+        "procs": procs,
+        "points": points,
+        "seconds": t_end - t_go,
+        "many_pps": points / (t_end - t_go),
+        "stored_points": n,
+        "lost": points - d,
+        "doubled": n - d,
+        "errors": errors,
+        "check_count": n == points and d == points and not errors,
+    }
 
 
 def shared(params: dict[str, Any]) -> dict[str, Any]:
@@ -330,8 +406,9 @@ def replay(params: dict[str, Any]) -> dict[str, Any]:
     run.finish()
     before, _ = _history_counts(client, [run.uid])
     t0 = time.perf_counter()
-    proc = subprocess.run([sys.executable, "-m", "runstream.cli", "replay"], capture_output=True, text=True,
-                          timeout=1800)
+    proc = subprocess.run(
+        [sys.executable, "-m", "runstream.cli", "replay"], capture_output=True, text=True, timeout=1800
+    )
     t1 = time.perf_counter()
     if proc.returncode != 0:
         out = (proc.stderr or proc.stdout)[-2000:]
@@ -340,9 +417,14 @@ def replay(params: dict[str, Any]) -> dict[str, Any]:
         raise RuntimeError(f"runstream replay failed ({proc.returncode}): {out}")
     after, _ = _history_counts(client, [run.uid])
     points = steps * metrics
-    return {"points": points, "replay_s": t1 - t0, "replay_pps": points / (t1 - t0),
-            "stored_before": before.get(run.uid, (0, 0))[0], "stored_after": after.get(run.uid, (0, 0))[0],
-            "check_count": before.get(run.uid, (0, 0))[0] == points == after.get(run.uid, (0, 0))[0]}
+    return {
+        "points": points,
+        "replay_s": t1 - t0,
+        "replay_pps": points / (t1 - t0),
+        "stored_before": before.get(run.uid, (0, 0))[0],
+        "stored_after": after.get(run.uid, (0, 0))[0],
+        "check_count": before.get(run.uid, (0, 0))[0] == points == after.get(run.uid, (0, 0))[0],
+    }
 
 
 # -- row 8 -----------------------------------------------------------------------------------------
@@ -372,12 +454,19 @@ def stalled(params: dict[str, Any]) -> dict[str, Any]:
         peak = max(peak, me.memory_info().rss)
     finally:
         os.kill(nats_pid, signal.SIGCONT)
+    mark_phase_end()
     run.finish()
     counts, _ = _history_counts(_client(), [run.uid])
     points = steps * metrics
     n = counts.get(run.uid, (0, 0))[0]
-    return {"points": points, "log_us_mean": (t1 - t0) / steps * 1e6, "rss_start_mb": rss_start / 1e6,
-            "rss_peak_self_mb": peak / 1e6, "stored_points": n, "check_count": n == points}
+    return {
+        "points": points,
+        "log_us_mean": (t1 - t0) / steps * 1e6,
+        "rss_start_mb": rss_start / 1e6,
+        "rss_peak_self_mb": peak / 1e6,
+        "stored_points": n,
+        "check_count": n == points,
+    }
 
 
 def server_runs(params: dict[str, Any]) -> dict[str, Any]:
@@ -387,7 +476,6 @@ def server_runs(params: dict[str, Any]) -> dict[str, Any]:
     import asyncio
 
     import psutil
-
     from runstream.broker.codec import encode_event, encode_log_body, envelope
     from runstream.broker.jetstream import ensure_log
     from runstream.broker.names import msg_id, new_run_uid, new_writer_id, run_subject
@@ -421,16 +509,29 @@ def server_runs(params: dict[str, Any]) -> dict[str, Any]:
         pending: list[Any] = []
         for i in range(n_runs):
             uid, writer, now = new_run_uid(), new_writer_id(), time.time()
-            init = {"entity": entity, "project": "bench-10k", "run_id": f"r{i:06d}", "name": f"run-{i}",
-                    "tags": [], "config": {"lr": 10 ** -(1 + i % 4), "batch": 2 ** (i % 7), "seed": i},
-                    "start_time": now, "mode": "online"}
-            log = encode_log_body([(s, now + s, {"loss": 1.0 / (s + 1 + i % 13), "acc": s / 5, "lr": 0.1})
-                                   for s in range(5)])
+            init = {
+                "entity": entity,
+                "project": "bench-10k",
+                "run_id": f"r{i:06d}",
+                "name": f"run-{i}",
+                "tags": [],
+                "config": {"lr": 10 ** -(1 + i % 4), "batch": 2 ** (i % 7), "seed": i},
+                "start_time": now,
+                "mode": "online",
+            }
+            log = encode_log_body(
+                [(s, now + s, {"loss": 1.0 / (s + 1 + i % 13), "acc": s / 5, "lr": 0.1}) for s in range(5)]
+            )
             fin = {"exit_code": 0, "state": "finished", "runtime": 5.0}
             for seq, (kind, body) in enumerate((("init", init), ("log", log), ("finish", fin)), start=1):
                 payload = encode_event(envelope(kind, uid, writer, seq, now, body))
-                pending.append(js.publish(run_subject(entity, uid, kind), payload,
-                                          headers={"Nats-Msg-Id": msg_id(uid, writer, seq)}))
+                pending.append(
+                    js.publish(
+                        run_subject(entity, uid, kind),
+                        payload,
+                        headers={"Nats-Msg-Id": msg_id(uid, writer, seq)},
+                    )
+                )
             if len(pending) >= 600:
                 await asyncio.gather(*pending)
                 pending.clear()
@@ -442,17 +543,30 @@ def server_runs(params: dict[str, Any]) -> dict[str, Any]:
     t1 = time.perf_counter()
     client = _client()
     seq = client.stream_last_seq()
-    res = client.sql("SELECT count(*) AS n, count(*) FILTER (WHERE state = 'finished') AS f FROM runs "
-                     "WHERE project = 'bench-10k'", wait_seq=seq, timeout=600).to_pylist()[0]
+    res = client.sql(
+        "SELECT count(*) AS n, count(*) FILTER (WHERE state = 'finished') AS f FROM runs "
+        "WHERE project = 'bench-10k'",
+        wait_seq=seq,
+        timeout=600,
+    ).to_pylist()[0]
     t2 = time.perf_counter()
     q0 = time.perf_counter()
-    client.sql("SELECT r.run_id FROM runs r JOIN config c USING (run_uid) JOIN summary s USING (run_uid) "
-               "WHERE c.key = 'lr' AND c.value > 0.01 AND s.key = 'loss' ORDER BY s.value LIMIT 10")
+    client.sql(
+        "SELECT r.run_id FROM runs r JOIN config c USING (run_uid) JOIN summary s USING (run_uid) "
+        "WHERE c.key = 'lr' AND c.value > 0.01 AND s.key = 'loss' ORDER BY s.value LIMIT 10"
+    )
     q1 = time.perf_counter()
     rss_now = server.memory_info().rss
     done.set()
     sampler.join()
-    return {"runs": n_runs, "publish_s": t1 - t0, "projected_s": t2 - t1, "runs_projected": int(res["n"]),
-            "runs_finished": int(res["f"]), "server_rss_mb": rss_now / 1e6, "server_rss_peak_mb": peak[0] / 1e6,
-            "filter_sort_ms": (q1 - q0) * 1000,
-            "check_count": int(res["n"]) == n_runs == int(res["f"])}
+    return {
+        "runs": n_runs,
+        "publish_s": t1 - t0,
+        "projected_s": t2 - t1,
+        "runs_projected": int(res["n"]),
+        "runs_finished": int(res["f"]),
+        "server_rss_mb": rss_now / 1e6,
+        "server_rss_peak_mb": peak[0] / 1e6,
+        "filter_sort_ms": (q1 - q0) * 1000,
+        "check_count": int(res["n"]) == n_runs == int(res["f"]),
+    }

@@ -11,10 +11,14 @@ from pathlib import Path
 from typing import Any
 
 
-
-def release_workers(system: str, procs: int, params: dict[str, Any], workdir: Path,
-                    env_extra: dict[str, str] | None = None, timeout: float = 1800.0
-                    ) -> tuple[list[dict[str, Any]], float, float]:
+def release_workers(
+    system: str,
+    procs: int,
+    params: dict[str, Any],
+    workdir: Path,
+    env_extra: dict[str, str] | None = None,
+    timeout: float = 1800.0,
+) -> tuple[list[dict[str, Any]], float, float]:
     """Start ``procs`` ``many_worker`` children, wait until each is ready (imported, run created),
     release them together, wait for all to exit.
 
@@ -31,8 +35,15 @@ def release_workers(system: str, procs: int, params: dict[str, Any], workdir: Pa
         result.unlink(missing_ok=True)
         p = {**params, "index": i, "go_file": str(go), "ready_file": str(ready)}
         argv = [sys.executable, "-m", "tests.bench.child", system, "many_worker", json.dumps(p), str(result)]
-        children.append((subprocess.Popen(argv, env=env, cwd=workdir, stdin=subprocess.DEVNULL,
-                                          stdout=subprocess.DEVNULL), ready, result))
+        children.append(
+            (
+                subprocess.Popen(
+                    argv, env=env, cwd=workdir, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL
+                ),
+                ready,
+                result,
+            )
+        )
     deadline = time.monotonic() + timeout
     while not all(r.exists() or c.poll() is not None for c, r, _ in children):
         if time.monotonic() > deadline:

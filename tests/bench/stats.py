@@ -15,5 +15,9 @@ def percentile(sorted_values: Sequence[float], q: float) -> float:
 
 
 def summarize(values: Sequence[float]) -> dict[str, float]:
-    return {"median": float(statistics.median(values)), "min": float(min(values)),
-            "max": float(max(values)), "n": len(values)}
+    return {
+        "median": float(statistics.median(values)),
+        "min": float(min(values)),
+        "max": float(max(values)),
+        "n": len(values),
+    }
