@@ -127,7 +127,8 @@ class QueryClient:
         try:
             return await connect(self.url, creds=s.nats_creds, token=s.nats_token, user=s.nats_user,
                                  password=s.nats_password, name="runstream-query-client",
-                                 allow_reconnect=False, connect_timeout=HEALTH_TIMEOUT_S)
+                                 allow_reconnect=False, max_reconnect_attempts=1,
+                                 connect_timeout=HEALTH_TIMEOUT_S)
         except BrokerUnavailable as e:
             raise ServerUnavailable(f"{e}; {self._hint()}") from e
 
