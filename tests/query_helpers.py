@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import signal
 import subprocess
 import sys
@@ -57,9 +56,9 @@ def start_server(nats: NatsServer, base: Path, env: dict[str, str]) -> ServerPro
     return srv
 
 
-@pytest.fixture
-def query_server(nats_server: NatsServer, tmp_path: Path, rs_env: dict[str, str],
-                 monkeypatch: pytest.MonkeyPatch) -> Iterator[ServerProc]:
+def serve_for_test(nats_server: NatsServer, tmp_path: Path, rs_env: dict[str, str],
+                   monkeypatch: pytest.MonkeyPatch) -> Iterator[ServerProc]:
+    """Body of a ``query_server`` fixture: a server of this test, stopped (cleanly) after it."""
     srv = start_server(nats_server, tmp_path, rs_env)
     monkeypatch.setenv("RUNSTREAM_SERVER_NAME", srv.name)
     yield srv
@@ -84,4 +83,4 @@ def unique(prefix: str) -> str:
     return f"{prefix}-{uuid.uuid4().hex[:8]}"
 
 
-__all__ = ["ServerProc", "log_run", "os", "query_server", "start_server", "unique"]
+__all__ = ["ServerProc", "log_run", "serve_for_test", "start_server", "unique"]

@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Iterator
+from pathlib import Path
 
 import nats
 import pytest
+from runstream.broker import NatsServer
 from runstream.query import protocol
 from runstream.query.client import QueryClient
 from runstream.query.errors import (
@@ -17,7 +20,14 @@ from runstream.query.errors import (
 )
 
 from tests.conftest import run_async
-from tests.query_helpers import ServerProc, log_run, query_server, unique  # noqa: F401
+from tests.query_helpers import ServerProc, log_run, serve_for_test, unique
+
+
+@pytest.fixture
+def query_server(nats_server: NatsServer, tmp_path: Path, rs_env: dict[str, str],
+                 monkeypatch: pytest.MonkeyPatch) -> Iterator[ServerProc]:
+    yield from serve_for_test(nats_server, tmp_path, rs_env, monkeypatch)
+
 
 ENDLESS = "SELECT count(*) FROM range(1000000000) a, range(1000000000) b"
 
@@ -30,7 +40,8 @@ def test_sql_round_trip_sees_a_finished_run(query_server: ServerProc) -> None:
                      wait_seq=client.stream_last_seq())
     assert res.to_pylist() == [{"path": path, "state": "finished", "last_step": 6}]
     assert not res.truncated and res.projected_seq >= 1
-    hist = client.sql(f"SELECT count(*) AS n FROM history h JOIN runs r USING (run_uid) WHERE r.entity = '{entity}'")
+    hist = client.sql("SELECT count(*) AS n FROM history h JOIN runs r USING (run_uid) "
+                      f"WHERE r.entity = '{entity}'")
     assert hist.to_pylist() == [{"n": 14}]
 
 
