@@ -62,6 +62,23 @@ def _alive(pid: int | None) -> bool:
         return True
 
 
+_children: dict[int, subprocess.Popen[bytes]] = {}
+"""Detached stack processes started by this process: kept referenced so that Python does not warn
+(ResourceWarning) when their Popen objects are collected while they run, and reaped on ``down``."""
+
+
+def _adopt(proc: subprocess.Popen[bytes] | None) -> None:
+    if proc is not None:
+        _children[proc.pid] = proc
+
+
+def _reap(pid: int) -> None:
+    proc = _children.pop(pid, None)
+    if proc is not None:
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            proc.wait(1)
+
+
 def db_path(settings: Settings) -> Path:
     return settings.dir / "runstream.duckdb"
 
@@ -132,6 +149,7 @@ def up(settings: Settings, timeout: float = 30.0) -> StackStatus:
             port = free_port(settings.port)
             srv = NatsServer(settings.dir / "nats", port, detach=True, log_file=settings.dir / "nats-server.log")
             srv.start()
+            _adopt(srv.proc)
             data.update(nats_url=srv.url, nats_port=port, nats_pid=srv.pid)
             _write(settings, data)
             data.pop("server_pid", None)
@@ -147,6 +165,7 @@ def up(settings: Settings, timeout: float = 30.0) -> StackStatus:
                 )
             finally:
                 log.close()
+            _adopt(proc)
             data["server_pid"] = proc.pid
             data["started_at"] = time.time()
             _write(settings, data)
@@ -174,6 +193,7 @@ def _terminate(pid: int, timeout: float = 15.0) -> None:
     if _alive(pid):
         with contextlib.suppress(ProcessLookupError):
             os.kill(pid, signal.SIGKILL)
+    _reap(pid)
 
 
 def down(settings: Settings) -> StackStatus:
