@@ -101,14 +101,14 @@ def hotpath(params: dict[str, Any]) -> dict[str, Any]:
     t1 = time.perf_counter()
     run = rs.init(project=PROJECT, config={"lr": 0.01, "batch": 32})
     t2 = time.perf_counter()
-    rows = [row_values(i, metrics) for i in range(steps)]
     per_call = array("q", bytes(8 * steps))
     clock = time.perf_counter_ns
     log = run.log
     t_first = time.perf_counter()
     for i in range(steps):
+        row = row_values(i, metrics)  # built outside the timed call, and not all kept in memory
         a = clock()
-        log(rows[i])
+        log(row)
         per_call[i] = clock() - a
     t3 = time.perf_counter()
     run.finish()
@@ -124,7 +124,7 @@ def hotpath(params: dict[str, Any]) -> dict[str, Any]:
         "import_s": t1 - t0,
         "init_s": t2 - t1,
         "log_us_median": calls[len(calls) // 2] / 1000,
-        "log_us_mean": (t3 - t_first) / steps * 1e6,
+        "log_us_mean": sum(per_call) / steps / 1000,
         "log_us_p99": percentile(calls, 99) / 1000,
         "finish_s": t4 - t3,
         "flushed_s": t4 - t_first,
