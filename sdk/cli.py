@@ -87,7 +87,8 @@ def cmd_up(args: argparse.Namespace, settings: Settings) -> int:
 
     was = stack.status(settings)
     st = stack.up(settings)
-    verb = "already running" if was.running else "started"
+    # another process may start it concurrently (the stack's lock makes that safe): do not claim it
+    verb = "already running" if was.running else "up"
     print(f"runstream stack {verb}: {st.nats_url} (nats pid {st.nats_pid}, server pid {st.server_pid})",
           file=_out())
     print(f"data dir {st.dir}; stop it with `runstream down`", file=_out())
