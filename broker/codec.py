@@ -165,7 +165,10 @@ def encode_log_body(rows: Iterable[tuple[Any, float, Mapping[str, Any]]]) -> dic
     return {"n": n, "step": steps, "ts": ts.tobytes(), "cols": cols}
 
 
-def decode_log_body(body: Mapping[str, Any]) -> tuple[list[Any], list[float], dict[str, tuple[list[Any], bytes | None, bool]]]:
+Columns = dict[str, tuple[list[Any], bytes | None, bool]]
+
+
+def decode_log_body(body: Mapping[str, Any]) -> tuple[list[Any], list[float], Columns]:
     """Columnar ``log`` body → ``(steps, timestamps, {key: (values, mask, numeric)})``.
 
     Raises ValueError when the body is inconsistent (lengths disagree, wrong types).

@@ -16,8 +16,10 @@ async def connect(url: str, *, creds: str | None = None, token: str | None = Non
     """Open a NATS connection; raise :class:`BrokerUnavailable` with the URL when nobody answers."""
     import nats
 
+    # One attempt for the first connection (nats-py would otherwise retry it forever and never
+    # raise); once connected, reconnect without limit so an outage is ridden out.
     kwargs: dict[str, Any] = {"servers": [url], "name": name, "connect_timeout": connect_timeout,
-                              "allow_reconnect": True, "max_reconnect_attempts": -1,
+                              "allow_reconnect": True, "max_reconnect_attempts": 1,
                               "reconnect_time_wait": 0.2}
     if creds:
         kwargs["user_credentials"] = creds
@@ -27,10 +29,14 @@ async def connect(url: str, *, creds: str | None = None, token: str | None = Non
         kwargs["user"] = user
         kwargs["password"] = password
     kwargs.update(options)
+    forever = "max_reconnect_attempts" not in options
     try:
-        return await nats.connect(**kwargs, error_cb=_quiet, disconnected_cb=None)
+        nc = await nats.connect(**kwargs, error_cb=_quiet, disconnected_cb=None)
     except Exception as e:
         raise BrokerUnavailable(f"cannot reach NATS at {url}: {e}") from e
+    if forever:
+        nc.options["max_reconnect_attempts"] = -1
+    return nc
 
 
 async def _quiet(_e: Exception) -> None:

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
 import pyarrow as pa
+
 from runstream.broker.codec import DecodeError, decode_event
 from runstream.broker.events import Event, EventError, parse_event
 from runstream.broker.names import parse_subject

@@ -13,6 +13,7 @@ from typing import Any
 
 import anyio
 import duckdb
+
 from runstream.broker.codec import encode_event, envelope
 from runstream.broker.names import msg_id, run_subject
 

@@ -15,6 +15,7 @@ from typing import Any
 import anyio
 import anyio.abc
 import duckdb
+
 from runstream.broker.jetstream import connect, ensure_log
 
 from .errors import CatchUpTimeout

@@ -10,6 +10,7 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 import anyio
+
 from runstream.broker.names import STREAM, stream_subjects
 
 from .fold import Record

@@ -206,7 +206,8 @@ def finished(run: Any, *, quiet: bool) -> None:
         sys.stderr.flush()
     if worker is not None and worker.error is not None and not isinstance(worker.error, KeyboardInterrupt):
         sys.stderr.write(f"runstream: run {run.path} could not be sent: {worker.error}\n")
-    if run.mode == "online" and (pending or not all_acked):
+    if run.mode == "online" and (pending or not all_acked) and quiet:
+        # not quiet: render_finish above already printed this warning
         err = worker.last_error if worker is not None else None
         sys.stderr.write(
             f"runstream: {pending} event(s) of run {run.path} were not acknowledged within {timeout:.0f}s"

@@ -173,12 +173,14 @@ def up(settings: Settings, timeout: float = 30.0) -> StackStatus:
             deadline = time.monotonic() + timeout
             while time.monotonic() < deadline:
                 if proc.poll() is not None:
-                    raise StackError(f"runstream server exited with code {proc.returncode}; see {settings.dir / 'server.log'}")
+                    raise StackError(f"runstream server exited with code {proc.returncode}; "
+                                     f"see {settings.dir / 'server.log'}")
                 if ready.exists() and ready.read_text().strip() == str(proc.pid):
                     break
                 time.sleep(0.02)
             else:
-                raise StackError(f"runstream server did not become ready in {timeout:.0f}s; see {settings.dir / 'server.log'}")
+                raise StackError(f"runstream server did not become ready in {timeout:.0f}s; "
+                                 f"see {settings.dir / 'server.log'}")
         return status(settings)
 
 

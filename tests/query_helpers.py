@@ -11,9 +11,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+
 from runstream.broker import NatsServer
 from runstream.settings import Settings, load_settings
-
 from tests.conftest import wait_for
 
 

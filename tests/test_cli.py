@@ -12,6 +12,7 @@ from pathlib import Path
 import duckdb
 import pyarrow as pa
 import pytest
+
 from runstream.broker import NatsServer
 from runstream.cli import health_lines, main, runs_query, runs_table, sql_literal
 from runstream.query.render import (
@@ -23,7 +24,6 @@ from runstream.query.render import (
     to_csv,
     to_json,
 )
-
 from tests.query_helpers import ServerProc, log_run, serve_for_test, unique
 
 UTC = dt.UTC

@@ -4,6 +4,7 @@ import io
 import math
 
 import pytest
+
 from runstream.console import (
     Console,
     RunInfo,

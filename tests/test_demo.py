@@ -11,6 +11,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+
 from runstream.demo import DIVERGING, PROJECT, STEPS, TRIALS, curves, results_sql
 
 

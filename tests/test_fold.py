@@ -6,6 +6,7 @@ import math
 from typing import Any
 
 import pyarrow as pa
+
 from runstream.broker.codec import encode_event, encode_log_body, envelope, pack
 from runstream.broker.names import run_subject
 from runstream.projector import ProjectionState, Record, fold

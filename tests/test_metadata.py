@@ -9,6 +9,7 @@ import time
 from pathlib import Path
 
 import pytest
+
 import runstream
 from runstream import metadata
 from runstream.metadata import collect_metadata

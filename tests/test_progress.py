@@ -3,6 +3,7 @@ from __future__ import annotations
 import io
 
 import pytest
+
 from runstream.progress import ProgressBar, format_count, format_duration
 
 

@@ -11,12 +11,12 @@ from typing import Any
 
 import anyio
 import duckdb
+
 from runstream.broker import NatsServer
 from runstream.broker.codec import encode_event, encode_log_body, envelope
 from runstream.broker.jetstream import connect, ensure_log
 from runstream.broker.names import msg_id, new_run_uid, run_subject
 from runstream.projector import Projector, Reaper, catch_up, replay_file
-
 from tests.conftest import wait_for
 
 

@@ -9,6 +9,7 @@ from typing import Any
 
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+
 from runstream.broker.codec import encode_event, encode_log_body, envelope
 from runstream.broker.names import run_subject
 from runstream.projector import Record, Store, fold

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import nats
 import pytest
+
 from runstream.broker import NatsServer
 from runstream.query import protocol
 from runstream.query.client import QueryClient
@@ -18,7 +19,6 @@ from runstream.query.errors import (
     QueryTimeout,
     ServerUnavailable,
 )
-
 from tests.conftest import run_async
 from tests.query_helpers import ServerProc, log_run, serve_for_test, unique
 

@@ -10,6 +10,7 @@ from pathlib import Path
 import duckdb
 import pyarrow as pa
 import pytest
+
 from runstream.query.errors import QueryError, QueryRefused, QueryTimeout
 from runstream.query.sandbox import Sandbox, check_sql, harden
 

@@ -17,7 +17,6 @@ from runstream.broker import RunExistsError
 from runstream.settings import load_settings
 from runstream.sync import sync_paths
 
-from .conftest import wait_for
 from .sdk_helpers import one, project, python, run_uid, spawn
 
 

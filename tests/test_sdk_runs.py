@@ -60,7 +60,8 @@ def test_reference_examples(rs_env: dict[str, str], nats_server, tmp_path: Path)
     con = project(tmp_path, nats_server.url)
     assert one(con, "SELECT count(*) FROM history WHERE run_uid = ?", [run_uid(con, first)]) == 2
     assert [float(v) for _, v in history(con, run.path, "loss")] == logged
-    assert one(con, "SELECT value FROM summary WHERE run_uid = ? AND key = 'loss'", [run_uid(con, run.path)]) == logged[-1]
+    uid = run_uid(con, run.path)
+    assert one(con, "SELECT value FROM summary WHERE run_uid = ? AND key = 'loss'", [uid]) == logged[-1]
     assert one(con, "SELECT name FROM runs WHERE path = 'nico/awesome-project-ref/my-run-id'") == "my-run-name"
     generated = one(con, "SELECT name FROM runs WHERE path = ?", [first])
     parts = generated.split("-")

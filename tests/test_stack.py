@@ -11,6 +11,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+
 from runstream import stack
 from runstream.cli import main
 from runstream.settings import Settings, load_settings

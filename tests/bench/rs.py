@@ -476,6 +476,7 @@ def server_runs(params: dict[str, Any]) -> dict[str, Any]:
     import asyncio
 
     import psutil
+
     from runstream.broker.codec import encode_event, encode_log_body, envelope
     from runstream.broker.jetstream import ensure_log
     from runstream.broker.names import msg_id, new_run_uid, new_writer_id, run_subject
