@@ -65,7 +65,7 @@ class Worker(threading.Thread):
     """Background publisher of one run's spool.
 
     Args:
-        run: the owning Run (for its spool lock helpers: ``_seal`` and ``_append_event``).
+        seal, append_event: the Run's spool helpers (seal pending rows; spool one event).
         url: the NATS URL, or None when offline (the worker then only keeps the mirror current).
         claim: coroutine factory ``(js) -> None`` registering the run's path; raises if taken.
     """
