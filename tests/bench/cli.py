@@ -150,8 +150,7 @@ def main(argv: list[str] | None = None) -> int:
     dead: dict[tuple[str, str], dict[str, Any]] = {}  # not built / not installed: no need to retry
     started = time.time()
     print(
-        f"runstream bench: {len(tasks)} tasks × {args.reps} reps, systems {', '.join(args.systems)}; "
-        f"temp {root}",
+        f"runstream bench: {len(tasks)} tasks × {args.reps} reps, systems {', '.join(args.systems)}; temp {root}",
         file=sys.stderr,
     )
     for rep in range(args.reps):

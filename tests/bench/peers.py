@@ -113,9 +113,7 @@ class MlflowPeer(Peer):
     def stored_points(self) -> int | None:
         if self.store == "sqlite":
             with sqlite3.connect(self.workdir / "mlflow.db") as db:
-                (n,) = db.execute(
-                    "SELECT count(*) FROM metrics WHERE run_uuid = ?", (self.run_id,)
-                ).fetchone()
+                (n,) = db.execute("SELECT count(*) FROM metrics WHERE run_uuid = ?", (self.run_id,)).fetchone()
             return int(n)
         n = 0
         for f in (self.workdir / "mlruns").glob(f"*/{self.run_id}/metrics/**/*"):

@@ -97,9 +97,7 @@ def run_argv(
     """Run ``argv``, timing it from spawn to exit and sampling its tree's RSS."""
     err = tempfile.TemporaryFile()
     t0 = time.perf_counter()
-    proc = subprocess.Popen(
-        argv, env=env, cwd=cwd, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=err
-    )
+    proc = subprocess.Popen(argv, env=env, cwd=cwd, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=err)
     timed_out = False
     mark = cwd / MARK_FILE
     mark.unlink(missing_ok=True)
@@ -162,9 +160,7 @@ def run_child(
     return run_argv(argv, child_env(env_extra), workdir, timeout, result_file)
 
 
-def run_snippet(
-    code: str, workdir: Path, timeout: float, env_extra: dict[str, str] | None = None
-) -> ChildResult:
+def run_snippet(code: str, workdir: Path, timeout: float, env_extra: dict[str, str] | None = None) -> ChildResult:
     """``python -c CODE``: a whole process, timed from spawn to exit (start-up is the point)."""
     workdir.mkdir(parents=True, exist_ok=True)
     return run_argv([sys.executable, "-c", code], child_env(env_extra), workdir, timeout)

@@ -51,13 +51,12 @@ def summarize_outcomes(outcomes: list[dict[str, Any]], args: argparse.Namespace)
             if cell is not None:
                 entry["systems"][system] = cell
         rs = entry["systems"].get("runstream")
-        peers_ok = {
-            s: c["median"] for s, c in entry["systems"].items() if s != "runstream" and c["status"] == "ok"
-        }
+        peers_ok = {s: c["median"] for s, c in entry["systems"].items() if s != "runstream" and c["status"] == "ok"}
         if rs and rs["status"] == "ok":
             entry["ratio"] = {s: (rs["median"] / v if v else None) for s, v in peers_ok.items()}
             if fig.target is not None:
                 entry["target_met"] = fig.target.met(rs["median"], peers_ok)
+                entry["target_missed_by"] = fig.target.shortfalls(rs["median"], peers_ok)
         figures.append(entry)
     checks = []
     for o in outcomes:
@@ -154,7 +153,7 @@ def render(report: dict[str, Any]) -> str:
                     if not f["target_met"]:
                         missed.append(
                             f"row {f['row']}: {f['label']} = {fmt(cell['median'])} {f['unit']} "
-                            f"(target {f['target']})"
+                            f"(target {f['target']}: {'; '.join(f.get('target_missed_by') or [])})"
                         )
             if system != "runstream" and f.get("ratio", {}).get(system) is not None:
                 ratio = f"{f['ratio'][system]:.3g}"

@@ -48,9 +48,7 @@ def _client() -> Any:
     return QueryClient(load_settings(), start_stack=False)
 
 
-def _history_counts(
-    client: Any, uids: list[str], timeout: float = 600.0
-) -> tuple[dict[str, tuple[int, int]], float]:
+def _history_counts(client: Any, uids: list[str], timeout: float = 600.0) -> tuple[dict[str, tuple[int, int]], float]:
     """Wait (server side) until everything in the stream now is projected, then count each run's
     history rows: ``{uid: (rows, distinct (step, key))}`` and the time the answer came back."""
     seq = client.stream_last_seq()
@@ -305,9 +303,7 @@ def e2e(params: dict[str, Any]) -> dict[str, Any]:
         )
     else:
         stream_bytes, messages = _stream_bytes()
-        out.update(
-            {"stream_bytes": stream_bytes, "stream_messages": messages, "stream_bpp": stream_bytes / points}
-        )
+        out.update({"stream_bytes": stream_bytes, "stream_messages": messages, "stream_bpp": stream_bytes / points})
     return out
 
 
@@ -343,9 +339,7 @@ def many(params: dict[str, Any], shared: bool = False) -> dict[str, Any]:
     _import_runstream()
     client = _client()
     extra = {"shared_id": f"shared{os.getpid()}"} if shared else {}
-    results, t_go, _ = release_workers(
-        "runstream", procs, {"steps": steps, "metrics": metrics, **extra}, Path.cwd()
-    )
+    results, t_go, _ = release_workers("runstream", procs, {"steps": steps, "metrics": metrics, **extra}, Path.cwd())
     errors = [r["error"] for r in results if "error" in r]
     uids = sorted({r["uid"] for r in results if "uid" in r})
     counts, _t = _history_counts(client, uids) if uids else ({}, time.perf_counter())
@@ -545,8 +539,7 @@ def server_runs(params: dict[str, Any]) -> dict[str, Any]:
     client = _client()
     seq = client.stream_last_seq()
     res = client.sql(
-        "SELECT count(*) AS n, count(*) FILTER (WHERE state = 'finished') AS f FROM runs "
-        "WHERE project = 'bench-10k'",
+        "SELECT count(*) AS n, count(*) FILTER (WHERE state = 'finished') AS f FROM runs WHERE project = 'bench-10k'",
         wait_seq=seq,
         timeout=600,
     ).to_pylist()[0]

@@ -37,9 +37,7 @@ def release_workers(
         argv = [sys.executable, "-m", "tests.bench.child", system, "many_worker", json.dumps(p), str(result)]
         children.append(
             (
-                subprocess.Popen(
-                    argv, env=env, cwd=workdir, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL
-                ),
+                subprocess.Popen(argv, env=env, cwd=workdir, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL),
                 ready,
                 result,
             )
