@@ -39,6 +39,7 @@ EVENT_TYPES = (
     "metadata",
     "finish",
     "crashed",
+    "meta",
 )
 
 _NUMERIC = (int, float, bool)

@@ -92,6 +92,17 @@ class CrashedBody(_Body):
     timeout: float
 
 
+class MetaBody(_Body):
+    """An edit of a run's descriptive fields (``Api().run(...).update()``); only the fields set
+    change. Its writer is the editor (``api:<id>``), not the run, so it is no sign of life."""
+
+    name: str | None = None
+    notes: str | None = None
+    tags: list[str] | None = None
+    group: str | None = None
+    job_type: str | None = None
+
+
 BODIES: dict[str, type[_Body]] = {
     "init": InitBody,
     "log": LogBody,
@@ -102,6 +113,7 @@ BODIES: dict[str, type[_Body]] = {
     "metadata": MetadataBody,
     "finish": FinishBody,
     "crashed": CrashedBody,
+    "meta": MetaBody,
 }
 
 
