@@ -52,7 +52,8 @@ _FIELDS = Settings.__annotations__
 
 
 def _coerce(name: str, value: Any) -> Any:
-    kind = str(_FIELDS[name])
+    t = _FIELDS[name]
+    kind = str(getattr(t, "__forward_arg__", t))  # NamedTuple wraps string annotations in ForwardRef
     if value is None:
         return None
     if "Path" in kind:
