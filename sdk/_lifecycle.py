@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import atexit
-import concurrent.futures
 import getpass
 import os
 import sys
@@ -108,26 +107,31 @@ def init(entity: str | None = None, project: str | None = None, id: str | None =
             "start_time": start, "mode": s.mode}
     run._append_event("init", body)
 
-    async def claim(js: Any) -> None:
-        from .broker.jetstream import claim_path
+    def claim(client: Any) -> None:
+        from .broker.errors import RunExistsError
 
-        await claim_path(js, entity, project, run_id, uid)
+        try:
+            client.claim_path(entity, project, run_id, uid)
+        except RunExistsError:
+            # our own claim whose PubAck was lost in a reconnect is not a conflict
+            if client.resolve_path(entity, project, run_id) != uid:
+                raise
 
     worker = Worker(spool, s, url, run._seal, run._append_event, claim=claim)
     run._attach(worker)
     worker.start()
     if id is not None and url is not None:
         try:
-            worker.claimed.result(timeout=s.init_timeout)
-        except concurrent.futures.TimeoutError:
+            settled = worker.claimed.wait(s.init_timeout)
+        except BaseException:
+            _abandon(run, worker)
+            raise
+        if not settled:
             warnings.warn(
                 f"runstream: cannot reach NATS at {url} to confirm that run id {run_id!r} is free; "
                 f"logging to the spool in {run_dir} and sending when the broker is back",
                 stacklevel=2,
             )
-        except BaseException:
-            _abandon(run, worker)
-            raise
     threading.Thread(target=_record_metadata, args=(run,), daemon=True, name="runstream-metadata").start()
     with _state_lock:
         _active = run

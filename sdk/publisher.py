@@ -7,10 +7,11 @@ and the next waits for the previous PubAck. On any failure the same event is ret
 
 from __future__ import annotations
 
-import asyncio
+import threading
+import time
 from collections.abc import Callable
-from typing import Any
 
+from .broker.miniclient import MiniNats
 from .broker.names import msg_id
 from .outbox import Outgoing
 from .spool import Spool
@@ -18,37 +19,36 @@ from .spool import Spool
 ACK_TIMEOUT = 5.0
 
 
-class Publisher:
-    def __init__(self, js: Any, spool: Spool, on_error: Callable[[Exception], None] | None = None) -> None:
-        self.js = js
-        self.spool = spool
-        self.run_uid: str = spool.meta["run_uid"]
-        self.writer: str = spool.meta["writer"]
-        self.on_error = on_error
-        self.sent = 0
-        self.last_stream_seq = 0
+def publish_one(client: MiniNats, spool: Spool, ev: Outgoing) -> int:
+    """Publish one event and record its ack in the spool; return its stream sequence.
 
-    async def publish(self, ev: Outgoing, *, stop: asyncio.Event | None = None,
-                      deadline: float | None = None) -> bool:
-        """Publish one event until acknowledged; False if ``deadline`` (loop time) passes first."""
-        loop = asyncio.get_running_loop()
-        delay = 0.05
-        headers = {"Nats-Msg-Id": msg_id(self.run_uid, self.writer, ev.seq)}
-        while True:
-            try:
-                ack = await self.js.publish(ev.subject, ev.payload, timeout=ACK_TIMEOUT, headers=headers)
-            except asyncio.CancelledError:
-                raise
-            except Exception as e:  # nats-py raises timeouts, no-responders, reconnecting...
-                if self.on_error:
-                    self.on_error(e)
-                if deadline is not None and loop.time() + delay > deadline:
-                    return False
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, 2.0)
-                continue
-            self.last_stream_seq = max(self.last_stream_seq, int(getattr(ack, "seq", 0) or 0))
-            if ev.seq > self.spool.acked:
-                self.spool.set_acked(ev.seq)
-            self.sent += 1
-            return True
+    Raises:
+        BrokerError: no ack (connection lost, timeout, stream error). Retrying is safe.
+    """
+    meta = spool.meta
+    ack = client.js_publish(ev.subject, ev.payload, msg_id=msg_id(meta["run_uid"], meta["writer"], ev.seq),
+                            timeout=ACK_TIMEOUT)
+    if ev.seq > spool.acked:
+        spool.set_acked(ev.seq)
+    return int(ack.get("seq", 0))
+
+
+def publish_until_acked(client: MiniNats, spool: Spool, ev: Outgoing, deadline: float,
+                        on_error: Callable[[Exception], None] | None = None,
+                        pause: threading.Event | None = None) -> int | None:
+    """Retry :func:`publish_one` with backoff until acknowledged or ``deadline`` (monotonic) passes.
+
+    Returns the stream sequence, or None if the deadline passed first.
+    """
+    delay = 0.05
+    while True:
+        try:
+            return publish_one(client, spool, ev)
+        except Exception as e:  # connection loss, timeouts, stream errors: all retried
+            if on_error:
+                on_error(e)
+            client.close()
+            if time.monotonic() + delay > deadline:
+                return None
+            (pause or threading.Event()).wait(delay)
+            delay = min(delay * 2, 2.0)

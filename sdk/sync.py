@@ -6,7 +6,6 @@ already has and the projector skips what it already applied. Running it twice ch
 
 from __future__ import annotations
 
-import asyncio
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
@@ -14,8 +13,9 @@ from pathlib import Path
 from typing import Any
 
 from .broker.errors import RunExistsError
+from .broker.miniclient import MiniNats
 from .outbox import Outbox
-from .publisher import Publisher
+from .publisher import publish_until_acked
 from .settings import Settings
 from .spool import K_BATCH, Spool, SpoolLocked, is_complete
 from .spool import find_spools as _find
@@ -67,34 +67,28 @@ def seal_leftovers(spool: Spool) -> int:
 def sync_paths(paths: Iterable[Path | str], settings: Settings, *, progress: Progress | None = None,
                include_complete: bool = False) -> SyncReport:
     """Send every spool under ``paths``; see :class:`SyncReport`."""
+    from . import stack
+    from .broker.miniclient import MiniNats
+
     spools: list[Path] = []
     for p in paths:
         spools.extend(find_spools(Path(p)))
-    return asyncio.run(_sync(spools, settings, progress, include_complete))
-
-
-async def _sync(paths: list[Path], settings: Settings, progress: Progress | None,
-                include_complete: bool) -> SyncReport:
-    from . import stack
-    from .broker.jetstream import connect, ensure_log
-
-    if not paths:
+    if not spools:
         return SyncReport()
-    url = stack.nats_url(settings)
-    nc = await connect(url, creds=settings.nats_creds, token=settings.nats_token, user=settings.nats_user,
-                       password=settings.nats_password, name="runstream-sync")
+    client = MiniNats(stack.nats_url(settings), token=settings.nats_token, user=settings.nats_user,
+                      password=settings.nats_password, creds=settings.nats_creds, name="runstream-sync")
     try:
-        js = nc.jetstream()
-        await ensure_log(js)
-        return await send_spools(js, paths, timeout=settings.finish_timeout, progress=progress,
-                                 include_complete=include_complete)
+        client.connect()
+        client.ensure_log()
+        return send_spools(client, spools, timeout=settings.finish_timeout, progress=progress,
+                           include_complete=include_complete)
     finally:
-        await nc.close()
+        client.close()
 
 
-async def send_spools(js: Any, paths: list[Path], *, timeout: float, progress: Progress | None = None,
-                      include_complete: bool = False) -> SyncReport:
-    """Send the unacknowledged events of each spool over an open JetStream context."""
+def send_spools(client: MiniNats, paths: list[Path], *, timeout: float, progress: Progress | None = None,
+                include_complete: bool = False) -> SyncReport:
+    """Send the unacknowledged events of each spool over an open connection."""
     report = SyncReport()
     opened: list[tuple[Spool, list[Any]]] = []
     try:
@@ -125,22 +119,23 @@ async def send_spools(js: Any, paths: list[Path], *, timeout: float, progress: P
             meta = spool.meta
             path = f"{meta['entity']}/{meta['project']}/{meta['run_id']}"
             try:
-                await _claim_or_confirm(js, meta)
+                _claim_or_confirm(client, meta)
             except RunExistsError as e:
                 report.errors.append(f"{spool.path}: {e}")
                 continue
-            pub = Publisher(js, spool)
             ok = True
+            deadline = time.monotonic() + timeout
             for ev in todo:
-                if not await pub.publish(ev, deadline=asyncio.get_running_loop().time() + timeout):
+                seq = publish_until_acked(client, spool, ev, deadline)
+                if seq is None:
                     report.errors.append(f"{spool.path}: event {ev.seq} not acknowledged within {timeout:.0f}s")
                     ok = False
                     break
+                report.last_stream_seq = max(report.last_stream_seq, seq)
                 report.events_sent += 1
                 done += 1
                 if progress:
                     progress(done, total)
-            report.last_stream_seq = max(report.last_stream_seq, pub.last_stream_seq)
             if ok and _has_finish(spool):
                 spool.set_complete()
             report.runs.append(path)
@@ -156,13 +151,10 @@ def _has_finish(spool: Spool) -> bool:
     return ob.saw_finish and spool.acked >= ob.last_seq
 
 
-async def _claim_or_confirm(js: Any, meta: dict[str, Any]) -> None:
+def _claim_or_confirm(client: MiniNats, meta: dict[str, Any]) -> None:
     """Register the run's path, or confirm it is already this run's (a second sync)."""
-    from .broker.jetstream import claim_path, resolve_path
-
     try:
-        await claim_path(js, meta["entity"], meta["project"], meta["run_id"], meta["run_uid"])
+        client.claim_path(meta["entity"], meta["project"], meta["run_id"], meta["run_uid"])
     except RunExistsError:
-        owner = await resolve_path(js, meta["entity"], meta["project"], meta["run_id"])
-        if owner != meta["run_uid"]:
+        if client.resolve_path(meta["entity"], meta["project"], meta["run_id"]) != meta["run_uid"]:
             raise

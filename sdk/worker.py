@@ -1,22 +1,19 @@
 """The SDK's one background thread: seal spooled rows into batches, publish, heartbeat.
 
-It owns an asyncio loop, so user code never sees async. The thread only reads the spool (and
-appends markers and heartbeats under the spool lock); the user thread never waits for it except in
-``finish()`` and when reading ``run.summary``.
+A plain thread with a blocking NATS client (:mod:`runstream.broker.miniclient`): no event loop to
+import or start, so user code never sees async and a short script is not slowed by the client's
+import. The thread only reads the spool (and appends markers and heartbeats under the spool lock);
+the user thread waits for it only in ``finish()`` and when reading ``run.summary``.
 """
 
 from __future__ import annotations
 
-import asyncio
-import concurrent.futures
 import threading
 import time
 from collections.abc import Callable
 from typing import Any
 
-from .broker.codec import encode_event, envelope
 from .outbox import Outbox, Outgoing
-from .publisher import Publisher
 from .settings import Settings
 from .spool import Spool
 
@@ -32,33 +29,56 @@ class Mirror:
     def __init__(self) -> None:
         self.last: dict[str, Any] = {}
         self.series: dict[str, list[float]] = {}
-        self._stride: dict[str, int] = {}
-        self._count: dict[str, int] = {}
         self.count: dict[str, int] = {}
         """Rows seen per key (any type): tells an explicit summary value from a newer logged one."""
+        self._stride: dict[str, int] = {}
+        self._seen: dict[str, int] = {}
 
     def add(self, columns: dict[str, Any]) -> None:
         for key, values in columns["cols"].items():
-            present = values
-            if not present:
+            if not values:
                 continue
-            self.count[key] = self.count.get(key, 0) + len(present)
-            self.last[key] = present[-1]
-            nums = [float(v) for v in present if type(v) in (float, int, bool)]
+            self.count[key] = self.count.get(key, 0) + len(values)
+            self.last[key] = values[-1]
+            nums = [float(v) for v in values if type(v) in (float, int, bool)]
             if not nums:
                 continue
             series = self.series.setdefault(key, [])
-            stride = self._stride.setdefault(key, 1)
-            count = self._count.get(key, 0)
+            stride = self._stride.get(key, 1)
+            seen = self._seen.get(key, 0)
             for v in nums:
-                if count % stride == 0:
+                if seen % stride == 0:
                     series.append(v)
-                count += 1
+                seen += 1
                 if len(series) >= 2 * self.SAMPLES:
                     del series[1::2]
                     stride *= 2
             self._stride[key] = stride
-            self._count[key] = count
+            self._seen[key] = seen
+
+
+class Claim:
+    """The outcome of registering the run's path, awaited by ``init(id=...)``."""
+
+    def __init__(self) -> None:
+        self._done = threading.Event()
+        self.error: BaseException | None = None
+
+    def set(self, error: BaseException | None = None) -> None:
+        if not self._done.is_set():
+            self.error = error
+            self._done.set()
+
+    def done(self) -> bool:
+        return self._done.is_set()
+
+    def wait(self, timeout: float) -> bool:
+        """True when settled within ``timeout``; raises the error it settled with."""
+        if not self._done.wait(timeout):
+            return False
+        if self.error is not None:
+            raise self.error
+        return True
 
 
 class Worker(threading.Thread):
@@ -67,12 +87,12 @@ class Worker(threading.Thread):
     Args:
         seal, append_event: the Run's spool helpers (seal pending rows; spool one event).
         url: the NATS URL, or None when offline (the worker then only keeps the mirror current).
-        claim: coroutine factory ``(js) -> None`` registering the run's path; raises if taken.
+        claim: ``(client) -> None`` registering the run's path; raises RunExistsError if taken.
     """
 
     def __init__(self, spool: Spool, settings: Settings, url: str | None,
                  seal: Callable[[], None], append_event: Callable[[str, dict[str, Any]], int],
-                 claim: Callable[[Any], Any] | None = None, clock: Callable[[], float] = time.time) -> None:
+                 claim: Callable[[Any], None] | None = None) -> None:
         super().__init__(name=f"runstream-{spool.meta['run_id']}", daemon=True)
         self.spool = spool
         self.settings = settings
@@ -80,233 +100,149 @@ class Worker(threading.Thread):
         self.seal = seal
         self.append_event = append_event
         self.claim = claim
-        self.clock = clock
         self.mirror = Mirror()
-        self.claimed: concurrent.futures.Future[None] = concurrent.futures.Future()
+        self.claimed = Claim()
         self.error: BaseException | None = None
         self.last_error: Exception | None = None
         self.published = 0
-        self.recovered: Any = None
         self.last_stream_seq = 0
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self._wake: asyncio.Event | None = None
+        self.recovered: Any = None
+        self._wake = threading.Event()
         self._stopping = False
         self._deadline: float | None = None
-        self._ready = threading.Event()
         self._synced = threading.Condition()
         self._polled_to = 0
         self._outbox = Outbox(spool)
         self._queue: list[Outgoing] = []
-        self._recovery: asyncio.Task[None] | None = None
 
     # -- called from the user thread ---------------------------------------------------------------
 
-    def start(self) -> None:
-        super().start()
-        self._ready.wait(5)
-
     def wake(self) -> None:
-        loop, ev = self._loop, self._wake
-        if loop is not None and ev is not None and not loop.is_closed():
-            try:
-                loop.call_soon_threadsafe(ev.set)
-            except RuntimeError:
-                pass
+        self._wake.set()
 
     def sync_mirror(self, timeout: float = 10.0) -> None:
         """Wait until every row spooled so far is reflected in :attr:`mirror`."""
         self.seal()
         target = self.spool.end
-        self.wake()
+        self._wake.set()
         with self._synced:
             self._synced.wait_for(lambda: self._polled_to >= target or not self.is_alive(), timeout)
 
     def stop(self, timeout: float) -> bool:
-        """Drain: publish everything spooled (up to ``timeout`` s), then end. True if all acked."""
+        """Drain: publish everything spooled (up to ``timeout`` s), then end. True if it ended."""
         self._deadline = time.monotonic() + timeout
         self._stopping = True
-        self.wake()
+        self._wake.set()
         self.join(timeout + 5)
-        return self.pending() == 0
-
-    def pending(self) -> int:
-        """Events spooled but not acknowledged."""
-        last = self._outbox.last_seq
-        return max(0, last - self.spool.acked) if self.url else last
+        return not self.is_alive()
 
     # -- the thread --------------------------------------------------------------------------------
 
     def run(self) -> None:
+        client = None
         try:
-            asyncio.run(self._main())
+            if self.url is not None:
+                from .broker.miniclient import MiniNats
+
+                s = self.settings
+                client = MiniNats(self.url, token=s.nats_token, user=s.nats_user, password=s.nats_password,
+                                  creds=s.nats_creds, name=f"runstream-sdk {self.spool.meta['run_id']}")
+            else:
+                self.claimed.set()
+            self._loop(client)
         except BaseException as e:  # surfaced by Run.finish()
             self.error = e
-            if not self.claimed.done():
-                self.claimed.set_exception(e)
+            self.claimed.set(e)
         finally:
-            self._ready.set()
+            if client is not None:
+                client.close()
             with self._synced:
                 self._polled_to = 1 << 62
                 self._synced.notify_all()
 
-    async def _main(self) -> None:
-        self._loop = asyncio.get_running_loop()
-        self._wake = asyncio.Event()
-        self._ready.set()
-        nc = None
-        publisher: Publisher | None = None
-        try:
-            if self.url is not None:
-                nc, js = await self._connect()
-                if nc is None:
-                    return
-                publisher = Publisher(js, self.spool, on_error=self._note_error)
-                await self._claim(js)
-                hb = asyncio.create_task(self._heartbeats())
-                self._recovery = asyncio.create_task(self._recover_leftovers(js))
-            else:
-                if not self.claimed.done():
-                    self.claimed.set_result(None)
-                hb = None
-            await self._pump(publisher)
-            if hb is not None:
-                hb.cancel()
-            if self._recovery is not None:
-                remaining = (self._deadline - time.monotonic()) if self._deadline else 5.0
-                try:
-                    await asyncio.wait_for(self._recovery, max(0.1, remaining))
-                except (TimeoutError, Exception):
-                    pass
-            if publisher is not None:
-                self.last_stream_seq = publisher.last_stream_seq
-        finally:
-            if nc is not None:
-                try:
-                    await asyncio.wait_for(nc.close(), 2)
-                except Exception:  # closing a dead connection must not mask the run's outcome
-                    pass
-
-    async def _connect(self) -> tuple[Any, Any]:
-        from .broker.jetstream import connect, ensure_log
-
-        s = self.settings
-        delay = 0.1
+    def _loop(self, client: Any) -> None:
+        interval = self.settings.flush_interval
+        hb_every = self.settings.heartbeat_interval
+        next_hb = time.monotonic() + hb_every
+        ready = False      # connected, log ensured and path claimed
+        recovered = False
+        delay = 0.05
         while True:
-            try:
-                nc = await connect(self.url or "", creds=s.nats_creds, token=s.nats_token, user=s.nats_user,
-                                   password=s.nats_password, name=f"runstream-sdk {self.spool.meta['run_id']}",
-                                   connect_timeout=2.0)
-                js = nc.jetstream()
-                await ensure_log(js)
-                return nc, js
-            except Exception as e:
-                self._note_error(e)
-                if self._stopping and self._past_deadline():
-                    if not self.claimed.done():
-                        self.claimed.set_exception(e)
-                    return None, None
-                await self._nap(delay)
-                delay = min(delay * 2, 2.0)
+            if not self._stopping:
+                self._wake.wait(interval)
+                self._wake.clear()
+            self._poll()
+            if client is None:
+                self._queue.clear()
+            else:
+                try:
+                    if not ready:
+                        if not client.connected:
+                            client.connect()
+                        client.ensure_log()
+                        if not self.claimed.done():  # once per run, not per connection
+                            if self.claim is not None:
+                                self.claim(client)
+                            self.claimed.set()
+                        ready = True
+                    self._publish(client)
+                    if not recovered and not self._queue:
+                        recovered = True
+                        self._recover_leftovers(client)
+                    delay = 0.05
+                except Exception as e:
+                    from .broker.errors import RunExistsError
 
-    async def _claim(self, js: Any) -> None:
-        """Register the run's path; retried through outages, fatal only when the id is taken."""
-        from .broker.errors import RunExistsError
+                    if isinstance(e, RunExistsError):
+                        raise
+                    self.last_error = e
+                    client.close()
+                    ready = False
+                    if self._stopping and self._past_deadline():
+                        return
+                    self._wake.wait(delay)
+                    delay = min(delay * 2, 2.0)
+                    continue
+                if not self._stopping and time.monotonic() >= next_hb:
+                    next_hb = time.monotonic() + hb_every
+                    self.append_event("heartbeat", {})
+                    continue
+            if self._stopping and (self._past_deadline() or
+                                   (not self._queue and self._outbox.cursor >= self.spool.end)):
+                return
 
-        delay = 0.1
-        while self.claim is not None:
-            try:
-                await self.claim(js)
-                break
-            except RunExistsError as e:
-                if not self.claimed.done():
-                    self.claimed.set_exception(e)
-                raise
-            except Exception as e:
-                self._note_error(e)
-                if self._stopping and self._past_deadline():
-                    raise
-                await self._nap(delay)
-                delay = min(delay * 2, 2.0)
-        if not self.claimed.done():
-            self.claimed.set_result(None)
+    def _poll(self) -> None:
+        self.seal()
+        if len(self._queue) < READ_AHEAD:
+            fresh = self._outbox.poll(self.spool.end, READ_AHEAD)
+            for ev in fresh:
+                if ev.columns is not None:
+                    self.mirror.add(ev.columns)
+            acked = self.spool.acked
+            self._queue.extend(ev for ev in fresh if ev.seq > acked)
+            with self._synced:
+                self._polled_to = self._outbox.cursor
+                self._synced.notify_all()
 
-    async def _recover_leftovers(self, js: Any) -> None:
+    def _publish(self, client: Any) -> None:
+        from .publisher import publish_one
+
+        while self._queue:
+            seq = publish_one(client, self.spool, self._queue[0])
+            self._queue.pop(0)
+            self.published += 1
+            self.last_stream_seq = max(self.last_stream_seq, seq)
+            if len(self._queue) < READ_AHEAD // 2:
+                self._poll()
+
+    def _recover_leftovers(self, client: Any) -> None:
         """Send what earlier runs in the same ``runstream/`` folder left in their spools."""
         from .sync import find_spools, send_spools
 
         root = self.spool.path.parent.parent
         others = [p for p in find_spools(root) if p != self.spool.path]
         if others:
-            report = await send_spools(js, others, timeout=self.settings.finish_timeout)
-            self.recovered = report
-
-    async def _heartbeats(self) -> None:
-        while True:
-            await asyncio.sleep(self.settings.heartbeat_interval)
-            if self._stopping:
-                return
-            self.append_event("heartbeat", {})
-            self.wake()
-
-    async def _pump(self, publisher: Publisher | None) -> None:
-        assert self._wake is not None
-        interval = self.settings.flush_interval
-        while True:
-            if not self._stopping:
-                try:
-                    await asyncio.wait_for(self._wake.wait(), interval)
-                except TimeoutError:
-                    pass
-                self._wake.clear()
-            self.seal()
-            if len(self._queue) < READ_AHEAD:
-                end = self.spool.end
-                fresh = self._outbox.poll(end, READ_AHEAD)
-                for ev in fresh:
-                    if ev.columns is not None:
-                        self.mirror.add(ev.columns)
-                self._queue.extend(ev for ev in fresh if ev.seq > self.spool.acked)
-                with self._synced:
-                    self._polled_to = self._outbox.cursor
-                    self._synced.notify_all()
-            if publisher is None:
-                self._queue.clear()
-            else:
-                while self._queue:
-                    ev = self._queue[0]
-                    deadline = self._loop_deadline()
-                    if not await publisher.publish(ev, deadline=deadline):
-                        return
-                    self._queue.pop(0)
-                    self.published += 1
-                    self.last_stream_seq = publisher.last_stream_seq
-            if self._stopping and not self._queue and self._outbox.cursor >= self.spool.end:
-                return
-            if self._stopping and self._past_deadline():
-                return
-
-    # -- helpers -----------------------------------------------------------------------------------
-
-    def _note_error(self, e: Exception) -> None:
-        self.last_error = e
+            self.recovered = send_spools(client, others, timeout=self.settings.finish_timeout)
 
     def _past_deadline(self) -> bool:
         return self._deadline is not None and time.monotonic() > self._deadline
-
-    def _loop_deadline(self) -> float | None:
-        if self._deadline is None or self._loop is None:
-            return None
-        return self._loop.time() + max(0.0, self._deadline - time.monotonic())
-
-    async def _nap(self, seconds: float) -> None:
-        assert self._wake is not None
-        try:
-            await asyncio.wait_for(self._wake.wait(), seconds)
-        except TimeoutError:
-            pass
-        self._wake.clear()
-
-
-def encode_simple_event(type_: str, run_uid: str, writer: str, seq: int, ts: float,
-                        body: dict[str, Any]) -> bytes:
-    return encode_event(envelope(type_, run_uid, writer, seq, ts, body))
