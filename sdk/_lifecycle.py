@@ -17,7 +17,7 @@ from typing import Any
 from .broker.names import new_run_id, new_run_uid, new_writer_id, validate_name, validate_run_id
 from .config import as_config
 from .errors import StackError, UsageError
-from .settings import Settings, load_settings
+from .settings import RUNS_FOLDER, Settings, load_settings
 from .spool import Spool
 from .worker import Worker
 
@@ -87,7 +87,7 @@ def init(entity: str | None = None, project: str | None = None, id: str | None =
     writer = new_writer_id()
     root = Path(dir) if dir is not None else (s.run_dir or Path.cwd())
     stamp = datetime.fromtimestamp(start).strftime("%Y%m%d_%H%M%S")
-    run_dir = root / "runstream" / f"{'offline-' if s.mode == 'offline' else ''}run-{stamp}-{_safe(run_id)}"
+    run_dir = root / RUNS_FOLDER / f"{'offline-' if s.mode == 'offline' else ''}run-{stamp}-{_safe(run_id)}"
     url: str | None = None
     if s.mode == "online":
         from . import stack

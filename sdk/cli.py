@@ -13,7 +13,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, TextIO
 
-from .settings import Settings, load_settings
+from .settings import RUNS_FOLDER, Settings, load_settings
 
 __all__ = ["main"]
 
@@ -310,7 +310,7 @@ def cmd_sync(args: argparse.Namespace, settings: Settings) -> int:
         if missing:
             raise CliError(f"no such file or directory: {', '.join(missing)}")
     else:
-        root = (settings.run_dir or Path.cwd()) / "runstream"
+        root = (settings.run_dir or Path.cwd()) / RUNS_FOLDER
         paths = find_spools(root)
         if not paths:
             print(f"nothing to sync: no run spools under {root}", file=_out())

@@ -17,7 +17,7 @@ Example of a finished run::
     runstream:     loss 0.10532
     runstream:
     runstream: 🚀 View run earnest-sunset-17 at: nico/awesome-project/1jx1ud12
-    runstream: Find logs at: runstream/run-20250120_101106-1jx1ud12
+    runstream: Find logs at: runstream-runs/run-20250120_101106-1jx1ud12
 """
 
 from __future__ import annotations

@@ -11,6 +11,9 @@ from pathlib import Path
 from typing import Any, NamedTuple
 
 MODES = ("online", "offline", "disabled")
+RUNS_FOLDER = "runstream-runs"
+"""Folder of local run files (spools) under ``run_dir``; not a valid module name, so it can never
+shadow the ``runstream`` package when a script runs from that directory."""
 
 
 class Settings(NamedTuple):
@@ -24,7 +27,7 @@ class Settings(NamedTuple):
     nats_password: str | None = None
     mode: str = "online"
     run_dir: Path | None = None
-    """Parent of the ``runstream/`` folder of local run files (default: the working directory)."""
+    """Parent of the ``runstream-runs/`` folder of local run files (default: the working directory)."""
     heartbeat_interval: float = 30.0
     crash_timeout: float = 300.0
     flush_interval: float = 0.25
@@ -39,6 +42,18 @@ class Settings(NamedTuple):
     """Name of the runstream server to query: RPC subjects are ``rsctl.q.<server_name>.*``."""
     entity: str | None = None
     """Default entity (W&B: your user name). ``RUNSTREAM_ENTITY``; falls back to the login name."""
+    http_port: int = 14280
+    """Preferred HTTP port of ``runstream server`` on 127.0.0.1 (a free one if taken; 0: any free
+    one; -1: no HTTP API). ``RUNSTREAM_HTTP_PORT``."""
+    api_key: str | None = None
+    """When set, the server's HTTP API requires ``Authorization: Bearer <key>`` and ``Api()``
+    sends it. ``RUNSTREAM_API_KEY``."""
+    api_url: str | None = None
+    """A remote runstream server's HTTP URL for ``Api()`` (unset: the local stack's).
+    ``RUNSTREAM_API_URL``."""
+    sql_memory_limit: str = "2GB"
+    """Bound on each ad-hoc SQL query's intermediates (DuckDB ``operator_memory_limit``; empty:
+    none). ``RUNSTREAM_SQL_MEMORY_LIMIT``."""
 
     def replace(self, **changes: Any) -> Settings:
         return self._replace(**changes)

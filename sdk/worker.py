@@ -236,7 +236,7 @@ class Worker(threading.Thread):
                 self._poll()
 
     def _recover_leftovers(self, client: Any) -> None:
-        """Send what earlier runs in the same ``runstream/`` folder left in their spools."""
+        """Send what earlier runs in the same ``runstream-runs/`` folder left in their spools."""
         from .sync import find_spools, send_spools
 
         root = self.spool.path.parent.parent

@@ -53,8 +53,8 @@ def test_demo_end_to_end(demo_env: dict[str, str], tmp_path: Path) -> None:
     assert "runstream: Run history:" in err and "runstream: Run summary:" in err
 
     # the run files stayed under the data dir, not in the working directory
-    assert not (tmp_path / "runstream").exists()
-    assert list((tmp_path / "data" / "demo-runs" / "runstream").iterdir())
+    assert not (tmp_path / "runstream-runs").exists()
+    assert list((tmp_path / "data" / "demo-runs" / "runstream-runs").iterdir())
 
     # the stack stays up and answers the CLI
     sql = subprocess.run(

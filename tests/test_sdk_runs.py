@@ -236,4 +236,4 @@ def test_disabled_mode_records_nothing(rs_env: dict[str, str], tmp_path: Path) -
     run.log({"x": 1})
     run.config.update({"b": 2})
     run.finish()
-    assert not (tmp_path / "work" / "runstream").exists()
+    assert not (tmp_path / "work" / "runstream-runs").exists()
