@@ -10,8 +10,8 @@ token and as a JetStream KV key segment (``[-/_=.a-zA-Z0-9]``).
 
 from __future__ import annotations
 
+import os
 import re
-import secrets
 import string
 
 STREAM = "RUNSTREAM"
@@ -103,7 +103,7 @@ def new_run_uid() -> str:
 
     ms = int(time.time() * 1000)
     head = _base36(ms).rjust(10, "0")
-    return head + "".join(secrets.choice(_ID_ALPHABET) for _ in range(16))
+    return head + _random_chars(16)
 
 
 def is_run_uid(value: str) -> bool:
@@ -112,11 +112,11 @@ def is_run_uid(value: str) -> bool:
 
 def new_run_id() -> str:
     """W&B-style run id: 8 characters of a-z0-9."""
-    return "".join(secrets.choice(_ID_ALPHABET) for _ in range(8))
+    return _random_chars(8)
 
 
 def new_writer_id() -> str:
-    return "w" + "".join(secrets.choice(_ID_ALPHABET) for _ in range(11))
+    return "w" + _random_chars(11)
 
 
 def validate_run_id(run_id: str) -> str:
@@ -150,6 +150,14 @@ def validate_name(kind: str, value: str) -> str:
 def msg_id(run_uid: str, writer: str, seq: int) -> str:
     """``Nats-Msg-Id`` of an event: the server drops a second publish with the same id."""
     return f"{run_uid}:{writer}:{seq}"
+
+
+def _random_chars(n: int) -> str:
+    """``n`` uniform characters of [a-z0-9] from the OS's CSPRNG (``secrets`` costs 6 ms to import)."""
+    out: list[str] = []
+    while len(out) < n:
+        out.extend(_ID_ALPHABET[b % 36] for b in os.urandom(2 * n) if b < 252)  # 252 = 7 * 36: no bias
+    return "".join(out[:n])
 
 
 def _base36(n: int) -> str:

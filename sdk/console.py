@@ -26,8 +26,7 @@ import math
 import os
 import sys
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
-from typing import Any, TextIO
+from typing import Any, NamedTuple, TextIO
 
 PREFIX = "runstream:"
 BARS = "▁▂▃▄▅▆▇█"
@@ -38,8 +37,7 @@ KEY_WIDTH = 40
 DEFAULT_WIDTH = 80
 
 
-@dataclass(frozen=True)
-class RunInfo:
+class RunInfo(NamedTuple):
     """What the console needs to know about a run.
 
     Attributes:

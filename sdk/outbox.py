@@ -8,8 +8,7 @@ from __future__ import annotations
 
 from array import array
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NamedTuple
 
 from .broker.codec import encode_event, encode_log_body, envelope, flatten, pack, unpack
 from .broker.names import run_subject
@@ -27,13 +26,12 @@ SEAL_BYTES = 256 * 1024
 _MAX_EXACT = 2**53
 
 
-@dataclass
-class Outgoing:
+class Outgoing(NamedTuple):
     seq: int
     type: str
     subject: str
     payload: bytes
-    columns: dict[str, Any] | None = field(default=None, repr=False)
+    columns: dict[str, Any] | None = None
     """For ``log`` events: ``{"step": [...], "cols": {key: values}}``, for the local summary."""
 
 

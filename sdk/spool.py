@@ -31,9 +31,8 @@ import os
 import struct
 import threading
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import msgpack
 
@@ -51,8 +50,7 @@ class SpoolLocked(Exception):
     """Another live process writes this spool."""
 
 
-@dataclass(frozen=True)
-class Record:
+class Record(NamedTuple):
     kind: int
     offset: int
     body: bytes
