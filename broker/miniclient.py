@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import base64
 import json
-import secrets
+import os
 import socket
 import time
 from typing import Any
@@ -54,7 +54,7 @@ class MiniNats:
         self.connect_timeout = connect_timeout
         self._sock: socket.socket | None = None
         self._parser = wire.Parser()
-        self._inbox = f"_INBOX.{secrets.token_hex(8)}"
+        self._inbox = f"_INBOX.{os.urandom(8).hex()}"
         self._next = 0
         self.server_info: dict[str, Any] = {}
 
@@ -214,12 +214,7 @@ class MiniNats:
         if left <= 0:
             raise TimeoutError("no reply from NATS in time")
         self._sock.settimeout(left)
-        try:
-            data = self._sock.recv(1 << 16)
-        except TimeoutError:
-            raise
-        except socket.timeout as e:  # older Pythons
-            raise TimeoutError(str(e)) from e
+        data = self._sock.recv(1 << 16)  # raises TimeoutError (socket.timeout) at the deadline
         if not data:
             raise OSError("connection closed by the server")
         ops = self._parser.feed(data)

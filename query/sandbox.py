@@ -14,10 +14,18 @@ Three layers, each enough on its own for the cases it covers:
 
 The time limit interrupts the query's cursor from a timer thread; the caller (the server) runs
 :meth:`Sandbox.query` in a worker thread so it stays responsive meanwhile.
+
+**Memory.** DuckDB's ``memory_limit`` is database-wide: setting it would cap the projector's
+writes too. Its ``operator_memory_limit`` (DuckDB ≥ 2.0) is per connection and bounds a query's
+intermediates (hash tables, sorts), which spill or fail beyond it; but it can only be set before
+the configuration is locked and cursors do not inherit it. So with a limit the sandbox opens a
+fixed pool of cursors, sets the limit on each, then locks, and every query borrows one. The
+result itself is bounded by the row cap (read in Arrow batches, never whole).
 """
 
 from __future__ import annotations
 
+import queue
 import re
 import threading
 from collections.abc import Iterator
@@ -62,6 +70,7 @@ _REFUSED: dict[str, str] = {
 }
 _ALLOWED_TEXT = "SELECT, WITH, FROM, VALUES, DESCRIBE, SHOW, SUMMARIZE, PIVOT, UNPIVOT or EXPLAIN"
 _EXPLAIN_PREFIX = re.compile(r"^\s*EXPLAIN\s+(?:ANALY[SZ]E\s+)?(?:\([^)]*\)\s*)?", re.IGNORECASE)
+_SIZE = re.compile(r"^\d+(\.\d+)?\s*[KMGT]i?B$", re.IGNORECASE)
 _FIRST_WORD = re.compile(r"^\s*(?:--[^\n]*\n\s*|/\*.*?\*/\s*)*([A-Za-z]+)", re.DOTALL)
 
 
@@ -159,6 +168,10 @@ def translate(e: duckdb.Error, timeout: float) -> QueryError:
         return QueryRefused(f"refused: runstream SQL is read-only ({msg})")
     if isinstance(e, duckdb.OutOfMemoryException):
         return QueryError(f"query ran out of memory; select fewer rows or aggregate ({msg})")
+    if isinstance(e, duckdb.CatalogException) and "does not exist" in msg:
+        return QueryError(f"{msg} (runstream SQL sees only the projection's tables and views: "
+                          "runs, history, summary, config, metrics, dead_letters, history_wide, runs_overview; "
+                          "never Python objects of the server)")
     return QueryError(msg)
 
 
@@ -168,14 +181,50 @@ class Sandbox:
     Args:
         con: a connection to the projection; :meth:`harden` is applied to its database.
         batch_size: rows per Arrow batch while reading results.
+        operator_memory_limit: DuckDB size text (``"1GB"``) bounding each query's intermediates;
+            None: no per-query limit (the database-wide one still holds).
+        pool_size: cursors prepared with that limit (queries running at once).
+
+    Raises:
+        RuntimeError: a memory limit was asked for on a database already locked, or a DuckDB
+            without ``operator_memory_limit``.
     """
 
-    def __init__(self, con: duckdb.DuckDBPyConnection, *, batch_size: int = 8192) -> None:
+    def __init__(self, con: duckdb.DuckDBPyConnection, *, batch_size: int = 8192,
+                 operator_memory_limit: str | None = None, pool_size: int = 8) -> None:
         self._con = con
         self._batch_size = batch_size
         self._active: set[duckdb.DuckDBPyConnection] = set()
         self._lock = threading.Lock()
+        self._pool: queue.SimpleQueue[duckdb.DuckDBPyConnection] | None = None
+        self.memory_limit = operator_memory_limit
+        if operator_memory_limit:
+            if not _SIZE.match(operator_memory_limit):
+                raise ValueError(f"memory limit must look like 512MB or 2GiB, not {operator_memory_limit!r}")
+            self._pool = queue.SimpleQueue()
+            try:
+                for _ in range(pool_size):
+                    cur = con.cursor()
+                    cur.execute(f"SET operator_memory_limit = '{operator_memory_limit}'")  # checked by _SIZE
+                    self._pool.put(cur)
+            except duckdb.Error as e:
+                raise RuntimeError(f"cannot set a per-query memory limit of {operator_memory_limit!r}: "
+                                   f"{_first_line(e)}") from e
         harden(con)
+
+    def _borrow(self, timeout: float) -> duckdb.DuckDBPyConnection:
+        if self._pool is None:
+            return self._con.cursor()
+        try:
+            return self._pool.get(timeout=timeout)
+        except queue.Empty:
+            raise QueryTimeout(f"query not started: every SQL slot stayed busy for {timeout:g}s") from None
+
+    def _give_back(self, cur: duckdb.DuckDBPyConnection) -> None:
+        if self._pool is None:
+            cur.close()
+        else:
+            self._pool.put(cur)
 
     def query(self, sql: str, *, max_rows: int = 10_000, timeout: float = 30.0) -> QueryResult:
         """Run one read statement; blocking, so call it from a worker thread in async code.
@@ -195,7 +244,7 @@ class Sandbox:
             raise QueryError(f"max_rows must be >= 0, not {max_rows}")
         if timeout <= 0:
             raise QueryError(f"timeout must be positive seconds, not {timeout}")
-        cur = self._con.cursor()
+        cur = self._borrow(timeout)
         timer = threading.Timer(timeout, cur.interrupt)
         timer.daemon = True
         with self._lock:
@@ -213,7 +262,7 @@ class Sandbox:
             timer.cancel()
             with self._lock:
                 self._active.discard(cur)
-            cur.close()
+            self._give_back(cur)
 
     def _fetch(self, cur: duckdb.DuckDBPyConnection, text: str, max_rows: int) -> QueryResult:
         rel = cur.sql(text)

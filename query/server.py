@@ -1,20 +1,24 @@
-"""``runstream server``: one process owning the projection and answering queries over NATS.
+"""``runstream server``: one process owning the projection and serving it over NATS and HTTP.
 
-One anyio task group runs the projector (``<dir>/runstream.duckdb``, crash reaper on) and the
-RPC responder (:mod:`.rpc`). Once the projector has caught up and the subscriptions are in place,
+One anyio task group runs the projector (``<dir>/runstream.duckdb``, crash reaper on), the RPC
+responder (:mod:`.rpc`) and the HTTP API (:mod:`.http`, uvicorn on 127.0.0.1). The HTTP socket is
+bound before anything else (the preferred port, else a free one), and its URL is written to
+``<dir>/server.http.json``. Once the projector has caught up and the subscriptions are in place,
 ``<dir>/server.ready`` holds this process's pid (what the local stack waits for); SIGTERM or SIGINT
 remove it and end the process cleanly. Logs go to stderr.
 
-Run it as ``python -m runstream.query.server --dir D --nats-url U [--name main]``.
+Run it as ``python -m runstream.query.server --dir D --nats-url U [--name main] [--http-port P]``.
 """
 
 from __future__ import annotations
 
 import argparse
 import contextlib
+import json
 import logging
 import os
 import signal
+import socket
 import sys
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -33,6 +37,9 @@ log = logging.getLogger("runstream.query.server")
 
 DB_FILE = "runstream.duckdb"
 READY_FILE = "server.ready"
+HTTP_FILE = "server.http.json"
+HTTP_HOST = "127.0.0.1"
+GRACEFUL_SHUTDOWN_S = 3
 
 
 @dataclass(frozen=True)
@@ -43,13 +50,15 @@ class ServerConfig:
         dir: data directory (the DuckDB file and ``server.ready`` live here).
         nats_url: the NATS server holding the log.
         name: the server name in the RPC subjects (``rsctl.q.<name>.*``) and of its projector.
-        settings: credentials, crash timeout and heartbeat interval come from here.
+        settings: credentials, crash timeout, heartbeat interval, API key and SQL memory limit.
+        http_port: preferred HTTP port on 127.0.0.1 (a free one if taken; 0: any; None: no HTTP).
     """
 
     dir: Path
     nats_url: str
     name: str = "main"
     settings: Settings = field(default_factory=Settings)
+    http_port: int | None = None
 
     @property
     def db_path(self) -> Path:
@@ -58,6 +67,10 @@ class ServerConfig:
     @property
     def ready_path(self) -> Path:
         return self.dir / READY_FILE
+
+    @property
+    def http_path(self) -> Path:
+        return self.dir / HTTP_FILE
 
     def nats_options(self) -> dict[str, Any]:
         s = self.settings
@@ -78,49 +91,105 @@ def _remove_ready(path: Path) -> None:
             path.unlink()
 
 
+def bind_http(port: int) -> socket.socket:
+    """A listening socket on 127.0.0.1: ``port`` if free (and not 0), else any free port."""
+    def bound(p: int) -> socket.socket:
+        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        try:
+            sock.bind((HTTP_HOST, p))
+            sock.listen(128)
+        except OSError:
+            sock.close()
+            raise
+        sock.set_inheritable(False)
+        return sock
+
+    if port:
+        try:
+            return bound(port)
+        except OSError:
+            log.info("HTTP port %d is taken: using a free one", port)
+    return bound(0)
+
+
+async def serve_http(app: Any, sock: socket.socket, *,
+                     task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
+    """Serve ``app`` with uvicorn on ``sock`` until cancelled, then shut down gracefully.
+
+    uvicorn's own ``serve()`` would install signal handlers; the server's task group owns signals,
+    so this drives uvicorn's startup / main loop / shutdown itself.
+    """
+    import uvicorn
+
+    cfg = uvicorn.Config(app, lifespan="off", log_level="warning", access_log=False,
+                         timeout_graceful_shutdown=GRACEFUL_SHUTDOWN_S)
+    server = uvicorn.Server(cfg)
+    cfg.load()
+    server.lifespan = cfg.lifespan_class(cfg)
+    await server.startup(sockets=[sock])
+    if server.should_exit:
+        raise RuntimeError(f"the HTTP API could not start on {sock.getsockname()}")
+    task_status.started()
+    try:
+        await server.main_loop()
+    finally:
+        server.should_exit = True
+        with anyio.CancelScope(shield=True):
+            await server.shutdown(sockets=[sock])
+
+
+def _write_http(path: Path, url: str) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps({"pid": os.getpid(), "url": url}))
+    tmp.replace(path)
+
+
+def read_http_url(data_dir: Path, pid: int | None = None) -> str | None:
+    """The HTTP URL a server under ``data_dir`` recorded (only if written by ``pid`` when given)."""
+    try:
+        info = json.loads((data_dir / HTTP_FILE).read_text())
+    except (OSError, ValueError):
+        return None
+    if pid is not None and info.get("pid") != pid:
+        return None
+    url = info.get("url")
+    return str(url) if url else None
+
+
 async def serve(config: ServerConfig, *, handle_signals: bool = True,
                 task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
-    """Run the projector and the responder until cancelled (or SIGTERM/SIGINT).
+    """Run the projector, the RPC responder and the HTTP API until cancelled (or SIGTERM/SIGINT).
 
-    Reports started (and writes the ready file) once the projector has caught up with the stream
-    and the RPC subjects are subscribed.
+    Reports started (and writes the ready file) once the projector has caught up with the stream,
+    the RPC subjects are subscribed and the HTTP API listens.
     """
-    from ..broker.jetstream import connect
-    from ..projector import Projector
-    from .rpc import Responder
-    from .sandbox import Sandbox
-    from .service import ProjectorTask, QueryService
+    from .core import open_core
 
-    config.dir.mkdir(parents=True, exist_ok=True)
-    s = config.settings
-    projector = Projector(config.db_path, config.nats_url, nats_options=config.nats_options(),
-                          name=config.name, crash_timeout=s.crash_timeout,
-                          heartbeat_interval=s.heartbeat_interval, reaper=True)
-    nc = await connect(config.nats_url, name=f"runstream-server-{config.name}", **config.nats_options())
-    sandbox: Sandbox | None = None
+    sock = bind_http(config.http_port) if config.http_port is not None else None
     try:
-        async with anyio.create_task_group() as tg:
+        async with open_core(config) as core:
             if handle_signals:
-                tg.start_soon(_stop_on_signal, tg.cancel_scope)
-            log.info("projecting %s into %s", config.nats_url, config.db_path)
-            runner = ProjectorTask(projector, tg)
-            await runner.start()
-            sandbox = Sandbox(projector.cursor())
-            service = QueryService(projector, runner, sandbox, nc, tg, name=config.name,
-                                   db_path=config.db_path, nats_url=config.nats_url)
-            await tg.start(Responder(nc, config.name, service.handlers).serve)
+                core.tg.start_soon(_stop_on_signal, core.tg.cancel_scope)
+            if sock is not None:
+                from .http import create_app
+
+                app = create_app(core, api_key=config.settings.api_key)
+                await core.tg.start(serve_http, app, sock)
+                host, port = sock.getsockname()[:2]
+                _write_http(config.http_path, f"http://{host}:{port}")
+                log.info("HTTP API on http://%s:%d%s", host, port,
+                         " (API key required)" if config.settings.api_key else "")
             _write_ready(config.ready_path)
             log.info("server %r ready (pid %d): projected up to stream seq %d",
-                     config.name, os.getpid(), projector.projected_seq)
+                     config.name, os.getpid(), core.projected_seq)
             task_status.started()
     finally:
         _remove_ready(config.ready_path)
-        if sandbox is not None:
-            sandbox.interrupt_all()
-        projector.close()
-        with anyio.CancelScope(shield=True):
-            with contextlib.suppress(Exception):
-                await nc.close()
+        with contextlib.suppress(OSError):
+            if read_http_url(config.dir, os.getpid()) is not None:
+                config.http_path.unlink()
+        if sock is not None:
+            sock.close()
         log.info("server %r stopped", config.name)
 
 
@@ -143,6 +212,9 @@ def build_parser(parser: argparse.ArgumentParser | None = None) -> argparse.Argu
     p.add_argument("--name", default=None,
                    help="server name in the RPC subjects rsctl.q.<name>.* "
                         "(default: RUNSTREAM_SERVER_NAME or main)")
+    p.add_argument("--http-port", type=int, default=None,
+                   help="HTTP API port on 127.0.0.1, a free one if taken; 0: any free port; -1: no HTTP "
+                        "(default: RUNSTREAM_HTTP_PORT or 14280)")
     return p
 
 
@@ -158,7 +230,9 @@ def config_from_args(args: argparse.Namespace, settings: Settings | None = None)
             raise SystemExit("runstream server: no NATS URL: pass --nats-url, set RUNSTREAM_NATS_URL, "
                              "or start the local stack with `runstream up`")
         url = st.nats_url
-    return ServerConfig(dir=args.dir or s.dir, nats_url=url, name=args.name or s.server_name, settings=s)
+    port = args.http_port if getattr(args, "http_port", None) is not None else s.http_port
+    return ServerConfig(dir=args.dir or s.dir, nats_url=url, name=args.name or s.server_name, settings=s,
+                        http_port=None if port < 0 else port)
 
 
 def configure_logging() -> None:

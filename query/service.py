@@ -18,7 +18,7 @@ from anyio.abc import TaskStatus
 
 from . import protocol
 from .errors import ProjectionLagging, QueryError, QueryTimeout
-from .sandbox import Sandbox
+from .sandbox import QueryResult, Sandbox
 
 __all__ = ["MAX_ROWS_LIMIT", "MAX_TIMEOUT_S", "Projection", "ProjectorTask", "QueryService"]
 
@@ -106,19 +106,42 @@ class QueryService:
     def handlers(self) -> dict[str, Any]:
         return {"sql": self.sql, "health": self.health, "replay": self.replay}
 
+    @property
+    def limiter(self) -> anyio.CapacityLimiter:
+        """Bounds the worker threads that reads and queries run in."""
+        return self._limiter
+
     async def sql(self, request: dict[str, Any]) -> dict[str, Any]:
         """Run one sandboxed query; see the module :mod:`.protocol` for the reply."""
         sql = request.get("sql")
         if not isinstance(sql, str):
             raise ValueError("'sql' must be a string")
         max_rows = int(request.get("max_rows") or 10_000)
+        timeout = float(request.get("timeout") or 30.0)
+        wait_seq = request.get("wait_seq")
+        result, seq = await self.run_sql(sql, max_rows=max_rows, timeout=timeout,
+                                         wait_seq=None if wait_seq is None else int(wait_seq))
+        table, truncated = result.table, result.truncated
+        payload = protocol.table_to_ipc(table)
+        limit = int(getattr(self._nc, "max_payload", 1024 * 1024)) - _PAYLOAD_MARGIN
+        while len(payload) > limit and table.num_rows > 0:
+            table, truncated = table.slice(0, table.num_rows // 2), True
+            payload = protocol.table_to_ipc(table)
+        return {"ok": True, "arrow": payload, "truncated": truncated, "projected_seq": seq,
+                "rows": table.num_rows}
+
+    async def run_sql(self, sql: str, *, max_rows: int = 10_000, timeout: float = 30.0,
+                      wait_seq: int | None = None) -> tuple[QueryResult, int]:
+        """One sandboxed query in a worker thread; the result and the projected seq it saw.
+
+        Raises:
+            QueryRefused, QueryTimeout, ProjectionLagging, QueryError: as the sandbox says.
+        """
         if not 0 <= max_rows <= MAX_ROWS_LIMIT:
             raise QueryError(f"max_rows must be between 0 and {MAX_ROWS_LIMIT}, not {max_rows}")
-        timeout = float(request.get("timeout") or 30.0)
         if not 0 < timeout <= MAX_TIMEOUT_S:
             raise QueryError(f"timeout must be between 0 and {MAX_TIMEOUT_S:g} seconds, not {timeout:g}")
         deadline = time.monotonic() + timeout
-        wait_seq = request.get("wait_seq")
         if wait_seq is not None and self._projection.projected_seq < int(wait_seq):
             if not await self._projection.wait_for_seq(int(wait_seq), timeout):
                 raise ProjectionLagging(
@@ -132,14 +155,7 @@ class QueryService:
             result = await anyio.to_thread.run_sync(query, limiter=self._limiter)
         except QueryTimeout as e:
             raise QueryTimeout(f"query interrupted: it ran past its time limit of {timeout:g}s") from e
-        table, truncated = result.table, result.truncated
-        payload = protocol.table_to_ipc(table)
-        limit = int(getattr(self._nc, "max_payload", 1024 * 1024)) - _PAYLOAD_MARGIN
-        while len(payload) > limit and table.num_rows > 0:
-            table, truncated = table.slice(0, table.num_rows // 2), True
-            payload = protocol.table_to_ipc(table)
-        return {"ok": True, "arrow": payload, "truncated": truncated, "projected_seq": seq,
-                "rows": table.num_rows}
+        return result, seq
 
     async def stream_last_seq(self) -> int:
         from nats.js.errors import NotFoundError
