@@ -183,6 +183,7 @@ async def serve(config: ServerConfig, *, handle_signals: bool = True,
             log.info("server %r ready (pid %d): projected up to stream seq %d",
                      config.name, os.getpid(), core.projected_seq)
             task_status.started()
+            await anyio.sleep_forever()  # leaving the body would stop the core
     finally:
         _remove_ready(config.ready_path)
         with contextlib.suppress(OSError):

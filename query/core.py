@@ -1,0 +1,150 @@
+"""The running parts of one server, opened together: projector, sandbox, RPC responder, readers.
+
+:func:`open_core` starts them in one anyio task group and yields a :class:`ServerCore` that the
+HTTP layer (:mod:`.http`) serves from; ``runstream server`` adds uvicorn to the same task group,
+and in-process tests open it from an ASGI app's lifespan. Leaving the context cancels everything.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import secrets
+import time
+from collections.abc import AsyncIterator, Mapping
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+import anyio
+import anyio.abc
+
+from .reads import Reader
+
+if TYPE_CHECKING:
+    from ..projector import Projector
+    from .sandbox import Sandbox
+    from .server import ServerConfig
+    from .service import ProjectorTask, QueryService
+
+__all__ = ["META_FIELDS", "ServerCore", "open_core"]
+
+log = logging.getLogger("runstream.query.server")
+
+META_FIELDS = ("name", "notes", "tags", "group", "job_type")
+"""What a ``meta`` event may change."""
+
+
+@dataclass
+class ServerCore:
+    """Everything the read side serves from, alive while :func:`open_core`'s context is."""
+
+    config: ServerConfig
+    projector: Projector
+    runner: ProjectorTask
+    sandbox: Sandbox
+    service: QueryService
+    reader: Reader
+    nc: Any
+    tg: anyio.abc.TaskGroup
+    stopping: anyio.Event = field(default_factory=anyio.Event)
+    """Set when the server shuts down: live streams end on it."""
+
+    @property
+    def projected_seq(self) -> int:
+        return self.projector.projected_seq
+
+    async def read(self, fn: Any, *args: Any, **kwargs: Any) -> Any:
+        """``fn(cursor, ...)`` of :mod:`.reads` in a worker thread, never blocking the event loop."""
+        def call() -> Any:
+            return self.reader.run(fn, *args, **kwargs)
+
+        return await anyio.to_thread.run_sync(call, limiter=self.service.limiter)
+
+    async def catch_up(self, timeout: float) -> int:
+        """Read-your-writes: wait (at most ``timeout`` s) until the projection holds what the stream
+        holds now; return the remaining lag in stream sequences (0 when caught up)."""
+        last = await self.service.stream_last_seq()
+        if self.projector.projected_seq < last:
+            await self.projector.wait_for_seq(last, timeout)
+        return max(last - self.projector.projected_seq, 0)
+
+    async def wait_advance(self, seq: int, timeout: float) -> bool:
+        """Wait until the projection passes ``seq``; False on timeout or shutdown."""
+        advanced = False
+        async with anyio.create_task_group() as tg:
+            async def advance() -> None:
+                nonlocal advanced
+                advanced = await self.projector.wait_for_seq(seq + 1, timeout)
+                tg.cancel_scope.cancel()
+
+            async def stop() -> None:
+                await self.stopping.wait()
+                tg.cancel_scope.cancel()
+
+            tg.start_soon(advance)
+            tg.start_soon(stop)
+        return advanced
+
+    async def publish_meta(self, run: Mapping[str, Any], changes: Mapping[str, Any]) -> int:
+        """Publish a ``meta`` event editing ``run`` (a ``runs`` row); return its stream sequence.
+
+        The editor is its own writer (``api:<random>``, seq 0), so the message id is unique.
+        """
+        from ..broker.codec import encode_event, envelope
+        from ..broker.names import msg_id, run_subject
+
+        body = {k: v for k, v in changes.items() if k in META_FIELDS}
+        uid, writer = str(run["run_uid"]), f"api:{secrets.token_hex(6)}"
+        env = envelope("meta", uid, writer, 0, time.time(), body)
+        ack = await self.nc.jetstream().publish(run_subject(str(run["entity"]), uid, "meta"), encode_event(env),
+                                                headers={"Nats-Msg-Id": msg_id(uid, writer, 0)})
+        return int(ack.seq)
+
+
+@contextlib.asynccontextmanager
+async def open_core(config: ServerConfig) -> AsyncIterator[ServerCore]:
+    """Start the projector (caught up with the stream) and the RPC responder; yield the core.
+
+    The body runs inside the core's task group: cancelling ``core.tg.cancel_scope`` stops all.
+    """
+    from ..broker.jetstream import connect
+    from ..projector import Projector
+    from .rpc import Responder
+    from .sandbox import Sandbox
+    from .service import ProjectorTask, QueryService
+
+    config.dir.mkdir(parents=True, exist_ok=True)
+    s = config.settings
+    projector = Projector(config.db_path, config.nats_url, nats_options=config.nats_options(),
+                          name=config.name, crash_timeout=s.crash_timeout,
+                          heartbeat_interval=s.heartbeat_interval, reaper=True)
+    sandbox: Sandbox | None = None
+    core: ServerCore | None = None
+    try:
+        nc = await connect(config.nats_url, name=f"runstream-server-{config.name}", **config.nats_options())
+    except BaseException:
+        projector.close()
+        raise
+    try:
+        async with anyio.create_task_group() as tg:
+            log.info("projecting %s into %s", config.nats_url, config.db_path)
+            runner = ProjectorTask(projector, tg)
+            await runner.start()
+            sandbox = Sandbox(projector.cursor(), operator_memory_limit=s.sql_memory_limit or None)
+            service = QueryService(projector, runner, sandbox, nc, tg, name=config.name,
+                                   db_path=config.db_path, nats_url=config.nats_url)
+            await tg.start(Responder(nc, config.name, service.handlers).serve)
+            core = ServerCore(config, projector, runner, sandbox, service, Reader(projector.cursor), nc, tg)
+            try:
+                yield core
+            finally:
+                core.stopping.set()
+    finally:
+        if core is not None:
+            core.stopping.set()
+        if sandbox is not None:
+            sandbox.interrupt_all()
+        projector.close()
+        with anyio.CancelScope(shield=True):
+            with contextlib.suppress(Exception):
+                await nc.close()

@@ -1,0 +1,202 @@
+"""The read side's questions as SQL over one DuckDB cursor: projects, runs, a run, history.
+
+Blocking functions of a cursor; the HTTP layer runs them in worker threads through
+:class:`Reader`, which gives each call a fresh cursor in a read-only transaction (one consistent
+snapshot) and interrupts it past a time limit. Every user-supplied value is a ``?`` parameter;
+history keys become column names only as quoted identifiers.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any, TypeVar
+
+import duckdb
+import pyarrow as pa
+
+from .errors import QueryError, QueryTimeout
+from .filters import compile_filters, compile_order
+from .jsonable import stored_value
+
+__all__ = ["Reader", "history", "history_keys", "key_values", "list_projects", "list_runs", "run_row",
+           "RUN_COLUMNS", "RESERVED_HISTORY_COLUMNS"]
+
+T = TypeVar("T")
+
+RUN_COLUMNS = ("run_uid", "entity", "project", "run_id", "path", "name", "state", "notes", "tags", "group",
+               "job_type", "mode", "created_at", "heartbeat_at", "finished_at", "runtime", "exit_code",
+               "last_step", "metadata", "origin_kind", "origin_run_uid", "origin_step")
+RESERVED_HISTORY_COLUMNS = ("_step", "_timestamp", "_runtime")
+_SELECT_RUN = ", ".join(f'r."{c}"' for c in RUN_COLUMNS)
+
+
+class Reader:
+    """Runs read functions on fresh cursors of the projection, each in a read-only snapshot.
+
+    Args:
+        cursor: returns a new cursor on the projection (``Projector.cursor``).
+        timeout: seconds before a read is interrupted.
+    """
+
+    def __init__(self, cursor: Callable[[], duckdb.DuckDBPyConnection], timeout: float = 30.0) -> None:
+        self._cursor = cursor
+        self.timeout = timeout
+
+    def run(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+        """``fn(cursor, *args, **kwargs)`` in a read-only transaction; blocking.
+
+        Raises:
+            QueryTimeout: it ran past :attr:`timeout`.
+            QueryError: DuckDB failed (the message says why).
+        """
+        cur = self._cursor()
+        timer = threading.Timer(self.timeout, cur.interrupt)
+        timer.daemon = True
+        timer.start()
+        try:
+            cur.execute("BEGIN TRANSACTION READ ONLY")
+            try:
+                return fn(cur, *args, **kwargs)
+            finally:
+                cur.execute("ROLLBACK")
+        except duckdb.InterruptException as e:
+            raise QueryTimeout(f"read interrupted: it ran past its time limit of {self.timeout:g}s") from e
+        except duckdb.Error as e:
+            raise QueryError(f"read failed: {str(e).strip().splitlines()[0]}") from e
+        finally:
+            timer.cancel()
+            cur.close()
+
+
+def _arrow(cur: duckdb.DuckDBPyConnection, sql: str, params: Sequence[Any] = ()) -> pa.Table:
+    rel = cur.sql(sql, params=list(params))
+    fetch = getattr(rel, "to_arrow_table", None) or rel.arrow  # duckdb < 1.4
+    return fetch()
+
+
+def list_projects(cur: duckdb.DuckDBPyConnection, entity: str | None = None) -> pa.Table:
+    """``entity, project, runs, running, last_created_at`` per project, newest activity first."""
+    where, params = ("AND entity = ?", [entity]) if entity is not None else ("", [])
+    return _arrow(cur, "SELECT entity, project, count(*) AS runs, count(*) FILTER (WHERE state = 'running') "
+                  "AS running, max(created_at) AS last_created_at FROM runs WHERE path IS NOT NULL "
+                  f"{where} GROUP BY entity, project ORDER BY last_created_at DESC NULLS LAST, entity, project",
+                  params)
+
+
+def list_runs(cur: duckdb.DuckDBPyConnection, entity: str, project: str, *,
+              filters: Mapping[str, Any] | None = None, order: str | None = None,
+              limit: int = 50, offset: int = 0) -> tuple[pa.Table, int]:
+    """One page of a project's runs matching ``filters`` in ``order``, and how many match in all.
+
+    Raises:
+        FilterError: a bad filter or ordering.
+    """
+    cond = compile_filters(filters)
+    ordering = compile_order(order)
+    base = "FROM runs r WHERE r.path IS NOT NULL AND r.entity = ? AND r.project = ? AND " + cond.sql
+    params = [entity, project, *cond.params]
+    page = _arrow(cur, f"SELECT {_SELECT_RUN} {base} ORDER BY {ordering.sql} LIMIT ? OFFSET ?",
+                  [*params, *ordering.params, int(limit), int(offset)])
+    row = cur.execute(f"SELECT count(*) {base}", params).fetchone()
+    return page, int(row[0]) if row else 0
+
+
+def run_row(cur: duckdb.DuckDBPyConnection, entity: str, project: str, run_id: str) -> dict[str, Any] | None:
+    """The ``runs`` row of ``entity/project/run_id`` (metadata parsed), or None."""
+    table = _arrow(cur, f"SELECT {_SELECT_RUN} FROM runs r WHERE r.entity = ? AND r.project = ? AND "
+                   "r.run_id = ? AND r.path IS NOT NULL", [entity, project, run_id])
+    rows = table.to_pylist()
+    return parse_run(rows[0]) if rows else None
+
+
+def parse_run(row: dict[str, Any]) -> dict[str, Any]:
+    """A ``runs`` row with ``metadata`` parsed from its JSON text and ``tags`` as a list."""
+    out = dict(row)
+    if isinstance(out.get("metadata"), str):
+        try:
+            out["metadata"] = json.loads(out["metadata"])
+        except ValueError:
+            pass
+    out["tags"] = list(out.get("tags") or [])
+    return out
+
+
+def key_values(cur: duckdb.DuckDBPyConnection, table: str, run_uids: Sequence[str]) -> dict[str, dict[str, Any]]:
+    """``{run_uid: {key: value}}`` of the ``summary`` or ``config`` table for these runs."""
+    if table not in ("summary", "config"):
+        raise ValueError(f"not a key/value table: {table!r}")
+    out: dict[str, dict[str, Any]] = {uid: {} for uid in run_uids}
+    if not run_uids:
+        return out
+    marks = ", ".join("?" for _ in run_uids)
+    rows = cur.execute(f"SELECT run_uid, key, value, value_json FROM {table} WHERE run_uid IN ({marks}) "
+                       "ORDER BY run_uid, key", list(run_uids)).fetchall()
+    for uid, key, value, value_json in rows:
+        out[uid][key] = stored_value(value, value_json)
+    return out
+
+
+def history_keys(cur: duckdb.DuckDBPyConnection, run_uid: str) -> list[tuple[str, bool]]:
+    """``(key, numeric)`` of every history key of a run; numeric when any value is a number."""
+    rows = cur.execute("SELECT key, bool_or(value IS NOT NULL) FROM history WHERE run_uid = ? GROUP BY key "
+                       "ORDER BY key", [run_uid]).fetchall()
+    return [(k, bool(n)) for k, n in rows if k not in RESERVED_HISTORY_COLUMNS]
+
+
+def _ident(name: str) -> str:
+    return '"' + name.replace('"', '""') + '"'
+
+
+def history(cur: duckdb.DuckDBPyConnection, run_uid: str, *, keys: Sequence[str] | None = None,
+            min_step: int | None = None, max_step: int | None = None, samples: int | None = None,
+            limit: int | None = None) -> pa.Table:
+    """A run's history, wide: one row per step, ``_step``, ``_timestamp``, ``_runtime`` and a column
+    per key (DOUBLE for numeric keys, JSON text for the others), ordered by step.
+
+    Args:
+        keys: only these keys (and only steps that logged at least one of them); None: every key.
+        min_step, max_step: inclusive step range.
+        samples: at most this many rows, evenly spaced over the range (first row included).
+        limit: at most this many rows from the start of the range (after sampling).
+    """
+    known = history_keys(cur, run_uid)
+    if keys is not None:
+        wanted = set(keys)
+        known = [(k, n) for k, n in known if k in wanted]
+    cols, params = [], []
+    for key, numeric in known:
+        column = "value" if numeric else "value_json ->> '$'"  # text as is, the rest as JSON text
+        cols.append(f"any_value({column}) FILTER (WHERE key = ?) AS {_ident(key)}")
+        params.append(key)
+    where, where_params = ["run_uid = ?"], [run_uid]
+    if keys is not None:
+        if not known:
+            where.append("false")
+        else:
+            where.append(f"key IN ({', '.join('?' for _ in known)})")
+            where_params += [k for k, _ in known]
+    if min_step is not None:
+        where.append("step >= ?")
+        where_params.append(int(min_step))
+    if max_step is not None:
+        where.append("step <= ?")
+        where_params.append(int(max_step))
+    select = ", ".join(["step AS _step", "max(timestamp) AS _timestamp", *cols])
+    wide = f"SELECT {select} FROM history WHERE {' AND '.join(where)} GROUP BY step"
+    created = "(SELECT epoch(created_at) FROM runs WHERE run_uid = ?)"
+    all_params: list[Any] = [run_uid, *params, *where_params]  # in the order the ? appear
+    rest = ", w.* EXCLUDE (_step, _timestamp)" if cols else ""
+    sql = f"SELECT w._step, w._timestamp, w._timestamp - {created} AS _runtime{rest} FROM ({wide}) w"
+    if samples is not None:
+        s = max(int(samples), 0)
+        sql = (f"SELECT * EXCLUDE (_rn, _n) FROM (SELECT *, row_number() OVER (ORDER BY _step) - 1 AS _rn, "
+               f"count(*) OVER () AS _n FROM ({sql})) WHERE _n <= ? OR "
+               "floor(_rn * ? / _n) > floor((_rn - 1) * ? / _n)")
+        all_params += [s, s, s]  # floor(rn·s/n) steps up exactly s times over rn = 0 … n−1
+    sql += " ORDER BY _step"
+    if limit is not None:
+        sql += " LIMIT ?"
+        all_params.append(int(limit))
+    return _arrow(cur, sql, all_params)
