@@ -34,6 +34,8 @@ class StackStatus:
     server_pid: int | None
     server_alive: bool
     db_path: Path
+    http_url: str | None = None
+    """The server's HTTP API (``runstream.Api()`` finds it here)."""
 
     @property
     def running(self) -> bool:
@@ -42,7 +44,8 @@ class StackStatus:
     def as_dict(self) -> dict[str, Any]:
         return {"dir": str(self.dir), "nats_url": self.nats_url, "nats_pid": self.nats_pid,
                 "nats_alive": self.nats_alive, "server_pid": self.server_pid,
-                "server_alive": self.server_alive, "db_path": str(self.db_path), "running": self.running}
+                "server_alive": self.server_alive, "db_path": str(self.db_path), "running": self.running,
+                "http_url": self.http_url}
 
 
 def _alive(pid: int | None) -> bool:
@@ -121,6 +124,7 @@ def status(settings: Settings) -> StackStatus:
         server_pid=server_pid,
         server_alive=_alive(server_pid),
         db_path=db_path(settings),
+        http_url=data.get("http_url") if _alive(server_pid) else None,
     )
 
 
@@ -132,6 +136,21 @@ def nats_url(settings: Settings) -> str:
     if st.running and st.nats_url:
         return st.nats_url
     return up(settings).nats_url or ""
+
+
+def http_url(settings: Settings) -> str:
+    """The local stack's HTTP API URL (the stack is started if needed).
+
+    Raises:
+        StackError: the server runs without an HTTP API (``http_port = -1``).
+    """
+    st = status(settings)
+    if not (st.running and st.http_url):
+        st = up(settings)
+    if not st.http_url:
+        raise StackError(f"the runstream server under {settings.dir} has no HTTP API (RUNSTREAM_HTTP_PORT=-1?); "
+                         "restart it with `runstream down && runstream up`")
+    return st.http_url
 
 
 def server_command(settings: Settings, url: str) -> list[str]:
@@ -168,6 +187,7 @@ def up(settings: Settings, timeout: float = 30.0) -> StackStatus:
             _adopt(proc)
             data["server_pid"] = proc.pid
             data["started_at"] = time.time()
+            data.pop("http_url", None)
             _write(settings, data)
             ready = settings.dir / "server.ready"
             deadline = time.monotonic() + timeout
@@ -181,6 +201,10 @@ def up(settings: Settings, timeout: float = 30.0) -> StackStatus:
             else:
                 raise StackError(f"runstream server did not become ready in {timeout:.0f}s; "
                                  f"see {settings.dir / 'server.log'}")
+            from .query.server import read_http_url
+
+            data["http_url"] = read_http_url(settings.dir, proc.pid)
+            _write(settings, data)
         return status(settings)
 
 
