@@ -5,7 +5,9 @@
     runstream.errors.QueryError     a SQL query was refused or failed on the server
      ├── QueryRefused               the sandbox refused it (a write, a file, a setting, an extension…)
      ├── QueryTimeout               it ran past its time limit and was interrupted
-     └── ProjectionLagging          the projection did not reach the requested stream sequence in time
+     ├── ProjectionLagging          the projection did not reach the requested stream sequence in time
+     ├── NotFound                   no such run or project (HTTP 404)
+     └── Unauthorized               the HTTP API wants an API key, or another one (HTTP 401)
     runstream.errors.StackError
      └── ServerUnavailable          no runstream server answers the RPC subjects
 
@@ -22,6 +24,8 @@ __all__ = [
     "QueryError",
     "QueryRefused",
     "QueryTimeout",
+    "NotFound",
+    "Unauthorized",
     "ServerUnavailable",
     "error_from_reply",
 ]
@@ -39,6 +43,14 @@ class ProjectionLagging(QueryError):
     """Read-your-writes: the projection did not reach the requested sequence within the timeout."""
 
 
+class NotFound(QueryError):
+    """No such run or project."""
+
+
+class Unauthorized(QueryError):
+    """The HTTP API refused the API key (or its absence)."""
+
+
 class ServerUnavailable(StackError):
     """No runstream server answered on its RPC subjects."""
 
@@ -47,6 +59,8 @@ _KINDS: dict[str, type[QueryError]] = {
     "refused": QueryRefused,
     "timeout": QueryTimeout,
     "lagging": ProjectionLagging,
+    "not_found": NotFound,
+    "unauthorized": Unauthorized,
     "error": QueryError,
 }
 

@@ -59,6 +59,7 @@ def status_lines(st: Any, health: dict[str, Any] | None, health_error: str | Non
         f"nats      {st.nats_url or '-'}  (pid {st.nats_pid or '-'}, "
         f"{'alive' if st.nats_alive else 'stopped'})",
         f"server    pid {st.server_pid or '-'}, {'alive' if st.server_alive else 'stopped'}",
+        f"http      {getattr(st, 'http_url', None) or '-'}",
         f"database  {st.db_path}",
     ]
     lines += health_lines(health, health_error)
@@ -235,18 +236,107 @@ def cmd_show(args: argparse.Namespace, settings: Settings) -> int:
 def cmd_sql(args: argparse.Namespace, settings: Settings) -> int:
     from .query.render import render_table, table_rows, to_csv, to_json
 
+    if args.format == "parquet" and not args.output:
+        raise CliError("--format parquet writes a file: add --output FILE")
     result = _fresh_sql(_client(settings), args.query, max_rows=args.max_rows, timeout=args.timeout)
-    if args.format == "json":
-        print(to_json(result.table), end="", file=_out())
-    elif args.format == "csv":
-        print(to_csv(result.table), end="", file=_out())
+    if args.format == "parquet":
+        import pyarrow.parquet as pq
+
+        pq.write_table(result.table, args.output)
+        print(f"wrote {result.num_rows} row{'s' if result.num_rows != 1 else ''} to {args.output}", file=_err())
     else:
-        columns, rows = table_rows(result.table)
-        print(render_table(columns, rows), end="", file=_out())
-        print(f"({result.num_rows} row{'s' if result.num_rows != 1 else ''})", file=_out())
+        if args.format == "json":
+            text = to_json(result.table)
+        elif args.format == "csv":
+            text = to_csv(result.table)
+        else:
+            columns, rows = table_rows(result.table)
+            text = render_table(columns, rows) + f"({result.num_rows} row{'s' if result.num_rows != 1 else ''})\n"
+        if args.output:
+            Path(args.output).write_text(text)
+        else:
+            print(text, end="", file=_out())
     if result.truncated:
         print(f"runstream: result truncated to {result.num_rows} rows; raise --max-rows for more",
               file=_err())
+    return EXIT_OK
+
+
+def _api(settings: Settings) -> Any:
+    from .api import Api
+
+    return Api(settings=settings)
+
+
+def tail_line(row: dict[str, Any], keys: Sequence[str] | None = None) -> str:
+    """One history step as a terminal line: ``step 3  acc 0.6  loss 0.25`` (pure)."""
+    from .query.render import format_value
+
+    names = keys if keys else sorted(k for k in row if not k.startswith("_"))
+    parts = [f"step {row.get('_step')}"]
+    parts += [f"{k} {format_value(row[k])}" for k in names if row.get(k) is not None]
+    return "  ".join(parts)
+
+
+def cmd_tail(args: argparse.Namespace, settings: Settings) -> int:
+    from .query.http_client import quote_path
+
+    entity, project, run_id = _split_path(args.path, 3, "ENTITY/PROJECT/ID")
+    keys = [k for k in (args.keys or "").split(",") if k] or None
+    api = _api(settings)
+    url = f"/api/runs/{quote_path(entity, project, run_id)}/history/events"
+    for event in api.client.events(url, {"keys": ",".join(keys) if keys else None, "after_step": args.after}):
+        if event.event == "history":
+            print(tail_line(event.data, keys), file=_out(), flush=True)
+        elif event.event == "state":
+            print(f"runstream: {args.path} is {event.data.get('state')}", file=_err(), flush=True)
+        elif event.event == "end":
+            print(f"runstream: {args.path} {event.data.get('state')} at step {event.data.get('last_step')}",
+                  file=_err(), flush=True)
+            return EXIT_OK
+    return EXIT_OK
+
+
+EXPORT_PAGE = 200_000
+
+
+def cmd_export(args: argparse.Namespace, settings: Settings) -> int:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    entity, project = _split_path(args.path, 2, "ENTITY/PROJECT")
+    out = Path(args.output or f"{entity}-{project}")
+    out.mkdir(parents=True, exist_ok=True)
+    api = _api(settings)
+    where = f"r.entity = {sql_literal(entity)} AND r.project = {sql_literal(project)} AND r.path IS NOT NULL"
+    runs = api.sql(f"SELECT r.*, (SELECT json_group_object(key, coalesce(CAST(value AS VARCHAR), value_json)) "
+                   f"FROM config c WHERE c.run_uid = r.run_uid) AS config, (SELECT json_group_object(key, "
+                   f"coalesce(CAST(value AS VARCHAR), value_json)) FROM summary s WHERE s.run_uid = r.run_uid) "
+                   f"AS summary FROM runs r WHERE {where} ORDER BY r.created_at, r.path",
+                   max_rows=1_000_000, timeout=300.0, pandas=False)
+    if runs.num_rows == 0:
+        raise CliError(f"no runs in {entity}/{project}; list projects with `runstream runs`")
+    pq.write_table(runs, out / "runs.parquet")
+    schema = pa.schema([("run_id", pa.string()), ("step", pa.int64()), ("key", pa.string()),
+                        ("value", pa.float64()), ("value_json", pa.string()), ("timestamp", pa.float64())])
+    points = 0
+    with pq.ParquetWriter(out / "history.parquet", schema) as writer, _bar(runs.num_rows, "export") as bar:
+        for uid, rid in zip(runs.column("run_uid").to_pylist(), runs.column("run_id").to_pylist(), strict=True):
+            after = "step >= 0"
+            while True:  # pages of EXPORT_PAGE rows, resumed after the last (step, key)
+                page = api.sql(f"SELECT {sql_literal(rid)} AS run_id, step, key, value, value_json, timestamp "
+                               f"FROM history WHERE run_uid = {sql_literal(uid)} AND ({after}) "
+                               f"ORDER BY step, key LIMIT {EXPORT_PAGE}", max_rows=EXPORT_PAGE, timeout=300.0,
+                               pandas=False)
+                if page.num_rows == 0:
+                    break
+                writer.write_table(page.cast(schema))
+                points += page.num_rows
+                step, key = int(page.column("step")[-1].as_py()), str(page.column("key")[-1].as_py())
+                after = f"step > {step} OR step = {step} AND key > {sql_literal(key)}"
+            bar.update()
+    print(f"exported {runs.num_rows} run{'s' if runs.num_rows != 1 else ''} and {points} history points "
+          f"to {out}/runs.parquet and {out}/history.parquet", file=_out())
     return EXIT_OK
 
 
@@ -363,6 +453,8 @@ def build_parser() -> argparse.ArgumentParser:
                     help="NATS server with the log (default: RUNSTREAM_NATS_URL, else the local stack's)")
     sp.add_argument("--name", default=None,
                     help="server name in the RPC subjects rsctl.q.<name>.* (default: RUNSTREAM_SERVER_NAME)")
+    sp.add_argument("--http-port", type=int, default=None,
+                    help="HTTP API port on 127.0.0.1 (default: RUNSTREAM_HTTP_PORT or 14280; 0: any free; -1: none)")
     sp = add("runs", cmd_runs, "list runs: path, name, state, created, runtime, summary")
     sp.add_argument("path", nargs="?", metavar="ENTITY/PROJECT",
                     help="only this project (PROJECT alone uses your default entity); default: all runs")
@@ -371,9 +463,18 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("path", metavar="ENTITY/PROJECT/ID")
     sp = add("sql", cmd_sql, "run one read-only SQL query over the projection")
     sp.add_argument("query", metavar="SQL", help='e.g. "SELECT path, state FROM runs"')
-    sp.add_argument("--format", choices=("table", "json", "csv"), default="table", help="output format")
+    sp.add_argument("--format", choices=("table", "json", "csv", "parquet"), default="table",
+                    help="output format (parquet needs --output)")
+    sp.add_argument("--output", "-o", default=None, metavar="FILE", help="write to FILE instead of stdout")
     sp.add_argument("--max-rows", type=int, default=10_000, help="row cap (default 10000)")
     sp.add_argument("--timeout", type=float, default=30.0, help="seconds before the query is interrupted")
+    sp = add("tail", cmd_tail, "follow a run's metrics as it logs them (until it ends)")
+    sp.add_argument("path", metavar="ENTITY/PROJECT/ID")
+    sp.add_argument("--keys", default=None, help="comma-separated keys to show (default: all)")
+    sp.add_argument("--after", type=int, default=-1, metavar="STEP", help="start after this step")
+    sp = add("export", cmd_export, "write a project's runs and history to Parquet (runs.parquet, history.parquet)")
+    sp.add_argument("path", metavar="ENTITY/PROJECT")
+    sp.add_argument("--output", "-o", default=None, metavar="DIR", help="folder (default: ENTITY-PROJECT)")
     add("replay", cmd_replay, "rebuild the projection from the log (with a progress bar)")
     sp = add("sync", cmd_sync, "send the spools of offline or interrupted runs")
     sp.add_argument("paths", nargs="*", metavar="PATH",
