@@ -132,7 +132,9 @@ def init(entity: str | None = None, project: str | None = None, id: str | None =
                 f"logging to the spool in {run_dir} and sending when the broker is back",
                 stacklevel=2,
             )
-    threading.Thread(target=_record_metadata, args=(run,), daemon=True, name="runstream-metadata").start()
+    run._metadata_thread = threading.Thread(target=_record_metadata, args=(run,), daemon=True,
+                                            name="runstream-metadata")
+    run._metadata_thread.start()
     with _state_lock:
         _active = run
     _install_hooks()

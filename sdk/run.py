@@ -6,6 +6,7 @@
 
 from __future__ import annotations
 
+import threading
 import time
 import warnings
 from collections.abc import Mapping
@@ -20,6 +21,8 @@ from .settings import Settings
 from .spool import K_BATCH, K_EVENT, K_KEYS, K_ROW, Spool
 from .worker import Worker
 
+METADATA_WAIT = 3.0
+"""Seconds ``finish()`` waits for run metadata still being collected (git, NVML) before going on."""
 _SUMMARY_KINDS = ("min", "max", "mean", "last", "first", "none")
 
 
@@ -66,6 +69,7 @@ class Run:
         self.exit_code: int | None = None
         self.state = "running"
         self._worker: Worker | None = None
+        self._metadata_thread: threading.Thread | None = None
         self.config = Config(config, self._publish_config)
         self.summary = Summary(self._sync_mirror, _NoMirror(), self._publish_summary)
 
@@ -285,6 +289,9 @@ class Run:
         """
         if self._finished:
             return
+        meta = self._metadata_thread
+        if meta is not None and meta.is_alive():
+            meta.join(METADATA_WAIT)  # a short run still gets its metadata recorded
         code = 0 if exit_code is None else int(exit_code)
         state = _state or ("finished" if code == 0 else "failed")
         runtime = max(0.0, time.time() - self.start_time)

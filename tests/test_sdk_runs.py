@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import json
 import math
 import random
 from pathlib import Path
@@ -32,6 +33,21 @@ def test_issue_snippet_lands_in_duckdb(rs_env: dict[str, str], nats_server, tmp_
     config = dict(con.execute("SELECT key, value FROM config WHERE run_uid = ?", [uid]).fetchall())
     assert config == {"learning_rate": 0.01, "epochs": 10}
     assert one(con, "SELECT name FROM runs WHERE run_uid = ?", [uid]) == run.name
+    meta = json.loads(one(con, "SELECT metadata FROM runs WHERE run_uid = ?", [uid]))
+    assert meta["host"] and meta["python"] and meta["cpu_count"] >= 1 and meta["runstream_version"]
+
+
+def test_module_level_functions(rs_env: dict[str, str], nats_server, tmp_path: Path) -> None:
+    with pytest.raises(UsageError, match="before runstream.init"):
+        runstream.log({"x": 1})
+    run = runstream.init(entity="sem", project="module-functions")
+    runstream.log({"x": 1})
+    runstream.log({"x": 2})
+    runstream.finish()
+    assert runstream.run is None and run.state == "finished"
+    runstream.finish()  # no active run: a no-op
+    con = project(tmp_path, nats_server.url)
+    assert history(con, run.path, "x") == [(0, "1.0"), (1, "2.0")]
 
 
 def test_reference_examples(rs_env: dict[str, str], nats_server, tmp_path: Path) -> None:
