@@ -176,7 +176,7 @@ def _regex(f: _Field, pattern: Any, options: Any) -> Compiled:
                               f"not {options!r}")
         flags = "i" if options else ""
     if f.kind == "tags":
-        return Compiled(f"coalesce(len(list_filter(r.tags, t -> regexp_matches(t, ?, '{flags}'))), 0) > 0",
+        return Compiled(f"coalesce(len(list_filter(r.tags, lambda t: regexp_matches(t, ?, '{flags}'))), 0) > 0",
                         [pattern])
     value_sql, params = f.value("")
     if f.kind == "time":

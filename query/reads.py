@@ -99,8 +99,8 @@ def list_runs(cur: duckdb.DuckDBPyConnection, entity: str, project: str, *,
     params = [entity, project, *cond.params]
     page = _arrow(cur, f"SELECT {_SELECT_RUN} {base} ORDER BY {ordering.sql} LIMIT ? OFFSET ?",
                   [*params, *ordering.params, int(limit), int(offset)])
-    row = cur.execute(f"SELECT count(*) {base}", params).fetchone()
-    return page, int(row[0]) if row else 0
+    rows = cur.execute(f"SELECT count(*) {base}", params).fetchall()  # fetched whole: the cursor is free again
+    return page, int(rows[0][0]) if rows else 0
 
 
 def run_row(cur: duckdb.DuckDBPyConnection, entity: str, project: str, run_id: str) -> dict[str, Any] | None:
