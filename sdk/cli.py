@@ -309,10 +309,10 @@ def cmd_export(args: argparse.Namespace, settings: Settings) -> int:
     out.mkdir(parents=True, exist_ok=True)
     api = _api(settings)
     where = f"r.entity = {sql_literal(entity)} AND r.project = {sql_literal(project)} AND r.path IS NOT NULL"
-    runs = api.sql(f"SELECT r.*, (SELECT json_group_object(key, coalesce(CAST(value AS VARCHAR), value_json)) "
-                   f"FROM config c WHERE c.run_uid = r.run_uid) AS config, (SELECT json_group_object(key, "
-                   f"coalesce(CAST(value AS VARCHAR), value_json)) FROM summary s WHERE s.run_uid = r.run_uid) "
-                   f"AS summary FROM runs r WHERE {where} ORDER BY r.created_at, r.path",
+    as_json = "json_group_object(key, coalesce(to_json(value), CAST(value_json AS JSON)))"
+    runs = api.sql(f"SELECT r.*, (SELECT {as_json} FROM config c WHERE c.run_uid = r.run_uid) AS config, "
+                   f"(SELECT {as_json} FROM summary s WHERE s.run_uid = r.run_uid) AS summary "
+                   f"FROM runs r WHERE {where} ORDER BY r.created_at, r.path",
                    max_rows=1_000_000, timeout=300.0, pandas=False)
     if runs.num_rows == 0:
         raise CliError(f"no runs in {entity}/{project}; list projects with `runstream runs`")
