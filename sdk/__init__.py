@@ -62,6 +62,7 @@ def finish(exit_code: int | None = None, quiet: bool | None = None) -> None:
 
 
 _LAZY = {
+    "Api": (".api", "Api"),
     "Run": (".run", "Run"),
     "Settings": (".settings", "Settings"),
     "RunstreamError": (".errors", "RunstreamError"),
