@@ -26,7 +26,7 @@ from __future__ import annotations
 import contextlib
 import hmac
 import json
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 from typing import TYPE_CHECKING, Annotated, Any
 
 import pyarrow as pa
@@ -69,7 +69,7 @@ class RunUpdate(BaseModel):
     wait: bool = Field(True, description="answer once the edit is projected (up to 10 s)")
 
 
-def _json(content: Any, status: int = 200, headers: dict[str, str] | None = None) -> JSONResponse:
+def _json(content: Any, status: int = 200, headers: Mapping[str, str] | None = None) -> JSONResponse:
     return JSONResponse(json_value(content), status_code=status, headers=headers)
 
 

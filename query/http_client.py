@@ -102,7 +102,8 @@ class HttpClient:
                timeout: float | None = None) -> Iterator[Event]:
         """Follow a server-sent-events stream until the server ends it."""
         with self._open("GET", path, params, accept="text/event-stream", timeout=timeout) as resp:
-            event, data, ident = "message", [], None
+            event, ident = "message", None
+            data: list[str] = []
             for raw in resp:
                 line = raw.decode("utf-8").rstrip("\r\n")
                 if not line:

@@ -170,7 +170,8 @@ def history(cur: duckdb.DuckDBPyConnection, run_uid: str, *, keys: Sequence[str]
         column = "value" if numeric else "value_json ->> '$'"  # text as is, the rest as JSON text
         cols.append(f"any_value({column}) FILTER (WHERE key = ?) AS {_ident(key)}")
         params.append(key)
-    where, where_params = ["run_uid = ?"], [run_uid]
+    where: list[str] = ["run_uid = ?"]
+    where_params: list[Any] = [run_uid]
     if keys is not None:
         if not known:
             where.append("false")
