@@ -168,6 +168,56 @@ def encode_log_body(rows: Iterable[tuple[Any, float, Mapping[str, Any]]]) -> dic
 
 Columns = dict[str, tuple[list[Any], bytes | None, bool]]
 
+_STEP_TYPES = (int, float)
+
+
+def check_log_body(body: Mapping[str, Any]) -> int:
+    """Check that a columnar ``log`` body is consistent without decoding its values; return ``n``.
+
+    Checks what :func:`decode_log_body` checks (types, and that every column, mask and the
+    timestamps hold ``n`` entries) on lengths alone: the float64 bytes are never unpacked.
+
+    Raises:
+        ValueError: the body is inconsistent, naming the part that is wrong.
+    """
+    n = body.get("n")
+    steps = body.get("step")
+    raw_ts = body.get("ts")
+    cols = body.get("cols")
+    if type(n) is not int or n < 0:
+        raise ValueError("log body: 'n' must be a non-negative integer")
+    if not isinstance(steps, list) or len(steps) != n:
+        raise ValueError("log body: 'step' must be a list of n steps")
+    types = set(map(type, steps))
+    if not types <= {int, float}:
+        bad = next(s for s in steps if type(s) not in _STEP_TYPES)
+        raise ValueError(f"log body: step {bad!r} is not a finite number")
+    if float in types:
+        for s in steps:
+            if type(s) is float and not math.isfinite(s):
+                raise ValueError(f"log body: step {s!r} is not a finite number")
+    if not isinstance(raw_ts, bytes) or len(raw_ts) != 8 * n:
+        raise ValueError("log body: 'ts' must be n float64 values")
+    if not isinstance(cols, dict):
+        raise ValueError("log body: 'cols' must be a map")
+    for key, col in cols.items():
+        if not isinstance(key, str) or not isinstance(col, dict):
+            raise ValueError(f"log body: column {key!r} is malformed")
+        mask = col.get("m")
+        if mask is not None and (not isinstance(mask, bytes) or len(mask) != n):
+            raise ValueError(f"log body: mask of column {key!r} must be n bytes")
+        if "f" in col:
+            raw = col["f"]
+            if not isinstance(raw, bytes) or len(raw) != 8 * n:
+                raise ValueError(f"log body: column {key!r} must hold n float64 values")
+        elif "o" in col:
+            vals = col["o"]
+            if not isinstance(vals, list) or len(vals) != n:
+                raise ValueError(f"log body: column {key!r} must hold n values")
+        else:
+            raise ValueError(f"log body: column {key!r} has neither 'f' nor 'o'")
+    return n
+
 
 def decode_log_body(body: Mapping[str, Any]) -> tuple[list[Any], list[float], Columns]:
     """Columnar ``log`` body → ``(steps, timestamps, {key: (values, mask, numeric)})``.

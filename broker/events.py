@@ -15,7 +15,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from .codec import SCHEMA_VERSION, decode_log_body
+from .codec import SCHEMA_VERSION, check_log_body, decode_log_body
 
 
 class _Body(BaseModel):
@@ -156,7 +156,7 @@ def parse_event(env: dict[str, Any]) -> Event:
     try:
         body = model.model_validate(env.get("b"))
         if kind == "log":
-            decode_log_body(env["b"])
+            check_log_body(env["b"])
         return Event(v=v, type=kind, run_uid=env.get("run"), writer=env.get("w"), seq=env.get("s"),
                      ts=env.get("ts"), body=body)
     except ValidationError as e:

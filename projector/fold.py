@@ -13,6 +13,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
+import msgpack
 import pyarrow as pa
 
 from runstream.broker.codec import DecodeError, decode_event
@@ -81,6 +82,9 @@ class Changes:
     config: dict[str, list[Row]] = field(default_factory=dict)
     metrics: dict[str, list[tuple[str, str | None, list[str] | None, str | None, bool]]] = field(
         default_factory=dict)
+    unchanged: set[tuple[str, str]] = field(default_factory=set)
+    """``(table, run_uid)`` of summary/config/metrics rows equal to the ones this state last
+    handed out: a store need not rewrite them."""
     dead_letters: list[DeadLetter] = field(default_factory=list)
     applied: list[Applied] = field(default_factory=list)
     skipped: int = 0
@@ -110,9 +114,14 @@ def fold(state: ProjectionState, records: Iterable[Record | tuple[Any, ...]]) ->
             changes.dead_letters.append(DeadLetter(rec.stream_seq, rec.subject, str(e), payload, rec.time))
     changes.checkpoint = state.checkpoint
     for uid, rs in changes.runs.items():
-        changes.summary[uid] = summary_rows(rs)
-        changes.config[uid] = config_rows(rs)
-        changes.metrics[uid] = metric_rows(rs)
+        for table, rows in (("summary", summary_rows(rs)), ("config", config_rows(rs)),
+                            ("metrics", metric_rows(rs))):
+            getattr(changes, table)[uid] = rows
+            packed = msgpack.packb(rows)  # bytes compare -0.0 ≠ 0.0 and NaN = NaN, as stored
+            if state.written.get((table, uid)) == packed:
+                changes.unchanged.add((table, uid))
+            else:
+                state.written[(table, uid)] = packed
     return changes
 
 

@@ -1,13 +1,16 @@
 """A ``log`` body → Arrow record batches of ``history`` rows, vectorised (pure, no DuckDB).
 
 Numeric columns never become Python floats: the float64 bytes of the wire become an Arrow array
-as they are (``pa.Array.from_buffers``), the presence mask becomes a filter. Only non-numeric
+as they are (``pa.Array.from_buffers``), laid out step-major with one ``take``; the presence mask
+becomes a filter. Only non-numeric
 columns (``"o"``) are walked value by value.
 """
 
 from __future__ import annotations
 
+import functools
 import struct
+from array import array
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -105,22 +108,39 @@ def _dict_column(index: pa.Array, values: list[str]) -> pa.Array:
     return pa.DictionaryArray.from_arrays(index, pa.array(values, pa.string()))
 
 
+@functools.lru_cache(maxsize=16)
+def _interleave(n: int, k: int) -> tuple[pa.Array, pa.Array, pa.Array]:
+    """Indices that lay ``k`` key-major columns of ``n`` rows out row by row (step-major):
+    ``(take, row, key)`` where point ``i * k + j`` is value ``j * n + i``, of row ``i``, key ``j``.
+
+    Step-major order puts a row's points next to each other, so DuckDB stores the repeated
+    ``timestamp`` and ``step`` of a row run-length/delta encoded instead of once per point.
+    Cached: most events of a run have the same shape.
+    """
+    take = array("q", [j * n + i for i in range(n) for j in range(k)])
+    row = array("q", [i for i in range(n) for _ in range(k)])
+    key = array("i", range(k)) * n
+    return (pa.Array.from_buffers(pa.int64(), n * k, [None, pa.py_buffer(take)]),
+            pa.Array.from_buffers(pa.int64(), n * k, [None, pa.py_buffer(row)]),
+            pa.Array.from_buffers(pa.int32(), n * k, [None, pa.py_buffer(key)]))
+
+
 def _numeric_batch(run_uid: str, n: int, steps: pa.Array, ts: pa.Array,
                    cols: Columns, stats: dict[str, ColumnStats]) -> pa.RecordBatch | None:
-    """All numeric columns of one event as one batch: their float64 buffers laid end to end."""
+    """All numeric columns of one event as one batch, step-major (a row's points together)."""
     k = len(cols)
     vals = _f64(b"".join(c["f"] for _, c in cols), n * k)
     masks = [c.get("m") for _, c in cols]
-    key_idx = _repeat_index([n] * k)
-    all_steps = pa.concat_arrays([steps] * k)
-    all_ts = pa.concat_arrays([ts] * k)
+    take, row, key_idx = _interleave(n, k)
+    points = vals.take(take)
     if any(m is not None for m in masks):
         full = b"\x01" * n
         raw_mask = b"".join(full if m is None else m for m in masks)
-        sel = pc.not_equal(pa.Array.from_buffers(pa.uint8(), n * k, [None, pa.py_buffer(raw_mask)]), 0)
+        present = pc.not_equal(pa.Array.from_buffers(pa.uint8(), n * k, [None, pa.py_buffer(raw_mask)]), 0)
         counts = [n if m is None else n - m.count(0) for m in masks]
-        vals, all_steps, all_ts = pc.filter(vals, sel), pc.filter(all_steps, sel), pc.filter(all_ts, sel)
-        key_idx = _repeat_index(counts)
+        vals = pc.filter(vals, present)  # key-major, for the stats below
+        sel = present.take(take)
+        points, row, key_idx = pc.filter(points, sel), pc.filter(row, sel), pc.filter(key_idx, sel)
     else:
         counts = [n] * k
     offset = 0
@@ -131,14 +151,18 @@ def _numeric_batch(run_uid: str, n: int, steps: pa.Array, ts: pa.Array,
             stats[key] = ColumnStats(m, m, pc.sum(part).as_py(), mm["min"], mm["max"],
                                      part[0].as_py(), part[m - 1].as_py())
         offset += m
-    total = len(vals)
+    total = len(points)
     if total == 0:
         return None
     return pa.RecordBatch.from_arrays(
-        [_dict_column(_repeat_index([total]), [run_uid]), all_steps,
-         _dict_column(key_idx, [key for key, _ in cols]), vals, pa.nulls(total, pa.string()), all_ts],
+        [_dict_column(_zeros(total), [run_uid]), steps.take(row),
+         _dict_column(key_idx, [key for key, _ in cols]), points, pa.nulls(total, pa.string()), ts.take(row)],
         schema=HISTORY_SCHEMA,
     )
+
+
+def _zeros(n: int) -> pa.Array:
+    return pa.Array.from_buffers(pa.int32(), n, [None, pa.py_buffer(bytes(4 * n))])
 
 
 def _object_batch(run_uid: str, n: int, steps: pa.Array, ts: pa.Array,

@@ -16,8 +16,8 @@ Public tables
     ``metadata`` JSON (host, OS, git, ...); ``origin_kind`` VARCHAR (resume/fork/rewind),
     ``origin_run_uid`` VARCHAR, ``origin_step`` DOUBLE: where the run came from.
 
-``history`` — long form, one row per (run, step, key); a later write to the same step and key
-replaces the earlier one.
+``history`` (a view) — long form, one row per (run, step, key); a later write to the same step
+and key replaces the earlier one.
     ``run_uid`` VARCHAR; ``step`` BIGINT; ``key`` VARCHAR (nested keys dotted: ``a.b``);
     ``value`` DOUBLE (numbers and booleans, NaN/±inf/-0.0 kept as logged, else NULL);
     ``value_json`` VARCHAR (JSON text of a non-numeric value: strings, lists, null; else NULL);
@@ -54,13 +54,24 @@ Internal tables
 ``projector_checkpoint`` (name, stream_seq, updated_at): the last stream seq folded, written in
 the same transaction as its rows; ``applied`` (run_uid, writer, seq, stream_seq): every event
 applied; ``projector_state`` (run_uid, state BLOB): each run's msgpack fold state.
+
+What ``history`` reads (see :mod:`.points` for why): ``history_numeric`` (run INTEGER, step
+BIGINT, key INTEGER, value DOUBLE, timestamp DOUBLE): the points with a numeric value, stored
+step-major within each log event; ``history_other`` (the same plus ``value_json``): the others;
+``history_run_ids`` (id, run_uid) and ``history_key_ids`` (id, key): the integer codes. A file
+written with ``history`` as a plain table (before these) is rebuilt from the log when opened.
 """
 
 from __future__ import annotations
 
 PUBLIC_TABLES = ("runs", "history", "summary", "config", "metrics", "dead_letters")
-INTERNAL_TABLES = ("projector_checkpoint", "applied", "projector_state")
-VIEWS = ("history_wide", "runs_overview")
+"""What users query as tables (``history`` is a view over the internal point tables)."""
+INTERNAL_TABLES = ("projector_checkpoint", "applied", "projector_state", "history_numeric", "history_other",
+                   "history_run_ids", "history_key_ids")
+VIEWS = ("history", "history_wide", "runs_overview")
+"""Created by :data:`VIEWS_DDL`, in this order."""
+STORED_TABLES = tuple(t for t in (*PUBLIC_TABLES, *INTERNAL_TABLES) if t not in VIEWS)
+"""Every real table, created by :data:`TABLES_DDL`."""
 
 TABLES_DDL = """
 CREATE TABLE IF NOT EXISTS runs (
@@ -70,9 +81,12 @@ CREATE TABLE IF NOT EXISTS runs (
     runtime DOUBLE, exit_code INTEGER, last_step BIGINT, metadata JSON, origin_kind VARCHAR,
     origin_run_uid VARCHAR, origin_step DOUBLE
 );
-CREATE TABLE IF NOT EXISTS history (
-    run_uid VARCHAR, step BIGINT, key VARCHAR, value DOUBLE, value_json VARCHAR, timestamp DOUBLE
+CREATE TABLE IF NOT EXISTS history_numeric (run INTEGER, step BIGINT, key INTEGER, value DOUBLE, timestamp DOUBLE);
+CREATE TABLE IF NOT EXISTS history_other (
+    run INTEGER, step BIGINT, key INTEGER, value DOUBLE, value_json VARCHAR, timestamp DOUBLE
 );
+CREATE TABLE IF NOT EXISTS history_run_ids (id INTEGER, run_uid VARCHAR);
+CREATE TABLE IF NOT EXISTS history_key_ids (id INTEGER, key VARCHAR);
 CREATE TABLE IF NOT EXISTS summary (run_uid VARCHAR, key VARCHAR, value DOUBLE, value_json VARCHAR);
 CREATE TABLE IF NOT EXISTS config (run_uid VARCHAR, key VARCHAR, value DOUBLE, value_json VARCHAR);
 CREATE TABLE IF NOT EXISTS metrics (
@@ -89,6 +103,14 @@ CREATE TABLE IF NOT EXISTS projector_state (run_uid VARCHAR PRIMARY KEY, state B
 """
 
 VIEWS_DDL = """
+CREATE OR REPLACE VIEW history AS
+SELECT r.run_uid, h.step, k.key, h.value, h.value_json, h.timestamp
+FROM (SELECT run, step, key, value, NULL::VARCHAR AS value_json, timestamp FROM history_numeric
+      UNION ALL
+      SELECT run, step, key, value, value_json, timestamp FROM history_other) h
+JOIN history_run_ids r ON r.id = h.run
+JOIN history_key_ids k ON k.id = h.key;
+
 CREATE OR REPLACE VIEW history_wide AS
 SELECT h.run_uid, h.step AS _step, max(h.timestamp) AS _timestamp,
        max(h.timestamp) - epoch(any_value(r.created_at)) AS _runtime,

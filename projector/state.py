@@ -175,3 +175,6 @@ class ProjectionState:
 
     runs: dict[str, RunState] = field(default_factory=dict)
     checkpoint: int = 0
+    written: dict[tuple[str, str], Any] = field(default_factory=dict, repr=False, compare=False)
+    """``(table, run_uid)`` → the rows last handed to the store, packed (not persisted: a state loaded
+    from the store starts empty, so its first changes rewrite every touched run)."""

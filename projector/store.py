@@ -3,9 +3,10 @@ in one transaction together with the checkpoint. See :mod:`.schema` for every ta
 
 Writes are columnar: each kind of row becomes one Arrow table that DuckDB ingests with
 ``INSERT ... SELECT`` (row-at-a-time ``executemany`` is three orders of magnitude slower).
-History is appended as is unless a batch may rewrite (run, step, key) cells that already exist;
-only then are the batch's rows of that run deduplicated (last write wins) and the cells they
-replace deleted first.
+History goes to integer-coded point tables behind the ``history`` view (:mod:`.points`): appended
+as is unless a batch may rewrite (run, step, key) cells that already exist; only then are the
+batch's rows of that run deduplicated (last write wins) and the cells they replace deleted first.
+Summary, config and metrics rows of a run are rewritten only when they changed.
 """
 
 from __future__ import annotations
@@ -16,12 +17,11 @@ from typing import Any
 
 import duckdb
 import pyarrow as pa
-import pyarrow.compute as pc
 
 from .errors import StoreError
 from .fold import Changes, runtime_of
-from .history import HISTORY_SCHEMA, PLAIN_HISTORY_SCHEMA
-from .schema import INTERNAL_TABLES, PUBLIC_TABLES, TABLES_DDL, VIEWS, VIEWS_DDL
+from .points import PointWriter
+from .schema import STORED_TABLES, TABLES_DDL, VIEWS, VIEWS_DDL
 from .state import ProjectionState, RunState
 from .summary import Row
 
@@ -91,13 +91,23 @@ class Store:
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             self.con = duckdb.connect(str(self.path))
+            self.points = PointWriter(self.con)
             self._create()
         except duckdb.Error as e:
             raise StoreError(f"cannot open the projection {self.path}: {e}") from e
 
     def _create(self) -> None:
+        if self._old_layout():
+            self.reset()  # the projection is a cache of the log: rebuild it in today's layout
+            return
         self.con.execute(TABLES_DDL)
         self.con.execute(VIEWS_DDL)
+
+    def _old_layout(self) -> bool:
+        """True when ``history`` is a plain table (files written before the point tables)."""
+        row = self.con.execute("SELECT count(*) FROM duckdb_tables() WHERE database_name = current_database() "
+                               "AND schema_name = 'main' AND table_name = 'history'").fetchone()
+        return bool(row and row[0])
 
     def cursor(self) -> duckdb.DuckDBPyConnection:
         """A new cursor on the same database, for readers in this process."""
@@ -108,12 +118,16 @@ class Store:
 
     def reset(self) -> None:
         """Drop and recreate every table and view (a replay starts from here)."""
+        self.points.forget()
         with self._transaction():
-            for v in VIEWS:
+            for v in reversed(VIEWS):
                 self.con.execute(f"DROP VIEW IF EXISTS {v}")
-            for t in (*PUBLIC_TABLES, *INTERNAL_TABLES):
+            if self._old_layout():
+                self.con.execute("DROP TABLE history")
+            for t in STORED_TABLES:
                 self.con.execute(f"DROP TABLE IF EXISTS {t}")
-            self._create()
+            self.con.execute(TABLES_DDL)
+            self.con.execute(VIEWS_DDL)
 
     def checkpoint(self) -> int:
         row = self.con.execute("SELECT stream_seq FROM projector_checkpoint WHERE name = ?",
@@ -159,13 +173,20 @@ class Store:
                         "seq": pa.array([a.seq for a in ap], pa.int64()),
                         "stream_seq": pa.array([a.stream_seq for a in ap], pa.int64()),
                     }))
-                self.con.execute(
-                    "INSERT OR REPLACE INTO projector_checkpoint VALUES (?, ?, ?)",
-                    [self.name, changes.checkpoint, _now()],
-                )
-        except duckdb.Error as e:
+                self._move_checkpoint(changes.checkpoint)
+        except BaseException as e:
+            self.points.forget()  # codes given out in the rolled-back transaction are void
+            if not isinstance(e, duckdb.Error):
+                raise
             raise StoreError(f"writing the projection {self.path} up to stream seq "
                              f"{changes.checkpoint} failed: {e}") from e
+
+    def _move_checkpoint(self, seq: int) -> None:
+        # an UPDATE costs a third of INSERT OR REPLACE on DuckDB's primary key
+        updated = self.con.execute("UPDATE projector_checkpoint SET stream_seq = ?, updated_at = now() "
+                                   "WHERE name = ?", [seq, self.name]).fetchone()
+        if not updated or not updated[0]:
+            self.con.execute("INSERT INTO projector_checkpoint VALUES (?, ?, now())", [self.name, seq])
 
     def _insert(self, table: str, data: pa.Table, columns: str = "*") -> None:
         self.con.register("_rs_batch", data)
@@ -180,64 +201,40 @@ class Store:
         dirty_runs = {c.run_uid for c in changes.history if c.dirty}
         clean = [b for c in changes.history if c.run_uid not in dirty_runs for b in c.batches]
         if clean:
-            self._insert("history", pa.Table.from_batches(clean, HISTORY_SCHEMA)
-                         .unify_dictionaries().combine_chunks())
-        if not dirty_runs:
-            return
-        batches = [b for c in changes.history if c.run_uid in dirty_runs for b in c.batches]
-        table = pa.Table.from_batches(batches, HISTORY_SCHEMA).cast(PLAIN_HISTORY_SCHEMA)
-        table = _last_writes(table)
-        self.con.register("_rs_rewrite", table)
-        try:
-            self.con.execute(
-                "DELETE FROM history USING _rs_rewrite l WHERE history.run_uid = l.run_uid "
-                "AND history.step = l.step AND history.key = l.key"
-            )
-            self.con.execute("INSERT INTO history SELECT * FROM _rs_rewrite")
-        finally:
-            self.con.unregister("_rs_rewrite")
+            self.points.append(clean)
+        if dirty_runs:
+            self.points.rewrite([b for c in changes.history if c.run_uid in dirty_runs for b in c.batches])
+        self.points.flush_codes()
 
     def _replace_runs(self, changes: Changes, touched: list[str]) -> None:
         states = [changes.runs[u] for u in touched]
-        rows = [runs_row(rs) for rs in states]
-        runs = pa.Table.from_pylist(rows, schema=RUNS_SCHEMA)
-        self.con.register("_rs_touched", pa.table({"run_uid": touched}))
-        try:
-            for t in ("runs", "summary", "config", "metrics", "projector_state"):
-                self.con.execute(f"DELETE FROM {t} WHERE run_uid IN (SELECT run_uid FROM _rs_touched)")
-        finally:
-            self.con.unregister("_rs_touched")
-        self._insert("runs", runs)
-        self._insert("summary", _value_table(changes.summary))
-        self._insert("config", _value_table(changes.config))
-        m_rows = [(uid, *row) for uid, rows in changes.metrics.items() for row in rows]
-        if m_rows:
-            self._insert("metrics", pa.Table.from_pylist(
-                [dict(zip(_METRICS_SCHEMA.names, r, strict=True)) for r in m_rows], schema=_METRICS_SCHEMA))
+        # DELETE + INSERT: cheaper in DuckDB than INSERT OR REPLACE on these primary keys
+        for table in ("runs", "projector_state"):
+            self.con.execute(f"DELETE FROM {table} WHERE run_uid IN (SELECT unnest(?::VARCHAR[]))", [touched])
+        self._insert("runs", pa.Table.from_pylist([runs_row(rs) for rs in states], schema=RUNS_SCHEMA))
         self._insert("projector_state", pa.table({
             "run_uid": touched, "state": pa.array([rs.to_bytes() for rs in states], pa.binary())}))
+        # summary, config and metrics: every row of the run is replaced, unless unchanged
+        for table in ("summary", "config", "metrics"):
+            per_run: dict[str, list[Any]] = getattr(changes, table)
+            stale = [u for u in touched if (table, u) not in changes.unchanged]
+            if not stale:
+                continue
+            self.con.execute(f"DELETE FROM {table} WHERE run_uid IN (SELECT unnest(?::VARCHAR[]))", [stale])
+            if table == "metrics":
+                m_rows = [(uid, *row) for uid in stale for row in per_run[uid]]
+                if m_rows:
+                    self._insert("metrics", pa.Table.from_pylist(
+                        [dict(zip(_METRICS_SCHEMA.names, r, strict=True)) for r in m_rows],
+                        schema=_METRICS_SCHEMA))
+            else:
+                values = _value_table({u: per_run[u] for u in stale})
+                if values.num_rows:
+                    self._insert(table, values)
 
     def rows(self, table: str, where: str = "", params: Iterable[Any] = ()) -> list[tuple[Any, ...]]:
         """All rows of a table, sorted (a convenience for tests and the CLI)."""
         return self.con.execute(f"SELECT * FROM {table} {where} ORDER BY ALL", list(params)).fetchall()
-
-
-def _last_writes(table: pa.Table) -> pa.Table:
-    """Keep the last row of every (run_uid, step, key): later writes win.
-
-    Done in Arrow rather than with a SQL window: DuckDB's ``CREATE TABLE AS ... QUALIFY`` turns
-    -0.0 into 0.0 (seen with duckdb 2.0), and -0.0 must survive.
-    """
-    ordered = table.append_column("_ord", pa.array(range(table.num_rows), pa.int64()))
-    last = ordered.group_by(["run_uid", "step", "key"], use_threads=False).aggregate([("_ord", "max")])
-    keep = pc.sort_indices(last["_ord_max"])
-    return table.take(pc.take(last["_ord_max"], keep))
-
-
-def _now() -> Any:
-    import datetime as dt
-
-    return dt.datetime.now(dt.UTC)
 
 
 class _Tx:
