@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 __version__ = "0.1.0"
 
 __all__ = [
+    "Api",
     "Run",
     "RunExistsError",
     "RunstreamError",
@@ -33,6 +34,7 @@ run: Any = None
 """The active run of this process, or None."""
 
 if TYPE_CHECKING:
+    from .api import Api
     from .broker.errors import RunExistsError
     from .errors import RunstreamError, UsageError
     from .run import Run
