@@ -10,7 +10,6 @@ requires it). Credentials files (JWT + nkey) need the ``nkeys`` package.
 
 from __future__ import annotations
 
-import base64
 import json
 import os
 import socket
@@ -200,7 +199,11 @@ class MiniNats:
                 return None
             raise
         raw = data.get("message", {}).get("data")
-        return base64.b64decode(raw).decode() if raw else None
+        if not raw:
+            return None
+        import base64
+
+        return base64.b64decode(raw).decode()
 
     # -- socket IO -------------------------------------------------------------------------------
 
@@ -249,6 +252,8 @@ def _sign_creds(path: str, nonce: str) -> dict[str, str]:
         raise BrokerError(f"{path}: no {marker} block in the credentials file")
 
     jwt, seed = after("BEGIN NATS USER JWT"), after("BEGIN USER NKEY SEED")
+    import base64
+
     kp = nkeys.from_seed(seed.encode())
     sig = base64.b64encode(kp.sign(nonce.encode())).decode()
     return {"jwt": jwt, "sig": sig.rstrip("=").replace("+", "-").replace("/", "_")}

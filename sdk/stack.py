@@ -7,26 +7,25 @@ processes call ``init()`` at once. Everything here is idempotent: ``up`` on a ru
 
 from __future__ import annotations
 
-import contextlib
 import fcntl
 import json
 import os
-import signal
-import subprocess
 import sys
 import time
-from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
-from .broker.server import NatsServer, free_port, port_open
 from .errors import StackError
 from .settings import Settings
 
+if TYPE_CHECKING:
+    import subprocess
 
-@dataclass
-class StackStatus:
+# Only the check that init() makes on every run (is the stack up?) is imported eagerly; starting
+# and stopping processes loads subprocess, signal and the server launcher when it happens.
+
+
+class StackStatus(NamedTuple):
     dir: Path
     nats_url: str | None
     nats_pid: int | None
@@ -76,10 +75,14 @@ def _adopt(proc: subprocess.Popen[bytes] | None) -> None:
 
 
 def _reap(pid: int) -> None:
+    import subprocess
+
     proc = _children.pop(pid, None)
     if proc is not None:
-        with contextlib.suppress(subprocess.TimeoutExpired):
+        try:
             proc.wait(1)
+        except subprocess.TimeoutExpired:
+            pass
 
 
 def db_path(settings: Settings) -> Path:
@@ -99,15 +102,33 @@ def _write(settings: Settings, data: dict[str, Any]) -> None:
     tmp.replace(settings.dir / "stack.json")
 
 
-@contextlib.contextmanager
-def _locked(settings: Settings) -> Iterator[None]:
-    settings.dir.mkdir(parents=True, exist_ok=True)
-    with open(settings.dir / "stack.lock", "a+") as fh:
-        fcntl.flock(fh, fcntl.LOCK_EX)
+class _locked:
+    """Exclusive lock on ``<dir>/stack.lock`` while starting or stopping the stack."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.path = settings.dir / "stack.lock"
+
+    def __enter__(self) -> None:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.fh = open(self.path, "a+")
+        fcntl.flock(self.fh, fcntl.LOCK_EX)
+
+    def __exit__(self, *exc: object) -> None:
+        fcntl.flock(self.fh, fcntl.LOCK_UN)
+        self.fh.close()
+
+
+def _port_open(port: int) -> bool:
+    """A NATS server answers on 127.0.0.1:port (it greets with INFO)."""
+    import socket
+
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.settimeout(0.5)
         try:
-            yield
-        finally:
-            fcntl.flock(fh, fcntl.LOCK_UN)
+            s.connect(("127.0.0.1", port))
+            return s.recv(4) == b"INFO"
+        except OSError:
+            return False
 
 
 def status(settings: Settings) -> StackStatus:
@@ -120,7 +141,7 @@ def status(settings: Settings) -> StackStatus:
         dir=settings.dir,
         nats_url=url,
         nats_pid=nats_pid,
-        nats_alive=bool(_alive(nats_pid) and port and port_open(int(port))),
+        nats_alive=bool(_alive(nats_pid) and port and _port_open(int(port))),
         server_pid=server_pid,
         server_alive=_alive(server_pid),
         db_path=db_path(settings),
@@ -159,6 +180,10 @@ def server_command(settings: Settings, url: str) -> list[str]:
 
 def up(settings: Settings, timeout: float = 30.0) -> StackStatus:
     """Start whatever part of the local stack is not running; return its status."""
+    import subprocess
+
+    from .broker.server import NatsServer, free_port
+
     if settings.nats_url:
         raise StackError("RUNSTREAM_NATS_URL points at an external NATS server; there is no local stack to start")
     with _locked(settings):
@@ -209,6 +234,8 @@ def up(settings: Settings, timeout: float = 30.0) -> StackStatus:
 
 
 def _terminate(pid: int, timeout: float = 15.0) -> None:
+    import signal
+
     try:
         os.kill(pid, signal.SIGTERM)
     except ProcessLookupError:
@@ -217,8 +244,10 @@ def _terminate(pid: int, timeout: float = 15.0) -> None:
     while time.monotonic() < deadline and _alive(pid):
         time.sleep(0.02)
     if _alive(pid):
-        with contextlib.suppress(ProcessLookupError):
+        try:
             os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
     _reap(pid)
 
 
@@ -232,6 +261,5 @@ def down(settings: Settings) -> StackStatus:
                 _terminate(pid)
             data.pop(key, None)
         _write(settings, data)
-        with contextlib.suppress(OSError):
-            (settings.dir / "server.ready").unlink()
+        (settings.dir / "server.ready").unlink(missing_ok=True)
         return status(settings)

@@ -237,11 +237,13 @@ class Worker(threading.Thread):
 
     def _recover_leftovers(self, client: Any) -> None:
         """Send what earlier runs in the same ``runstream-runs/`` folder left in their spools."""
-        from .sync import find_spools, send_spools
+        from .spool import find_spools, is_complete
 
         root = self.spool.path.parent.parent
-        others = [p for p in find_spools(root) if p != self.spool.path]
+        others = [p for p in find_spools(root) if p != self.spool.path and not is_complete(p)]
         if others:
+            from .sync import send_spools
+
             self.recovered = send_spools(client, others, timeout=self.settings.finish_timeout)
 
     def _past_deadline(self) -> bool:
