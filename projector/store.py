@@ -129,6 +129,11 @@ class Store:
             self.con.execute(TABLES_DDL)
             self.con.execute(VIEWS_DDL)
 
+    def compact(self) -> None:
+        """Write everything to the file compressed and empty the WAL (DuckDB compresses at
+        checkpoint time; rows still in the WAL take several times the space)."""
+        self.con.execute("CHECKPOINT")
+
     def checkpoint(self) -> int:
         row = self.con.execute("SELECT stream_seq FROM projector_checkpoint WHERE name = ?",
                                [self.name]).fetchone()
