@@ -113,10 +113,14 @@ class PointWriter:
 
     def append(self, batches: list[pa.RecordBatch]) -> None:
         """Insert rows that replace nothing (steps above everything stored for their run)."""
+        if not batches:
+            return
         self._insert(pa.concat_tables([self.encode(b) for b in batches]))
 
     def rewrite(self, batches: list[pa.RecordBatch]) -> None:
         """Insert rows that may replace stored ones: the last write per (run, step, key) wins."""
+        if not batches:
+            return
         rows = last_writes(pa.concat_tables([self.encode(b) for b in batches]))
         self.con.register("_rs_rewrite", rows.select(["run", "step", "key"]))
         try:

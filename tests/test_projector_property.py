@@ -169,3 +169,27 @@ def test_incremental_projection_equals_replay(
         expected = tables(scratch)
         scratch.close()
     assert incremental == expected
+
+
+def test_log_events_without_values_and_values_changing_type() -> None:
+    """Edge cases of the point tables: a log event with steps but no columns, and a (step, key)
+    rewritten from a number to text and back, across batches and a restart."""
+    uid = UIDS[0]
+
+    def log(seq: int, rows_: list[tuple[int, float, dict[str, Any]]]) -> tuple[str, bytes]:
+        env = envelope("log", uid, "w1", seq, 1000.0, encode_log_body(rows_))
+        return run_subject("e", uid, "log"), encode_event(env)
+
+    events = [log(0, [(0, 1.0, {}), (1, 1.0, {})]), log(1, [(0, 1.0, {"a": 1.0, "s": "x"})]),
+              log(2, [(0, 2.0, {"a": "text", "s": -0.0})]), log(3, [(0, 3.0, {"a": float("nan")})])]
+    records = [Record(i + 1, subj, data, 1000.0 + i) for i, (subj, data) in enumerate(events)]
+    with tempfile.TemporaryDirectory() as d:
+        incremental = project_incrementally(Path(d) / "inc.duckdb", records, [1, 2, 3], 2, 0)
+        scratch = Store(Path(d) / "all.duckdb")
+        scratch.apply(fold(scratch.load(), records))
+        expected = tables(scratch)
+        history = scratch.con.execute(
+            "SELECT step, key, value, value_json, timestamp FROM history ORDER BY key").fetchall()
+        scratch.close()
+    assert incremental == expected
+    assert repr(history) == repr([(0, "a", float("nan"), None, 3.0), (0, "s", -0.0, None, 2.0)])
