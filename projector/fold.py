@@ -68,6 +68,8 @@ class HistoryChunk:
     run_uid: str
     batches: list[pa.RecordBatch]
     dirty: bool
+    rows: pa.RecordBatch | None = None
+    """The event's rows (``step``, ``timestamp``): a store may keep timestamps per row."""
 
 
 @dataclass
@@ -183,7 +185,7 @@ def _log(rs: RunState, ev: Event, body: dict[str, Any], changes: Changes) -> Non
     if rows.min_step is None or rows.max_step is None:
         return
     dirty = not rows.increasing or (rs.max_step is not None and rows.min_step <= rs.max_step)
-    changes.history.append(HistoryChunk(ev.run_uid, rows.batches, dirty))
+    changes.history.append(HistoryChunk(ev.run_uid, rows.batches, dirty, rows.rows))
     if rs.max_step is None or rows.max_step > rs.max_step:
         rs.max_step = rows.max_step
     for key, cs in rows.stats.items():

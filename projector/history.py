@@ -1,16 +1,13 @@
 """A ``log`` body → Arrow record batches of ``history`` rows, vectorised (pure, no DuckDB).
 
 Numeric columns never become Python floats: the float64 bytes of the wire become an Arrow array
-as they are (``pa.Array.from_buffers``), laid out step-major with one ``take``; the presence mask
-becomes a filter. Only non-numeric
+as they are (``pa.Array.from_buffers``), the presence mask becomes a filter. Only non-numeric
 columns (``"o"``) are walked value by value.
 """
 
 from __future__ import annotations
 
-import functools
 import struct
-from array import array
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -25,11 +22,17 @@ Columns = list[tuple[str, dict[str, Any]]]
 
 _DICT = pa.dictionary(pa.int32(), pa.string())
 
-PLAIN_HISTORY_SCHEMA = pa.schema([
+PLAIN_ROWS_SCHEMA = pa.schema([("step", pa.int64()), ("timestamp", pa.float64())])
+"""A log event's rows: one step and timestamp each."""
+
+HISTORY_SCHEMA = pa.schema([
     ("run_uid", pa.string()), ("step", pa.int64()), ("key", pa.string()), ("value", pa.float64()),
     ("value_json", pa.string()), ("timestamp", pa.float64()),
 ])
 """The same columns with plain strings (for the rewrite path)."""
+
+ROWS_SCHEMA = pa.schema([("step", pa.int64()), ("timestamp", pa.float64())])
+"""A log event's rows: one step and timestamp each."""
 
 HISTORY_SCHEMA = pa.schema([
     ("run_uid", _DICT),
@@ -64,6 +67,8 @@ class LogRows:
     max_step: int | None
     increasing: bool
     """Steps strictly increase within the event, so no (step, key) repeats inside it."""
+    rows: pa.RecordBatch | None = None
+    """The event's rows themselves: ``step`` and ``timestamp``, one per logged row."""
 
     @property
     def points(self) -> int:
@@ -108,39 +113,23 @@ def _dict_column(index: pa.Array, values: list[str]) -> pa.Array:
     return pa.DictionaryArray.from_arrays(index, pa.array(values, pa.string()))
 
 
-@functools.lru_cache(maxsize=16)
-def _interleave(n: int, k: int) -> tuple[pa.Array, pa.Array, pa.Array]:
-    """Indices that lay ``k`` key-major columns of ``n`` rows out row by row (step-major):
-    ``(take, row, key)`` where point ``i * k + j`` is value ``j * n + i``, of row ``i``, key ``j``.
-
-    Step-major order puts a row's points next to each other, so DuckDB stores the repeated
-    ``timestamp`` and ``step`` of a row run-length/delta encoded instead of once per point.
-    Cached: most events of a run have the same shape.
-    """
-    take = array("q", [j * n + i for i in range(n) for j in range(k)])
-    row = array("q", [i for i in range(n) for _ in range(k)])
-    key = array("i", range(k)) * n
-    return (pa.Array.from_buffers(pa.int64(), n * k, [None, pa.py_buffer(take)]),
-            pa.Array.from_buffers(pa.int64(), n * k, [None, pa.py_buffer(row)]),
-            pa.Array.from_buffers(pa.int32(), n * k, [None, pa.py_buffer(key)]))
-
-
 def _numeric_batch(run_uid: str, n: int, steps: pa.Array, ts: pa.Array,
                    cols: Columns, stats: dict[str, ColumnStats]) -> pa.RecordBatch | None:
-    """All numeric columns of one event as one batch, step-major (a row's points together)."""
+    """All numeric columns of one event as one batch: their float64 buffers laid end to end
+    (key-major: a key's points in step order, which DuckDB stores run-length/delta encoded)."""
     k = len(cols)
     vals = _f64(b"".join(c["f"] for _, c in cols), n * k)
     masks = [c.get("m") for _, c in cols]
-    take, row, key_idx = _interleave(n, k)
-    points = vals.take(take)
+    key_idx = _repeat_index([n] * k)
+    all_steps = pa.concat_arrays([steps] * k)
+    all_ts = pa.concat_arrays([ts] * k)
     if any(m is not None for m in masks):
         full = b"\x01" * n
         raw_mask = b"".join(full if m is None else m for m in masks)
-        present = pc.not_equal(pa.Array.from_buffers(pa.uint8(), n * k, [None, pa.py_buffer(raw_mask)]), 0)
+        sel = pc.not_equal(pa.Array.from_buffers(pa.uint8(), n * k, [None, pa.py_buffer(raw_mask)]), 0)
         counts = [n if m is None else n - m.count(0) for m in masks]
-        vals = pc.filter(vals, present)  # key-major, for the stats below
-        sel = present.take(take)
-        points, row, key_idx = pc.filter(points, sel), pc.filter(row, sel), pc.filter(key_idx, sel)
+        vals, all_steps, all_ts = pc.filter(vals, sel), pc.filter(all_steps, sel), pc.filter(all_ts, sel)
+        key_idx = _repeat_index(counts)
     else:
         counts = [n] * k
     offset = 0
@@ -151,12 +140,12 @@ def _numeric_batch(run_uid: str, n: int, steps: pa.Array, ts: pa.Array,
             stats[key] = ColumnStats(m, m, pc.sum(part).as_py(), mm["min"], mm["max"],
                                      part[0].as_py(), part[m - 1].as_py())
         offset += m
-    total = len(points)
+    total = len(vals)
     if total == 0:
         return None
     return pa.RecordBatch.from_arrays(
-        [_dict_column(_zeros(total), [run_uid]), steps.take(row),
-         _dict_column(key_idx, [key for key, _ in cols]), points, pa.nulls(total, pa.string()), ts.take(row)],
+        [_dict_column(_zeros(total), [run_uid]), all_steps,
+         _dict_column(key_idx, [key for key, _ in cols]), vals, pa.nulls(total, pa.string()), all_ts],
         schema=HISTORY_SCHEMA,
     )
 
@@ -234,4 +223,5 @@ def log_rows(run_uid: str, body: Mapping[str, Any]) -> LogRows:
         return LogRows(batches, stats, None, None, True)
     mm = pc.min_max(steps).as_py()
     increasing = n == 1 or bool(pc.min(pc.pairwise_diff(steps)).as_py() > 0)
-    return LogRows(batches, stats, mm["min"], mm["max"], increasing)
+    rows = pa.RecordBatch.from_arrays([steps, ts], schema=ROWS_SCHEMA)
+    return LogRows(batches, stats, mm["min"], mm["max"], increasing, rows)

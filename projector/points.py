@@ -3,11 +3,14 @@
 The fold hands over history rows in the public long form (run_uid, step, key, value, value_json,
 timestamp; run_uid and key dictionary-encoded). Storing them that way costs DuckDB a string per
 point twice over: ingesting 1M rows with two VARCHAR columns took ~2.5× as long as with integers,
-and scanning them back was slower too. So the projection stores
+and scanning them back was slower too. And a row's timestamp repeated for each of its keys cost
+more than the value itself (real clock readings do not compress). So the projection stores
 
-* ``history_numeric`` (run INTEGER, step BIGINT, key INTEGER, value DOUBLE, timestamp DOUBLE):
-  every point whose value is a number (``value_json`` NULL) — nearly all of them;
+* ``history_numeric`` (run INTEGER, step BIGINT, key INTEGER, value DOUBLE): every point whose
+  value is a number (``value_json`` NULL) — nearly all of them — key-major within each event, so
+  run, key and step compress to almost nothing and the value is left;
 * ``history_other`` (the same plus ``value_json`` VARCHAR): points with a non-numeric value;
+* ``history_steps`` (run, step, timestamp): one row per logged row (the last write per step);
 * ``history_run_ids`` (id, run_uid) and ``history_key_ids`` (id, key): the integer codes;
 
 and ``history`` is a view joining them back into the documented columns. Codes are given out here
@@ -18,19 +21,23 @@ their cache is dropped whenever a transaction does not commit.
 from __future__ import annotations
 
 from collections.abc import Iterable
+from typing import TYPE_CHECKING
 
 import duckdb
 import pyarrow as pa
 import pyarrow.compute as pc
 
+if TYPE_CHECKING:
+    from .fold import HistoryChunk
+
 NUMERIC_SCHEMA = pa.schema([
     ("run", pa.int32()), ("step", pa.int64()), ("key", pa.int32()), ("value", pa.float64()),
-    ("timestamp", pa.float64()),
 ])
 OTHER_SCHEMA = pa.schema([
     ("run", pa.int32()), ("step", pa.int64()), ("key", pa.int32()), ("value", pa.float64()),
-    ("value_json", pa.string()), ("timestamp", pa.float64()),
+    ("value_json", pa.string()),
 ])
+STEPS_SCHEMA = pa.schema([("run", pa.int32()), ("step", pa.int64()), ("timestamp", pa.float64())])
 _NUMERIC_COLUMNS = list(NUMERIC_SCHEMA.names)
 
 
@@ -105,32 +112,54 @@ class PointWriter:
         self.keys.forget()
 
     def encode(self, batch: pa.RecordBatch | pa.Table) -> pa.Table:
-        """Long-form rows → :data:`OTHER_SCHEMA` rows (run and key as codes)."""
+        """Long-form rows → :data:`OTHER_SCHEMA` rows (run and key as codes, no timestamp)."""
         return pa.Table.from_arrays(
             [_decode_dict(batch.column(0), self.runs), batch.column(1), _decode_dict(batch.column(2), self.keys),
-             batch.column(3), batch.column(4), batch.column(5)],
+             batch.column(3), batch.column(4)],
             schema=OTHER_SCHEMA)
 
-    def append(self, batches: list[pa.RecordBatch]) -> None:
+    def steps(self, chunks: list[HistoryChunk]) -> pa.Table:
+        """The chunks' rows → :data:`STEPS_SCHEMA` rows."""
+        parts = []
+        for c in chunks:
+            if c.rows is None or not c.batches:
+                continue
+            run = self.runs.codes([c.run_uid])
+            parts.append(pa.Table.from_arrays(
+                [pa.repeat(run[0], c.rows.num_rows).cast(pa.int32()), c.rows.column(0), c.rows.column(1)],
+                schema=STEPS_SCHEMA))
+        return pa.concat_tables(parts) if parts else STEPS_SCHEMA.empty_table()
+
+    def append(self, chunks: list[HistoryChunk]) -> None:
         """Insert rows that replace nothing (steps above everything stored for their run)."""
+        batches = [b for c in chunks for b in c.batches]
         if not batches:
             return
         self._insert(pa.concat_tables([self.encode(b) for b in batches]))
+        self._insert_into("history_steps", self.steps(chunks))
 
-    def rewrite(self, batches: list[pa.RecordBatch]) -> None:
-        """Insert rows that may replace stored ones: the last write per (run, step, key) wins."""
+    def rewrite(self, chunks: list[HistoryChunk]) -> None:
+        """Insert rows that may replace stored ones: the last write per (run, step, key) wins,
+        and per (run, step) for the row's timestamp."""
+        batches = [b for c in chunks for b in c.batches]
         if not batches:
             return
-        rows = last_writes(pa.concat_tables([self.encode(b) for b in batches]))
-        self.con.register("_rs_rewrite", rows.select(["run", "step", "key"]))
-        try:
-            for table in ("history_numeric", "history_other"):
-                self.con.execute(
-                    f"DELETE FROM {table} USING _rs_rewrite l WHERE {table}.run = l.run "
-                    f"AND {table}.step = l.step AND {table}.key = l.key")
-        finally:
-            self.con.unregister("_rs_rewrite")
+        rows = last_writes(pa.concat_tables([self.encode(b) for b in batches]), ["run", "step", "key"])
+        steps = last_writes(self.steps(chunks), ["run", "step"])
+        self._delete("_rs_rewrite", rows.select(["run", "step", "key"]),
+                     [("history_numeric", "run", "step", "key"), ("history_other", "run", "step", "key")])
+        self._delete("_rs_resteps", steps.select(["run", "step"]), [("history_steps", "run", "step")])
         self._insert(rows)
+        self._insert_into("history_steps", steps)
+
+    def _delete(self, name: str, keys: pa.Table, targets: list[tuple[str, ...]]) -> None:
+        self.con.register(name, keys)
+        try:
+            for table, *cols in targets:
+                match = " AND ".join(f"{table}.{c} = l.{c}" for c in cols)
+                self.con.execute(f"DELETE FROM {table} USING {name} l WHERE {match}")
+        finally:
+            self.con.unregister(name)
 
     def flush_codes(self) -> None:
         self.runs.flush()
@@ -155,13 +184,13 @@ class PointWriter:
             self.con.unregister("_rs_points")
 
 
-def last_writes(table: pa.Table) -> pa.Table:
-    """Keep the last row of every (run, step, key): later writes win.
+def last_writes(table: pa.Table, keys: list[str]) -> pa.Table:
+    """Keep the last row of every ``keys`` (e.g. run, step, key): later writes win.
 
     Done in Arrow rather than with a SQL window: DuckDB's ``CREATE TABLE AS ... QUALIFY`` turns
     -0.0 into 0.0 (seen with duckdb 2.0), and -0.0 must survive.
     """
     ordered = table.append_column("_ord", pa.array(range(table.num_rows), pa.int64()))
-    last = ordered.group_by(["run", "step", "key"], use_threads=False).aggregate([("_ord", "max")])
+    last = ordered.group_by(keys, use_threads=False).aggregate([("_ord", "max")])
     keep = pc.sort_indices(last["_ord_max"])
     return table.take(pc.take(last["_ord_max"], keep))

@@ -21,7 +21,8 @@ and key replaces the earlier one.
     ``run_uid`` VARCHAR; ``step`` BIGINT; ``key`` VARCHAR (nested keys dotted: ``a.b``);
     ``value`` DOUBLE (numbers and booleans, NaN/±inf/-0.0 kept as logged, else NULL);
     ``value_json`` VARCHAR (JSON text of a non-numeric value: strings, lists, null; else NULL);
-    ``timestamp`` DOUBLE (epoch seconds when the row was logged).
+    ``timestamp`` DOUBLE (epoch seconds when the row was logged; a step logged again takes the
+    later row's timestamp for all its keys).
 
 ``summary`` — one row per (run, key): ``run_uid``, ``key`` VARCHAR, ``value`` DOUBLE,
 ``value_json`` VARCHAR (same split as history). The last logged value of each key by default;
@@ -56,10 +57,11 @@ the same transaction as its rows; ``applied`` (run_uid, writer, seq, stream_seq)
 applied; ``projector_state`` (run_uid, state BLOB): each run's msgpack fold state.
 
 What ``history`` reads (see :mod:`.points` for why): ``history_numeric`` (run INTEGER, step
-BIGINT, key INTEGER, value DOUBLE, timestamp DOUBLE): the points with a numeric value, stored
-step-major within each log event; ``history_other`` (the same plus ``value_json``): the others;
-``history_run_ids`` (id, run_uid) and ``history_key_ids`` (id, key): the integer codes. A file
-written with ``history`` as a plain table (before these) is rebuilt from the log when opened.
+BIGINT, key INTEGER, value DOUBLE): the points with a numeric value; ``history_other`` (the same
+plus ``value_json``): the others; ``history_steps`` (run, step, timestamp DOUBLE): one row per
+logged step; ``history_run_ids`` (id, run_uid) and ``history_key_ids`` (id, key): the integer
+codes. A file written with ``history`` as a plain table (before these) is rebuilt from the log
+when opened.
 """
 
 from __future__ import annotations
@@ -67,7 +69,7 @@ from __future__ import annotations
 PUBLIC_TABLES = ("runs", "history", "summary", "config", "metrics", "dead_letters")
 """What users query as tables (``history`` is a view over the internal point tables)."""
 INTERNAL_TABLES = ("projector_checkpoint", "applied", "projector_state", "history_numeric", "history_other",
-                   "history_run_ids", "history_key_ids")
+                   "history_steps", "history_run_ids", "history_key_ids")
 VIEWS = ("history", "history_wide", "runs_overview")
 """Created by :data:`VIEWS_DDL`, in this order."""
 STORED_TABLES = tuple(t for t in (*PUBLIC_TABLES, *INTERNAL_TABLES) if t not in VIEWS)
@@ -81,10 +83,9 @@ CREATE TABLE IF NOT EXISTS runs (
     runtime DOUBLE, exit_code INTEGER, last_step BIGINT, metadata JSON, origin_kind VARCHAR,
     origin_run_uid VARCHAR, origin_step DOUBLE
 );
-CREATE TABLE IF NOT EXISTS history_numeric (run INTEGER, step BIGINT, key INTEGER, value DOUBLE, timestamp DOUBLE);
-CREATE TABLE IF NOT EXISTS history_other (
-    run INTEGER, step BIGINT, key INTEGER, value DOUBLE, value_json VARCHAR, timestamp DOUBLE
-);
+CREATE TABLE IF NOT EXISTS history_numeric (run INTEGER, step BIGINT, key INTEGER, value DOUBLE);
+CREATE TABLE IF NOT EXISTS history_other (run INTEGER, step BIGINT, key INTEGER, value DOUBLE, value_json VARCHAR);
+CREATE TABLE IF NOT EXISTS history_steps (run INTEGER, step BIGINT, timestamp DOUBLE);
 CREATE TABLE IF NOT EXISTS history_run_ids (id INTEGER, run_uid VARCHAR);
 CREATE TABLE IF NOT EXISTS history_key_ids (id INTEGER, key VARCHAR);
 CREATE TABLE IF NOT EXISTS summary (run_uid VARCHAR, key VARCHAR, value DOUBLE, value_json VARCHAR);
@@ -104,12 +105,13 @@ CREATE TABLE IF NOT EXISTS projector_state (run_uid VARCHAR PRIMARY KEY, state B
 
 VIEWS_DDL = """
 CREATE OR REPLACE VIEW history AS
-SELECT r.run_uid, h.step, k.key, h.value, h.value_json, h.timestamp
-FROM (SELECT run, step, key, value, NULL::VARCHAR AS value_json, timestamp FROM history_numeric
+SELECT r.run_uid, h.step, k.key, h.value, h.value_json, s.timestamp
+FROM (SELECT run, step, key, value, NULL::VARCHAR AS value_json FROM history_numeric
       UNION ALL
-      SELECT run, step, key, value, value_json, timestamp FROM history_other) h
+      SELECT run, step, key, value, value_json FROM history_other) h
 JOIN history_run_ids r ON r.id = h.run
-JOIN history_key_ids k ON k.id = h.key;
+JOIN history_key_ids k ON k.id = h.key
+LEFT JOIN history_steps s ON s.run = h.run AND s.step = h.step;
 
 CREATE OR REPLACE VIEW history_wide AS
 SELECT h.run_uid, h.step AS _step, max(h.timestamp) AS _timestamp,

@@ -192,4 +192,25 @@ def test_log_events_without_values_and_values_changing_type() -> None:
             "SELECT step, key, value, value_json, timestamp FROM history ORDER BY key").fetchall()
         scratch.close()
     assert incremental == expected
-    assert repr(history) == repr([(0, "a", float("nan"), None, 3.0), (0, "s", -0.0, None, 2.0)])
+    # the step's timestamp is its last row's, for every key
+    assert repr(history) == repr([(0, "a", float("nan"), None, 3.0), (0, "s", -0.0, None, 3.0)])
+
+
+def test_a_file_written_with_history_as_a_table_is_rebuilt_from_the_log() -> None:
+    import duckdb
+
+    with tempfile.TemporaryDirectory() as d:
+        path = Path(d) / "old.duckdb"
+        con = duckdb.connect(str(path))
+        con.execute("CREATE TABLE history (run_uid VARCHAR, step BIGINT, key VARCHAR, value DOUBLE, "
+                    "value_json VARCHAR, timestamp DOUBLE)")
+        con.execute("CREATE TABLE projector_checkpoint (name VARCHAR PRIMARY KEY, stream_seq BIGINT NOT NULL, "
+                    "updated_at TIMESTAMPTZ)")
+        con.execute("INSERT INTO projector_checkpoint VALUES ('main', 7, now())")
+        con.close()
+        store = Store(path)
+        try:
+            assert store.checkpoint() == 0  # replays the log into the current layout
+            assert store.con.execute("SELECT count(*) FROM history").fetchone() == (0,)
+        finally:
+            store.close()
