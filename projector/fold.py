@@ -159,7 +159,7 @@ def _fold_one(state: ProjectionState, rec: Record, changes: Changes) -> None:
         return
     if ev.type == "log":
         _log(rs, ev, env["b"], changes)  # may reject: before any other mutation
-    if ev.writer != REAPER_WRITER:
+    if ev.writer != REAPER_WRITER and ev.type != "meta":  # an edit from the Api is no sign of life
         _heartbeat(rs, ev.ts)
     handler = _HANDLERS.get(ev.type)
     if handler is not None:
@@ -261,8 +261,19 @@ def _crashed(rs: RunState, ev: Event) -> None:
     rs.crash_until = until
 
 
+def _meta(rs: RunState, ev: Event) -> None:
+    """An edit of descriptive fields (``Api().run(...).update()``): only the fields it sets change."""
+    b: Any = ev.body
+    for name in ("name", "notes", "group", "job_type"):
+        if name in b.model_fields_set:
+            setattr(rs, name, getattr(b, name))
+    if "tags" in b.model_fields_set:
+        rs.tags = list(b.tags or [])
+
+
 _HANDLERS = {
     "init": _init,
+    "meta": _meta,
     "config": _config,
     "summary": _summary,
     "define_metric": _define_metric,

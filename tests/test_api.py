@@ -119,8 +119,6 @@ def test_update_publishes_meta(logged: str) -> None:
     assert dead.to_pylist() == [{"n": 0}]
 
 
-@pytest.mark.xfail(reason="the projector's fold does not apply meta events yet (query/meta_fold.apply_meta "
-                          "is to be wired into projector/fold.py)", strict=False)
 def test_update_is_visible(logged: str) -> None:
     run = Api().run(f"{logged}/p/a").update(tags=["t", "edited"], notes="n")
     assert run.tags == ["t", "edited"] and run.notes == "n"

@@ -288,3 +288,22 @@ def test_state_round_trips_through_bytes() -> None:
     back = RunState.from_bytes(rs.to_bytes())
     assert back == rs or back.to_bytes() == rs.to_bytes()
     assert 7 in back.applied["w1"] and 6 not in back.applied["w1"]
+
+
+def test_meta_edits_fields_and_is_no_sign_of_life() -> None:
+    from runstream.broker.codec import encode_event, envelope
+    from runstream.projector import ProjectionState, fold
+    from runstream.projector.fold import Record
+
+    uid = "00meta0000000000000000000a"
+    subj = f"rs.e.run.{uid}."
+    init = envelope("init", uid, "w1", 1, 100.0, {"entity": "e", "project": "p", "run_id": "r", "name": "old",
+                                                   "tags": ["a"], "start_time": 100.0})
+    crashed = envelope("crashed", uid, "reaper", 1, 500.0, {"last_heartbeat": 100.0, "timeout": 300.0})
+    meta = envelope("meta", uid, "api:x", 1, 600.0, {"name": "new", "tags": ["b", "c"]})
+    state = ProjectionState()
+    fold(state, [Record(1, subj + "init", encode_event(init)), Record(2, subj + "crashed", encode_event(crashed)),
+                 Record(3, subj + "meta", encode_event(meta))])
+    rs = state.runs[uid]
+    assert (rs.name, rs.tags, rs.notes) == ("new", ["b", "c"], None)
+    assert rs.state == "crashed" and rs.heartbeat_at == 100.0  # the edit did not revive it
