@@ -33,6 +33,31 @@ def publish_one(client: MiniNats, spool: Spool, ev: Outgoing) -> int:
     return int(ack.get("seq", 0))
 
 
+def publish_window(client: MiniNats, spool: Spool, events: list[Outgoing]) -> tuple[int, int]:
+    """Publish events back to back and record the acks, in order.
+
+    Returns ``(events acknowledged, last stream sequence)``. Stops at the first event the stream
+    refused (raising), so the spool's acked watermark never skips one.
+    """
+    meta = spool.meta
+    acks = client.js_publish_many(
+        [(ev.subject, ev.payload, msg_id(meta["run_uid"], meta["writer"], ev.seq)) for ev in events],
+        timeout=ACK_TIMEOUT)
+    last = 0
+    for n, (ev, ack) in enumerate(zip(events, acks, strict=True)):
+        err = ack.get("error")
+        if err:
+            from .broker.miniclient import JetStreamError
+
+            if n:
+                return n, last
+            raise JetStreamError(int(err.get("code", 0)), int(err.get("err_code", 0)), str(err.get("description")))
+        if ev.seq > spool.acked:
+            spool.set_acked(ev.seq)
+        last = max(last, int(ack.get("seq", 0)))
+    return len(events), last
+
+
 def publish_until_acked(client: MiniNats, spool: Spool, ev: Outgoing, deadline: float,
                         on_error: Callable[[Exception], None] | None = None,
                         pause: threading.Event | None = None) -> int | None:

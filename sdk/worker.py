@@ -19,6 +19,8 @@ from .spool import Spool
 
 READ_AHEAD = 64
 """Events decoded but not yet acknowledged, at most: a stalled broker never grows memory."""
+WINDOW = 16
+"""Events sent back to back before waiting for their PubAcks (in order, on one connection)."""
 
 
 class Mirror:
@@ -225,12 +227,13 @@ class Worker(threading.Thread):
                 self._synced.notify_all()
 
     def _publish(self, client: Any) -> None:
-        from .publisher import publish_one
+        from .publisher import publish_window
 
         while self._queue:
-            seq = publish_one(client, self.spool, self._queue[0])
-            self._queue.pop(0)
-            self.published += 1
+            window = self._queue[:WINDOW]
+            done, seq = publish_window(client, self.spool, window)
+            del self._queue[:done]
+            self.published += done
             self.last_stream_seq = max(self.last_stream_seq, seq)
             if len(self._queue) < READ_AHEAD // 2:
                 self._poll()
