@@ -1,8 +1,10 @@
 """A ``log`` body → Arrow record batches of ``history`` rows, vectorised (pure, no DuckDB).
 
 Numeric columns never become Python floats: the float64 bytes of the wire become an Arrow array
-as they are (``pa.Array.from_buffers``), the presence mask becomes a filter. Only non-numeric
-columns (``"o"``) are walked value by value.
+as they are (``pa.Array.from_buffers``), the presence mask becomes row positions. Only non-numeric
+columns (``"o"``) are walked value by value. :func:`history_rows` is the shared back half: it
+takes columns as ``(key, values, row positions)``, which is also what :mod:`.packed_rows` decodes a
+``log_rows`` body into.
 """
 
 from __future__ import annotations
@@ -18,18 +20,12 @@ import pyarrow.compute as pc
 from .errors import EventRejected
 from .values import split_value
 
-Columns = list[tuple[str, dict[str, Any]]]
+NumericColumn = tuple[str, pa.Array, pa.Array | None]
+"""``(key, float64 values, row positions)`` of one key's points, in row order; positions ``None``: every row."""
+ObjectColumn = tuple[str, list[Any], list[int] | None]
+"""``(key, values, row positions)`` of one key's points whose values are not all numbers."""
 
 _DICT = pa.dictionary(pa.int32(), pa.string())
-
-PLAIN_ROWS_SCHEMA = pa.schema([("step", pa.int64()), ("timestamp", pa.float64())])
-"""A log event's rows: one step and timestamp each."""
-
-HISTORY_SCHEMA = pa.schema([
-    ("run_uid", pa.string()), ("step", pa.int64()), ("key", pa.string()), ("value", pa.float64()),
-    ("value_json", pa.string()), ("timestamp", pa.float64()),
-])
-"""The same columns with plain strings (for the rewrite path)."""
 
 ROWS_SCHEMA = pa.schema([("step", pa.int64()), ("timestamp", pa.float64())])
 """A log event's rows: one step and timestamp each."""
@@ -113,39 +109,26 @@ def _dict_column(index: pa.Array, values: list[str]) -> pa.Array:
     return pa.DictionaryArray.from_arrays(index, pa.array(values, pa.string()))
 
 
-def _numeric_batch(run_uid: str, n: int, steps: pa.Array, ts: pa.Array,
-                   cols: Columns, stats: dict[str, ColumnStats]) -> pa.RecordBatch | None:
-    """All numeric columns of one event as one batch: their float64 buffers laid end to end
-    (key-major: a key's points in step order, which DuckDB stores run-length/delta encoded)."""
-    k = len(cols)
-    vals = _f64(b"".join(c["f"] for _, c in cols), n * k)
-    masks = [c.get("m") for _, c in cols]
-    key_idx = _repeat_index([n] * k)
-    all_steps = pa.concat_arrays([steps] * k)
-    all_ts = pa.concat_arrays([ts] * k)
-    if any(m is not None for m in masks):
-        full = b"\x01" * n
-        raw_mask = b"".join(full if m is None else m for m in masks)
-        sel = pc.not_equal(pa.Array.from_buffers(pa.uint8(), n * k, [None, pa.py_buffer(raw_mask)]), 0)
-        counts = [n if m is None else n - m.count(0) for m in masks]
-        vals, all_steps, all_ts = pc.filter(vals, sel), pc.filter(all_steps, sel), pc.filter(all_ts, sel)
-        key_idx = _repeat_index(counts)
-    else:
-        counts = [n] * k
-    offset = 0
-    for (key, _), m in zip(cols, counts, strict=True):
-        if m:
-            part = vals.slice(offset, m)
-            mm = pc.min_max(part).as_py()
-            stats[key] = ColumnStats(m, m, pc.sum(part).as_py(), mm["min"], mm["max"],
-                                     part[0].as_py(), part[m - 1].as_py())
-        offset += m
-    total = len(vals)
-    if total == 0:
+def _numeric_batch(run_uid: str, steps: pa.Array, ts: pa.Array,
+                   cols: list[NumericColumn], stats: dict[str, ColumnStats]) -> pa.RecordBatch | None:
+    """All numeric columns of one event as one batch, laid end to end (key-major: a key's points
+    in step order, which DuckDB stores run-length/delta encoded)."""
+    cols = [c for c in cols if len(c[1])]
+    if not cols:
         return None
+    vals = pa.concat_arrays([v for _, v, _ in cols])
+    all_steps = pa.concat_arrays([steps if p is None else steps.take(p) for _, _, p in cols])
+    all_ts = pa.concat_arrays([ts if p is None else ts.take(p) for _, _, p in cols])
+    for key, part, _ in cols:
+        m = len(part)
+        mm = pc.min_max(part).as_py()
+        stats[key] = ColumnStats(m, m, pc.sum(part).as_py(), mm["min"], mm["max"],
+                                 part[0].as_py(), part[m - 1].as_py())
+    total = len(vals)
     return pa.RecordBatch.from_arrays(
         [_dict_column(_zeros(total), [run_uid]), all_steps,
-         _dict_column(key_idx, [key for key, _ in cols]), vals, pa.nulls(total, pa.string()), all_ts],
+         _dict_column(_repeat_index([len(v) for _, v, _ in cols]), [key for key, _, _ in cols]), vals,
+         pa.nulls(total, pa.string()), all_ts],
         schema=HISTORY_SCHEMA,
     )
 
@@ -154,21 +137,18 @@ def _zeros(n: int) -> pa.Array:
     return pa.Array.from_buffers(pa.int32(), n, [None, pa.py_buffer(bytes(4 * n))])
 
 
-def _object_batch(run_uid: str, n: int, steps: pa.Array, ts: pa.Array,
-                  cols: Columns, stats: dict[str, ColumnStats]) -> pa.RecordBatch | None:
+def _object_batch(run_uid: str, steps: pa.Array, ts: pa.Array,
+                  cols: list[ObjectColumn], stats: dict[str, ColumnStats]) -> pa.RecordBatch | None:
     """Non-numeric columns, value by value: numbers among them still go to ``value``."""
+    n = len(steps)
     positions: list[int] = []
     values: list[float | None] = []
     jsons: list[str | None] = []
     counts: list[int] = []
-    for key, col in cols:
-        mask = col.get("m")
-        raw_vals: list[Any] = col["o"]
-        idx = [i for i in range(n) if mask is None or mask[i]]
-        counts.append(len(idx))
-        if not idx:
+    for key, picked, idx in cols:
+        counts.append(len(picked))
+        if not picked:
             continue
-        picked = [raw_vals[i] for i in idx]
         nums: list[float] = []
         for v in picked:
             x, j = split_value(v)
@@ -176,7 +156,7 @@ def _object_batch(run_uid: str, n: int, steps: pa.Array, ts: pa.Array,
             jsons.append(j)
             if x is not None:
                 nums.append(x)
-        positions.extend(idx)
+        positions.extend(range(n) if idx is None else idx)
         non_nan = [x for x in nums if x == x]
         lo = hi = None
         if non_nan:
@@ -190,10 +170,16 @@ def _object_batch(run_uid: str, n: int, steps: pa.Array, ts: pa.Array,
     total = len(positions)
     return pa.RecordBatch.from_arrays(
         [_dict_column(_repeat_index([total]), [run_uid]), steps.take(pos),
-         _dict_column(_repeat_index(counts), [key for key, _ in cols]), pa.array(values, pa.float64()),
+         _dict_column(_repeat_index(counts), [key for key, _, _ in cols]), pa.array(values, pa.float64()),
          pa.array(jsons, pa.string()), ts.take(pos)],
         schema=HISTORY_SCHEMA,
     )
+
+
+def _mask_positions(mask: bytes | None, n: int) -> pa.Array | None:
+    if mask is None:
+        return None
+    return pc.indices_nonzero(pa.Array.from_buffers(pa.uint8(), n, [None, pa.py_buffer(mask)]))
 
 
 def log_rows(run_uid: str, body: Mapping[str, Any]) -> LogRows:
@@ -207,20 +193,38 @@ def log_rows(run_uid: str, body: Mapping[str, Any]) -> LogRows:
     if len(steps) != n:
         raise EventRejected(f"log event: {len(steps)} steps for n={n} rows")
     ts = _f64(body["ts"], n)
-    numeric = [(k, c) for k, c in body["cols"].items() if "f" in c]
-    objects = [(k, c) for k, c in body["cols"].items() if "f" not in c]
+    numeric: list[NumericColumn] = []
+    objects: list[ObjectColumn] = []
+    for key, col in body["cols"].items():
+        mask = col.get("m")
+        if "f" in col:
+            vals = _f64(col["f"], n)
+            pos = _mask_positions(mask, n)
+            numeric.append((key, vals if pos is None else vals.take(pos), pos))
+        elif mask is None:
+            objects.append((key, col["o"], None))
+        else:
+            idx = [i for i in range(n) if mask[i]]
+            objects.append((key, [col["o"][i] for i in idx], idx))
+    return history_rows(run_uid, steps, ts, numeric, objects)
+
+
+def history_rows(run_uid: str, steps: pa.Array, ts: pa.Array, numeric: list[NumericColumn],
+                 objects: list[ObjectColumn]) -> LogRows:
+    """One event's rows (``steps`` int64 and ``ts`` float64, one per row) and its columns →
+    history record batches, per-key aggregates and the step range.
+
+    A key appears in one column only, its points in row order (what makes the last row win).
+    """
+    n = len(steps)
     stats: dict[str, ColumnStats] = {}
-    batches = []
-    if numeric and n:
-        b = _numeric_batch(run_uid, n, steps, ts, numeric, stats)
-        if b is not None:
-            batches.append(b)
-    if objects and n:
-        b = _object_batch(run_uid, n, steps, ts, objects, stats)
-        if b is not None:
-            batches.append(b)
+    batches: list[pa.RecordBatch] = []
     if n == 0:
         return LogRows(batches, stats, None, None, True)
+    if numeric and (nb := _numeric_batch(run_uid, steps, ts, numeric, stats)) is not None:
+        batches.append(nb)
+    if objects and (ob := _object_batch(run_uid, steps, ts, objects, stats)) is not None:
+        batches.append(ob)
     mm = pc.min_max(steps).as_py()
     increasing = n == 1 or bool(pc.min(pc.pairwise_diff(steps)).as_py() > 0)
     rows = pa.RecordBatch.from_arrays([steps, ts], schema=ROWS_SCHEMA)
