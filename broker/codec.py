@@ -15,6 +15,14 @@ The body of a ``log`` event is columnar, so a float costs 8 bytes on the wire::
 
 ``m`` holds one byte per row (1 = the key was logged in that row); it is omitted when every row has
 the key. Missing numeric cells hold 0.0 and are masked, so NaN stays a faithful value.
+
+A ``log_rows`` event means the same as a ``log`` event with the same rows, packed as the SDK spools
+them (the projector transposes them, off the training process)::
+
+    {"n": rows, "keys": {kid: [key, ...], ...}, "rows": <n msgpack arrays back to back>}
+
+    row = [step, timestamp, kid, [value, ...]]    values in the order of keys[kid]; a dict value
+                                                  is flattened with dots like :func:`flatten`
 """
 
 from __future__ import annotations
@@ -40,6 +48,7 @@ EVENT_TYPES = (
     "finish",
     "crashed",
     "meta",
+    "log_rows",
 )
 
 _NUMERIC = (int, float, bool)

@@ -13,7 +13,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, StrictBytes, StrictInt, StrictStr, ValidationError
 
 from .codec import SCHEMA_VERSION, check_log_body, decode_log_body
 
@@ -54,6 +54,19 @@ class LogBody(_Body):
 
     def columns(self) -> tuple[list[Any], list[float], dict[str, tuple[list[Any], bytes | None, bool]]]:
         return decode_log_body(self.model_dump())
+
+
+class LogRowsBody(_Body):
+    """``log`` rows packed as the SDK spooled them: ``rows`` is ``n`` msgpack arrays back to back,
+    each ``[step, timestamp, kid, [value per key of keys[kid]]]``.
+
+    Only the frame is checked here; the rows themselves are checked while the projector decodes
+    them (once), and a malformed one dead-letters the event with the row named.
+    """
+
+    n: Annotated[StrictInt, Field(ge=0)]
+    keys: dict[StrictInt, list[StrictStr]]
+    rows: StrictBytes
 
 
 class ConfigBody(_Body):
@@ -106,6 +119,7 @@ class MetaBody(_Body):
 BODIES: dict[str, type[_Body]] = {
     "init": InitBody,
     "log": LogBody,
+    "log_rows": LogRowsBody,
     "config": ConfigBody,
     "summary": SummaryBody,
     "define_metric": DefineMetricBody,

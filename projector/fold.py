@@ -21,7 +21,8 @@ from runstream.broker.events import Event, EventError, parse_event
 from runstream.broker.names import parse_subject
 
 from .errors import EventRejected
-from .history import log_rows
+from .history import LogRows, log_rows
+from .packed_rows import decode_log_rows
 from .state import KeyStats, ProjectionState, RunState, SeqSet
 from .summary import Row, config_rows, metric_rows, summary_rows
 from .values import flatten
@@ -157,8 +158,10 @@ def _fold_one(state: ProjectionState, rec: Record, changes: Changes) -> None:
     if seqs is not None and ev.seq in seqs:
         changes.skipped += 1
         return
-    if ev.type == "log":
-        _log(rs, ev, env["b"], changes)  # may reject: before any other mutation
+    if ev.type == "log":  # may reject: before any other mutation
+        _log(rs, log_rows(ev.run_uid, env["b"]), changes)
+    elif ev.type == "log_rows":
+        _log(rs, decode_log_rows(ev.run_uid, env["b"]), changes)
     if ev.writer != REAPER_WRITER and ev.type != "meta":  # an edit from the Api is no sign of life
         _heartbeat(rs, ev.ts)
     handler = _HANDLERS.get(ev.type)
@@ -180,12 +183,12 @@ def _heartbeat(rs: RunState, ts: float) -> None:
         rs.crash_until = None
 
 
-def _log(rs: RunState, ev: Event, body: dict[str, Any], changes: Changes) -> None:
-    rows = log_rows(ev.run_uid, body)
+def _log(rs: RunState, rows: LogRows, changes: Changes) -> None:
+    """Fold one ``log`` or ``log_rows`` event's decoded rows into the run."""
     if rows.min_step is None or rows.max_step is None:
         return
     dirty = not rows.increasing or (rs.max_step is not None and rows.min_step <= rs.max_step)
-    changes.history.append(HistoryChunk(ev.run_uid, rows.batches, dirty, rows.rows))
+    changes.history.append(HistoryChunk(rs.run_uid, rows.batches, dirty, rows.rows))
     if rs.max_step is None or rows.max_step > rs.max_step:
         rs.max_step = rows.max_step
     for key, cs in rows.stats.items():
