@@ -105,8 +105,8 @@ def _decode(run_uid: str, body: Mapping[str, Any]) -> LogRows:
         if set(map(type, vals)) != {tuple} or set(map(len, vals)) != {len(keys)}:
             j = next(j for j, v in enumerate(vals) if type(v) is not tuple or len(v) != len(keys))
             i = j if pos is None else pos[j]
-            raise EventRejected(f"{_WHAT}: row {i} holds {_short(values[i])} for the {len(keys)} keys of keyset "
-                                f"{kid}")
+            raise EventRejected(f"{_WHAT}: row {i}: values {_short(values[i])} do not match the {len(keys)} keys "
+                                f"of keyset {kid}")
         for key, col in zip(keys, zip(*vals, strict=True), strict=True):
             _add_column(pieces, g, key, pos, col)
 
@@ -132,14 +132,14 @@ def _unpack_error(blob: bytes, n: int, err: Exception) -> str:
     """The reason an unpack failed, found by reading the rows one by one (only on this error path)."""
     unpacker = msgpack.Unpacker(use_list=False, raw=False, strict_map_key=False, max_buffer_size=len(blob) + 1)
     unpacker.feed(blob)
-    count = 0
+    count = end = 0
     try:
         for _ in unpacker:
-            count += 1
+            count, end = count + 1, unpacker.tell()
     except Exception as e:
-        return f"{_WHAT}: 'rows' is not msgpack after {count} rows: {e}"
-    if unpacker.tell() != len(blob):
-        return f"{_WHAT}: 'rows' ends inside row {count} ({len(blob) - unpacker.tell()} bytes left over)"
+        return f"{_WHAT}: 'rows' is not msgpack after {count} rows: {e or type(e).__name__}"
+    if end != len(blob):
+        return f"{_WHAT}: 'rows' ends inside row {count} ({len(blob) - end} bytes left over)"
     if count != n:
         return f"{_WHAT}: 'rows' holds {count} rows, 'n' says {n}"
     return f"{_WHAT}: 'rows' could not be read: {err}"

@@ -5,9 +5,10 @@ from __future__ import annotations
 import math
 from typing import Any
 
+import msgpack
 import pyarrow as pa
 
-from runstream.broker.codec import encode_event, encode_log_body, envelope, pack
+from runstream.broker.codec import encode_event, encode_log_body, envelope, flatten, pack
 from runstream.broker.names import run_subject
 from runstream.projector import ProjectionState, Record, fold
 from runstream.projector.state import RunState
@@ -56,6 +57,20 @@ class Log:
 
     def log(self, rows: list[tuple[Any, float, dict[str, Any]]], **kw: Any) -> Record:
         return self.add("log", encode_log_body(rows), **kw)
+
+    def log_rows(self, rows: list[tuple[Any, float, dict[str, Any]]], **kw: Any) -> Record:
+        return self.add("log_rows", log_rows_body(rows), **kw)
+
+
+def log_rows_body(rows: list[tuple[Any, float, dict[str, Any]]]) -> dict[str, Any]:
+    """Rows of ``(step, timestamp, values)`` → a ``log_rows`` body, one keyset per distinct key
+    tuple (as the SDK spools them: values unflattened)."""
+    keysets: dict[tuple[str, ...], int] = {}
+    packed = []
+    for step, ts, values in rows:
+        kid = keysets.setdefault(tuple(values), len(keysets))
+        packed.append(msgpack.packb([step, ts, kid, list(values.values())], use_bin_type=True))
+    return {"n": len(rows), "keys": {kid: list(keys) for keys, kid in keysets.items()}, "rows": b"".join(packed)}
 
 
 def project(records: list[Record], state: ProjectionState | None = None) -> tuple[ProjectionState, Any]:
@@ -307,3 +322,149 @@ def test_meta_edits_fields_and_is_no_sign_of_life() -> None:
     rs = state.runs[uid]
     assert (rs.name, rs.tags, rs.notes) == ("new", ["b", "c"], None)
     assert rs.state == "crashed" and rs.heartbeat_at == 100.0  # the edit did not revive it
+
+
+# -- log_rows: the same rows, packed as the SDK spools them ----------------------------------------
+
+
+def flat(rows: list[tuple[Any, float, dict[str, Any]]]) -> list[tuple[Any, float, dict[str, Any]]]:
+    """What the SDK hands ``encode_log_body``: nested dicts flattened."""
+    return [(step, ts, flatten(values)) for step, ts, values in rows]
+
+
+def _tables(ch: Any) -> tuple[Any, ...]:
+    return repr(history(ch)), repr(ch.summary), [(c.dirty, c.rows.to_pylist() if c.rows else None)
+                                                 for c in ch.history]
+
+
+def test_log_rows_floats_project_like_log() -> None:
+    rows = [(0, 1.0, {"loss": 3.0, "acc": 0.1}), (1, 2.0, {"loss": 2.0, "acc": 0.2}), (2, 3.0, {"loss": 1.0})]
+    log = Log()
+    log.init()
+    log.log_rows(rows)
+    state, ch = project(log.records)
+    assert not ch.dead_letters
+    assert history(ch) == [(0, "acc", 0.1, None), (0, "loss", 3.0, None), (1, "acc", 0.2, None),
+                           (1, "loss", 2.0, None), (2, "loss", 1.0, None)]
+    assert summary(ch) == {"loss": 1.0, "acc": 0.2} and run(state).max_step == 2
+
+
+def test_log_rows_mixed_values_and_nested_dicts_are_flattened() -> None:
+    log = Log()
+    log.init()
+    log.log_rows([(0, 1.0, {"a": math.nan, "b": -0.0, "i": 3, "big": 2**60, "t": True, "s": "txt",
+                            "l": [1, [2]], "n": None, "by": b"\x00\x01", "e": {},
+                            "opt": {"lr": 0.1, "m": {"x": "y", "z": 2}}})])
+    _, ch = project(log.records)
+    assert not ch.dead_letters
+    rows = {k: (v, j) for _, k, v, j in history(ch)}
+    assert math.isnan(rows["a"][0]) and math.copysign(1.0, rows["b"][0]) == -1.0
+    assert rows["i"] == (3.0, None) and rows["t"] == (1.0, None) and rows["big"] == (None, str(2**60))
+    assert rows["s"] == (None, '"txt"') and rows["l"] == (None, "[1,[2]]") and rows["n"] == (None, "null")
+    assert rows["by"] == (None, '"base64:AAE="') and rows["e"] == (None, "{}")
+    assert rows["opt.lr"] == (0.1, None) and rows["opt.m.x"] == (None, '"y"') and rows["opt.m.z"] == (2.0, None)
+    assert "opt" not in rows
+
+
+def test_log_rows_backwards_steps_and_a_step_twice_within_one_event() -> None:
+    log = Log()
+    log.init()
+    log.log_rows([(5, 1.0, {"x": 1.0}), (6, 1.0, {"x": 2.0})])
+    log.log_rows([(5, 2.0, {"x": 10.0}), (3, 2.0, {"x": 30.0}), (3, 2.5, {"x": 31.0, "y": "s"}),
+                  (3.0, 2.6, {"x": 32.0})])
+    state, ch = project(log.records)
+    assert not ch.dead_letters
+    # the store keeps the last write per (step, key): the later row within the event wins
+    assert history(ch) == [(3, "x", 32.0, None), (3, "y", None, '"s"'), (5, "x", 10.0, None), (6, "x", 2.0, None)]
+    assert [c.dirty for c in ch.history] == [False, True]
+    assert run(state).max_step == 6 and summary(ch) == {"x": 32.0, "y": "\"s\""}
+
+
+def test_log_rows_several_keysets_share_keys() -> None:
+    rows = [(0, 1.0, {"loss": 1.0}), (1, 2.0, {"loss": 2.0, "val": 0.5}), (2, 3.0, {"loss": 3.0}),
+            (3, 4.0, {"loss": "nan?", "val": {"f1": 0.1}}), (4, 5.0, {})]
+    a, b = Log(), Log()
+    a.init(), b.init()
+    a.log(flat(rows))
+    b.log_rows(rows)
+    assert len(log_rows_body(rows)["keys"]) == 3
+    _, ca = project(a.records)
+    _, cb = project(b.records)
+    assert not cb.dead_letters and _tables(ca) == _tables(cb)
+
+
+def test_same_rows_as_log_and_as_log_rows_give_identical_tables(tmp_path: Any) -> None:
+    from runstream.projector import Store
+    from runstream.projector.schema import PUBLIC_TABLES
+
+    batches = [
+        [(0, 1.0, {"loss": 3.0, "acc": 0.1, "s": "a"}), (1, 2.0, {"loss": math.nan, "opt": {"lr": 0.1}})],
+        [(1, 3.0, {"loss": -0.0, "acc": True}), (0, 3.5, {"loss": math.inf, "big": 2**60, "l": [1, {"k": 2}]})],
+        [(7, 4.0, {}), (8, 4.5, {"acc": 2, "n": None, "opt": {"lr": 0.2, "mom": {"b": 0.9}}})],
+    ]
+    out = []
+    for kind in ("log", "log_rows"):
+        log = Log()
+        log.init()
+        log.add("define_metric", {"name": "loss", "summary": ["min", "max", "mean", "first", "last"]})
+        for rows in batches:
+            log.log(flat(rows)) if kind == "log" else log.log_rows(rows)
+        store = Store(tmp_path / f"{kind}.duckdb")
+        changes = fold(store.load(), log.records)
+        assert not changes.dead_letters
+        store.apply(changes)
+        out.append({t: repr(sorted(store.con.execute(f"SELECT * EXCLUDE (stream_seq) FROM {t}" if t == "applied"
+                                                     else f"SELECT * FROM {t}").fetchall(), key=repr))
+                    for t in PUBLIC_TABLES})
+        store.close()
+    assert out[0] == out[1]
+
+
+def _rows_event(log: Log, n: int, keys: dict[int, list[str]], rows: list[Any] | bytes) -> Record:
+    blob = rows if isinstance(rows, bytes) else b"".join(msgpack.packb(r) for r in rows)
+    return log.add("log_rows", {"n": n, "keys": keys, "rows": blob})
+
+
+def test_malformed_log_rows_become_dead_letters_and_folding_goes_on() -> None:
+    log = Log()
+    log.init()
+    good = [0, 1.0, 0, [1.0]]
+    _rows_event(log, 2, {0: ["x"]}, [good, [1, 1.0, 7, [2.0]]])
+    _rows_event(log, 2, {0: ["x"]}, [good, [1, 1.0, 0, [2.0, 3.0]]])
+    _rows_event(log, 2, {0: ["x"]}, [good, [1.5, 1.0, 0, [2.0]]])
+    _rows_event(log, 1, {0: ["x"]}, [[-1, 1.0, 0, [2.0]]])
+    _rows_event(log, 1, {0: ["x"]}, [["1", 1.0, 0, [2.0]]])
+    _rows_event(log, 1, {0: ["x"]}, [[1, "now", 0, [2.0]]])
+    _rows_event(log, 2, {0: ["x"]}, [good, [1, 1.0, 0]])
+    _rows_event(log, 1, {0: ["x"]}, b"\xc1 not msgpack")
+    _rows_event(log, 3, {0: ["x"]}, [good, good])
+    _rows_event(log, 1, {0: ["x"]}, [good, good])
+    _rows_event(log, 1, {0: ["x"]}, msgpack.packb(good) + b"\x93")
+    _rows_event(log, 1, {0: ["x"]}, [[2**63, 1.0, 0, [2.0]]])
+    log.add("log_rows", {"n": 1, "keys": {"0": ["x"]}, "rows": msgpack.packb(good)})
+    log.add("log_rows", {"n": 1, "keys": {0: ["x"]}, "rows": "text"})
+    _rows_event(log, 1, {0: ["x"]}, [[3, 1.0, 0, [7.0]]])
+    state, ch = project(log.records)
+    reasons = [d.reason for d in ch.dead_letters]
+    assert len(reasons) == 14, reasons
+    expected = [
+        "row 1 names keyset 7, which is not in 'keys'",
+        "row 1: values (2.0, 3.0) do not match the 1 keys of keyset 0",
+        "row 1: step 1.5 is not a non-negative integer",
+        "row 0: step -1 is not a non-negative integer",
+        "row 0: step '1' is not a non-negative integer",
+        "row 0: timestamp 'now' is not a number",
+        "row 1 is (1, 1.0, 0), not an array [step, timestamp, kid, values]",
+        "'rows' is not msgpack after 0 rows: FormatError",
+        "'rows' holds 2 rows, 'n' says 3",
+        "'rows' holds 2 rows, 'n' says 1",
+        "'rows' ends inside row 1",
+        "a step does not fit a 64-bit integer",
+        "log_rows event: keys",
+        "log_rows event: rows",
+    ]
+    for reason, want in zip(reasons, expected, strict=True):
+        assert want in reason, (reason, want)
+        assert reason.startswith("log_rows event")
+    assert history(ch) == [(3, "x", 7.0, None)] and run(state).max_step == 3
+    assert ch.checkpoint == len(log.records)
