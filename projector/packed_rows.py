@@ -137,7 +137,7 @@ def _unpack_error(blob: bytes, n: int, err: Exception) -> str:
         for _ in unpacker:
             count, end = count + 1, unpacker.tell()
     except Exception as e:
-        return f"{_WHAT}: 'rows' is not msgpack after {count} rows: {e or type(e).__name__}"
+        return f"{_WHAT}: 'rows' is not msgpack after {count} rows: {str(e) or type(e).__name__}"
     if end != len(blob):
         return f"{_WHAT}: 'rows' ends inside row {count} ({len(blob) - end} bytes left over)"
     if count != n:
