@@ -7,6 +7,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+import msgpack
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -25,6 +26,8 @@ values = st.one_of(
     st.none(),
     st.sampled_from([-0.0, 0.0]),
 )
+nested = st.one_of(values, st.dictionaries(st.sampled_from(["d", "e"]), values, max_size=2))
+"""A value of a ``log_rows`` row: the SDK ships them unflattened."""
 rows = st.lists(
     st.tuples(
         st.integers(0, 8), st.floats(1000, 2000), st.dictionaries(st.sampled_from(KEYS), values, max_size=4)
@@ -43,7 +46,8 @@ def event(draw: st.DrawFn) -> tuple[str, bytes]:
                 "init",
                 "log",
                 "log",
-                "log",
+                "log_rows",
+                "log_rows",
                 "config",
                 "summary",
                 "define_metric",
@@ -74,6 +78,17 @@ def event(draw: st.DrawFn) -> tuple[str, bytes]:
         body = encode_log_body(draw(rows))
         if draw(st.integers(0, 9)) == 0:
             body["step"] = [s + 0.5 for s in body["step"]] or [0.5]
+    elif kind == "log_rows":
+        body = log_rows_body(draw(st.lists(st.tuples(
+            st.integers(0, 8), st.floats(1000, 2000),
+            st.dictionaries(st.sampled_from(KEYS), nested, max_size=4)), max_size=5)))
+        spoil = draw(st.sampled_from(["none"] * 12 + ["garbage", "n", "keys"]))
+        if spoil == "garbage":
+            body["rows"] += b"\xc1"
+        elif spoil == "n":
+            body["n"] += 1
+        elif spoil == "keys":
+            body["keys"] = {}
     elif kind == "config":
         body = {"set": {draw(st.sampled_from(["lr", "bs"])): draw(values)}}
     elif kind == "summary":
@@ -105,6 +120,16 @@ def event(draw: st.DrawFn) -> tuple[str, bytes]:
     else:
         body = {}
     return run_subject("e", uid, kind), encode_event(envelope(kind, uid, writer, seq, ts, body))
+
+
+def log_rows_body(rows_: list[tuple[int, float, dict[str, Any]]]) -> dict[str, Any]:
+    """Rows → a ``log_rows`` body, one keyset per distinct key tuple, packed as the SDK spools them."""
+    keysets: dict[tuple[str, ...], int] = {}
+    packed = b""
+    for step, ts, vals in rows_:
+        kid = keysets.setdefault(tuple(vals), len(keysets))
+        packed += msgpack.packb([step, ts, kid, list(vals.values())])
+    return {"n": len(rows_), "keys": {kid: list(k) for k, kid in keysets.items()}, "rows": packed}
 
 
 @st.composite
