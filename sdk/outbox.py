@@ -6,13 +6,12 @@ byte-for-byte the events (and message ids) it would have yielded live.
 
 from __future__ import annotations
 
-from array import array
 from collections.abc import Mapping, Sequence
 from typing import Any, NamedTuple
 
 from .broker.codec import encode_event, encode_log_body, envelope, flatten, pack, unpack
 from .broker.names import run_subject
-from .spool import DATA_START, K_BATCH, K_EVENT, K_KEYS, K_ROW, Spool
+from .spool import _LEN, DATA_START, K_BATCH, K_EVENT, K_KEYS, K_ROW, Spool
 
 EVENT_LIMIT = 900_000
 """Bytes of one event, under the 1 MiB default ``max_payload`` of a NATS server."""
@@ -23,7 +22,6 @@ VALUE_LIMIT = 256 * 1024
 SEAL_ROWS = 2000
 SEAL_BYTES = 256 * 1024
 
-_MAX_EXACT = 2**53
 
 
 class Outgoing(NamedTuple):
@@ -32,6 +30,7 @@ class Outgoing(NamedTuple):
     subject: str
     payload: bytes
     columns: dict[str, Any] | None = None
+    """For log events: ``{"last": {key: value}, "series": {key: [sample, ...]}, "batch": seq}``."""
     """For ``log`` events: ``{"step": [...], "cols": {key: values}}``, for the local summary."""
 
 
@@ -62,17 +61,17 @@ def check_row(flat: Mapping[str, Any]) -> None:
             )
 
 
-def _column(vals: Sequence[Any]) -> tuple[dict[str, Any], list[Any]]:
-    types = set(map(type, vals))
-    if types <= {float, int, bool} and (int not in types or all(
-            abs(v) <= _MAX_EXACT for v in vals if type(v) is int)):
-        arr = array("d", vals)
-        return {"f": arr.tobytes()}, list(arr)
-    return {"o": list(vals)}, list(vals)
-
-
 class Outbox:
-    """Reads a spool forward from a cursor and returns events in seq order."""
+    """Reads a spool forward from a cursor and returns events in seq order.
+
+    Batches of rows go out as ``log_rows`` events holding the rows exactly as spooled: the
+    projector, in its own process, decodes them, so the trainer's background thread never competes
+    with the training loop for the GIL over a million floats. Only a few rows per batch are decoded
+    here, for the local summary and the sparklines (:meth:`_mirror`).
+    """
+
+    SAMPLED_ROWS = 48
+    """Rows per batch decoded for the sparklines (plus the last row of each keyset)."""
 
     def __init__(self, spool: Spool) -> None:
         meta = spool.meta
@@ -82,77 +81,103 @@ class Outbox:
         self.entity: str = meta["entity"]
         self.keysets: dict[int, list[str]] = {}
         self.cursor = DATA_START
-        self.rows: list[tuple[Any, ...]] = []
+        self.spans: list[tuple[int, int]] = []
+        """Where the rows read since the last batch marker lie in the spool."""
         self.last_seq = 0
         self.saw_finish = False
 
     def poll(self, stop: int | None = None, max_events: int = 1_000_000) -> list[Outgoing]:
+        """Events from the records between the cursor and ``stop`` (default: the log's end).
+
+        The hot loop only notes where each row's bytes lie; a batch's rows are copied out in one
+        join when its marker is reached.
+        """
         out: list[Outgoing] = []
-        for rec in self.spool.records(self.cursor, stop):
-            kind = rec.kind
+        mm = self.spool.mm
+        size = len(mm)
+        limit = size if stop is None else min(stop, size)
+        read_len = _LEN.unpack_from
+        spans = self.spans
+        off = self.cursor
+        while off + 4 <= limit:
+            (n,) = read_len(mm, off)
+            end = off + 4 + n
+            if n == 0 or end > size:
+                break
+            kind = mm[off + 4]
             if kind == K_ROW:
-                self.rows.append(unpack(rec.body))
+                spans.append((off + 5, end))
             elif kind == K_KEYS:
-                kid, keys = unpack(rec.body)
+                kid, keys = unpack(mm[off + 5:end])
                 self.keysets[kid] = keys
             elif kind == K_BATCH:
-                seq, parts, ts, _start, _end = unpack(rec.body)
-                out.extend(self._log_events(seq, parts, ts, self.rows))
-                self.rows = []
+                seq, parts, ts, *rest = unpack(mm[off + 5:end])
+                kids = rest[2] if len(rest) > 2 else None  # markers older than log_rows carry no kids
+                rows = [mm[a:b] for a, b in spans]
+                spans.clear()
+                out.extend(self._log_events(seq, parts, ts, rows, kids))
                 self.last_seq = seq + parts - 1
             elif kind == K_EVENT:
-                seq, type_, payload = unpack(rec.body)
+                seq, type_, payload = unpack(mm[off + 5:end])
                 out.append(Outgoing(seq, type_, run_subject(self.entity, self.run_uid, type_), payload))
                 self.last_seq = seq
                 if type_ == "finish":
                     self.saw_finish = True
             else:
-                raise ValueError(f"{self.spool.path}: unknown record kind {kind!r} at offset {rec.offset}")
-            self.cursor = rec.end
-            if len(out) >= max_events and not self.rows:
+                raise ValueError(f"{self.spool.path}: unknown record kind {kind!r} at offset {off}")
+            off = end
+            self.cursor = off
+            if len(out) >= max_events and not spans:
                 break
         return out
 
     # -- log events ------------------------------------------------------------------------------
 
-    def _log_events(self, seq: int, parts: int, ts: float, rows: list[tuple[Any, ...]]) -> list[Outgoing]:
-        subject = run_subject(self.entity, self.run_uid, "log")
-        if parts > 1:
-            (step, rts, kid, values) = rows[0]
+    def _log_events(self, seq: int, parts: int, ts: float, rows: list[bytes],
+                    kids: list[int] | None) -> list[Outgoing]:
+        if parts > 1:  # one huge row, split by keys over columnar `log` events
+            subject = run_subject(self.entity, self.run_uid, "log")
+            (step, rts, kid, values) = unpack(rows[0])
             flat = flatten(dict(zip(self.keysets[kid], values, strict=True)))
             out = []
             for i, keys in enumerate(split_keys(flat)):
                 body = encode_log_body([(step, rts, {k: flat[k] for k in keys})])
-                out.append(self._event("log", seq + i, ts, body, subject, {"step": [step], "cols": {}}))
+                out.append(self._event("log", seq + i, ts, body, subject, None))
+            out[-1] = out[-1]._replace(columns={"last": flat, "series": {}, "batch": seq})
             return out
-        body, cols = self._columnar(rows)
-        return [self._event("log", seq, ts, body, subject, cols)]
+        used = self.keysets if kids is None else {k: self.keysets[k] for k in kids if k in self.keysets}
+        body = {"n": len(rows), "keys": used, "rows": b"".join(rows)}
+        subject = run_subject(self.entity, self.run_uid, "log_rows")
+        return [self._event("log_rows", seq, ts, body, subject, self._mirror(rows, used, seq))]
+
+    def _mirror(self, rows: list[bytes], keysets: dict[int, list[str]], seq: int) -> dict[str, Any]:
+        """Last values (exact: the last row of each keyset) and a strided sample for sparklines."""
+        last: dict[str, Any] = {}
+        series: dict[str, list[Any]] = {}
+        n = len(rows)
+        stride = max(1, n // self.SAMPLED_ROWS)
+        for i in range(0, n, stride):
+            _step, _ts, kid, values = unpack(rows[i])
+            for k, v in _flat_items(keysets.get(kid, ()), values):
+                series.setdefault(k, []).append(v)
+        pending = set(keysets)
+        for raw in reversed(rows):
+            if not pending:
+                break
+            _step, _ts, kid, values = unpack(raw)
+            if kid in pending:
+                pending.discard(kid)
+                for k, v in _flat_items(keysets.get(kid, ()), values):
+                    last.setdefault(k, v)
+        return {"last": last, "series": series, "batch": seq}
 
     def _event(self, type_: str, seq: int, ts: float, body: dict[str, Any], subject: str,
                columns: dict[str, Any] | None) -> Outgoing:
         env = envelope(type_, self.run_uid, self.writer, seq, ts, body)
         return Outgoing(seq, type_, subject, encode_event(env), columns)
 
-    def _columnar(self, rows: list[tuple[Any, ...]]) -> tuple[dict[str, Any], dict[str, Any]]:
-        n = len(rows)
-        kids = {r[2] for r in rows}
-        if len(kids) == 1:
-            keys = self.keysets[next(iter(kids))]
-            steps = [r[0] for r in rows]
-            transposed = list(zip(*[r[3] for r in rows], strict=True)) if keys else []
-            if not any(dict in set(map(type, col)) for col in transposed):
-                cols: dict[str, Any] = {}
-                values: dict[str, list[Any]] = {}
-                for k, col in zip(keys, transposed, strict=True):
-                    cols[k], values[k] = _column(col)
-                body = {"n": n, "step": steps, "ts": array("d", (r[1] for r in rows)).tobytes(),
-                        "cols": cols}
-                return body, {"step": steps, "cols": values}
-        # general path: nested dicts, changing key sets
-        flat_rows = [(r[0], r[1], flatten(dict(zip(self.keysets[r[2]], r[3], strict=True)))) for r in rows]
-        body = encode_log_body(flat_rows)
-        values = {}
-        for _, _, flat in flat_rows:
-            for k, v in flat.items():
-                values.setdefault(k, []).append(v)
-        return body, {"step": [r[0] for r in flat_rows], "cols": values}
+
+def _flat_items(keys: Sequence[str], values: Sequence[Any]) -> list[tuple[str, Any]]:
+    if not any(type(v) is dict for v in values):
+        return list(zip(keys, values, strict=False))
+    return list(flatten(dict(zip(keys, values, strict=False))).items())

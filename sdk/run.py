@@ -62,6 +62,8 @@ class Run:
         self._step = 0
         self._max_step = -1
         self._pending_rows = 0
+        self._batch_kids: set[int] = set()
+        """Keysets of the rows since the last seal: the batch marker lists them for log_rows."""
         self._seal_from = spool.end
         self._seal_bytes = 0
         self._warned_backwards = False
@@ -139,6 +141,7 @@ class Run:
             spool = self._spool
             with self._lock:
                 spool.append(K_ROW, payload)
+                self._batch_kids.add(kid)
                 self._pending_rows += 1
                 self._seal_bytes += len(payload)
                 if self._pending_rows >= SEAL_ROWS or self._seal_bytes >= SEAL_BYTES:
@@ -207,14 +210,22 @@ class Run:
         self._seq += 1
         spool = self._spool
         start = self._seal_from
-        spool.append(K_BATCH, self._pack((self._seq, 1, time.time(), start, spool.end)))
+        spool.append(K_BATCH, self._pack((self._seq, 1, time.time(), start, spool.end, sorted(self._batch_kids))))
         self._seal_from = spool.end
         self._pending_rows = 0
         self._seal_bytes = 0
+        self._batch_kids = set()
 
-    def _seal(self) -> None:
-        with self._lock:
+    def _seal(self, wait: bool = True) -> None:
+        """Seal pending rows into a batch. ``wait=False`` (the worker's timer) gives up when the
+        logging thread holds the lock: a busy logger seals by itself every SEAL_ROWS rows, and
+        waiting would only queue the worker behind it (a lock convoy under the GIL)."""
+        if not self._lock.acquire(wait):
+            return
+        try:
             self._seal_locked()
+        finally:
+            self._lock.release()
 
     def _append_event(self, type_: str, body: dict[str, Any]) -> int:
         """Spool one non-log event after sealing pending rows (so order is kept); return its seq."""

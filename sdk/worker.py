@@ -32,16 +32,18 @@ class Mirror:
         self.last: dict[str, Any] = {}
         self.series: dict[str, list[float]] = {}
         self.count: dict[str, int] = {}
-        """Rows seen per key (any type): tells an explicit summary value from a newer logged one."""
+        """Seq of the last batch that logged each key: an explicit summary value set after it (which
+        seals pending rows first) wins until a later batch logs the key again."""
         self._stride: dict[str, int] = {}
         self._seen: dict[str, int] = {}
 
-    def add(self, columns: dict[str, Any]) -> None:
-        for key, values in columns["cols"].items():
-            if not values:
-                continue
-            self.count[key] = self.count.get(key, 0) + len(values)
-            self.last[key] = values[-1]
+    def add(self, update: dict[str, Any]) -> None:
+        """Fold one batch's ``{"last", "series", "batch"}`` (see :meth:`Outbox._mirror`)."""
+        batch = update["batch"]
+        for key, value in update["last"].items():
+            self.last[key] = value
+            self.count[key] = batch
+        for key, values in update["series"].items():
             nums = [float(v) for v in values if type(v) in (float, int, bool)]
             if not nums:
                 continue
@@ -93,7 +95,7 @@ class Worker(threading.Thread):
     """
 
     def __init__(self, spool: Spool, settings: Settings, url: str | None,
-                 seal: Callable[[], None], append_event: Callable[[str, dict[str, Any]], int],
+                 seal: Callable[[bool], None], append_event: Callable[[str, dict[str, Any]], int],
                  claim: Callable[[Any], None] | None = None) -> None:
         super().__init__(name=f"runstream-{spool.meta['run_id']}", daemon=True)
         self.spool = spool
@@ -169,10 +171,12 @@ class Worker(threading.Thread):
         ready = False      # connected, log ensured and path claimed
         recovered = False
         delay = 0.05
+        first = True
         while True:
-            if not self._stopping:
+            if not self._stopping and not (first and client is not None):  # connect at once, then wait
                 self._wake.wait(interval)
                 self._wake.clear()
+            first = False
             self._poll()
             if client is None:
                 self._queue.clear()
@@ -214,7 +218,7 @@ class Worker(threading.Thread):
                 return
 
     def _poll(self) -> None:
-        self.seal()
+        self.seal(self._stopping)  # blocking only when draining; see Run._seal
         if len(self._queue) < READ_AHEAD:
             fresh = self._outbox.poll(self.spool.end, READ_AHEAD)
             for ev in fresh:
