@@ -1,27 +1,27 @@
 """``QueryClient``: a synchronous client of the server's NATS RPC (SQL, health, replay).
 
-Each call opens a connection on an event loop of its own and closes it, so the client works from
-plain scripts; from inside a running event loop (a notebook) the call runs on a helper thread.
+It speaks through the SDK's small blocking NATS client (:mod:`runstream.broker.miniclient`): no
+event loop, so it works the same from scripts and notebooks, and a CLI command does not pay for
+importing nats-py (and aiohttp) before it can ask anything. pyarrow loads only for SQL results.
 """
 
 from __future__ import annotations
 
-import asyncio
-import threading
 import time
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, TypeVar
-
-import pyarrow as pa
+from typing import TYPE_CHECKING, Any
 
 from ..settings import Settings, load_settings
 from . import protocol
 from .errors import ServerUnavailable, error_from_reply
 
-__all__ = ["QueryClient", "SqlResult"]
+if TYPE_CHECKING:
+    import pyarrow as pa
 
-T = TypeVar("T")
+    from ..broker.miniclient import MiniNats
+
+__all__ = ["QueryClient", "SqlResult"]
 
 HEALTH_TIMEOUT_S = 5.0
 """How long ``health``/``replay`` wait for a server before saying none is running."""
@@ -49,27 +49,6 @@ class SqlResult:
 
     def to_pylist(self) -> list[dict[str, Any]]:
         return list(self.table.to_pylist())
-
-
-def _run(coro: Coroutine[Any, Any, T]) -> T:
-    try:
-        asyncio.get_running_loop()
-    except RuntimeError:
-        return asyncio.run(coro)
-    box: dict[str, Any] = {}
-
-    def target() -> None:
-        try:
-            box["value"] = asyncio.run(coro)
-        except BaseException as e:  # re-raised in the caller's thread
-            box["error"] = e
-
-    t = threading.Thread(target=target, name="runstream-query-client")
-    t.start()
-    t.join()
-    if "error" in box:
-        raise box["error"]
-    return box["value"]  # type: ignore[no-any-return]
 
 
 class QueryClient:
@@ -119,43 +98,44 @@ class QueryClient:
                     "(or check RUNSTREAM_SERVER_NAME)")
         return "start the local stack with `runstream up` (see `runstream status`)"
 
-    async def _connect(self) -> Any:
+    def _connect(self) -> MiniNats:
         from ..broker.errors import BrokerUnavailable
-        from ..broker.jetstream import connect
+        from ..broker.miniclient import MiniNats
 
         s = self.settings
         try:
-            return await connect(self.url, creds=s.nats_creds, token=s.nats_token, user=s.nats_user,
-                                 password=s.nats_password, name="runstream-query-client",
-                                 allow_reconnect=False, max_reconnect_attempts=1,
-                                 connect_timeout=HEALTH_TIMEOUT_S)
+            return MiniNats(self.url, token=s.nats_token, user=s.nats_user, password=s.nats_password,
+                            creds=s.nats_creds, name="runstream-query-client",
+                            connect_timeout=HEALTH_TIMEOUT_S).connect()
         except BrokerUnavailable as e:
             raise ServerUnavailable(f"{e}; {self._hint()}") from e
 
-    async def _request(self, nc: Any, op: str, message: dict[str, Any], timeout: float) -> dict[str, Any]:
-        from nats.errors import NoRespondersError
-        from nats.errors import TimeoutError as NatsTimeout
+    def _request(self, nc: MiniNats, op: str, message: dict[str, Any], timeout: float) -> dict[str, Any]:
+        from ..broker.errors import BrokerUnavailable
+        from ..broker.miniclient import NoResponders
 
         try:
-            msg = await nc.request(protocol.subject(self.name, op), protocol.encode(message), timeout=timeout)
-        except NoRespondersError as e:
+            msg = nc.request(protocol.subject(self.name, op), protocol.encode(message), timeout=timeout)
+        except NoResponders as e:
             raise ServerUnavailable(
                 f"no runstream server named {self.name!r} is running at {self.url}; {self._hint()}") from e
-        except NatsTimeout as e:
-            raise ServerUnavailable(
-                f"the runstream server named {self.name!r} at {self.url} did not answer {op!r} within "
-                f"{timeout:g}s; {self._hint()}") from e
-        reply = protocol.decode(msg.data)
+        except BrokerUnavailable as e:
+            if isinstance(e.__cause__, TimeoutError):
+                raise ServerUnavailable(
+                    f"the runstream server named {self.name!r} at {self.url} did not answer {op!r} within "
+                    f"{timeout:g}s; {self._hint()}") from e
+            raise ServerUnavailable(f"{e}; {self._hint()}") from e
+        reply = protocol.decode(msg.payload)
         if not reply.get("ok"):
             raise error_from_reply(reply.get("kind"), str(reply.get("error")))
         return reply
 
-    async def _call(self, op: str, message: dict[str, Any], timeout: float) -> dict[str, Any]:
-        nc = await self._connect()
+    def _call(self, op: str, message: dict[str, Any], timeout: float) -> dict[str, Any]:
+        nc = self._connect()
         try:
-            return await self._request(nc, op, message, timeout)
+            return self._request(nc, op, message, timeout)
         finally:
-            await nc.close()
+            nc.close()
 
     def sql(self, query: str, *, max_rows: int = 10_000, timeout: float = 30.0,
             wait_seq: int | None = None) -> SqlResult:
@@ -173,18 +153,18 @@ class QueryClient:
             ServerUnavailable: no server answers.
         """
         message = {"sql": query, "max_rows": max_rows, "timeout": timeout, "wait_seq": wait_seq}
-        reply = _run(self._call("sql", message, timeout + _REPLY_MARGIN_S))
+        reply = self._call("sql", message, timeout + _REPLY_MARGIN_S)
         return SqlResult(protocol.ipc_to_table(reply["arrow"]), bool(reply.get("truncated")),
                          int(reply.get("projected_seq") or 0))
 
     def health(self, timeout: float = HEALTH_TIMEOUT_S) -> dict[str, Any]:
         """The server's projection position, lag, db path, pid, uptime and replay progress."""
-        reply = _run(self._call("health", {}, timeout))
+        reply = self._call("health", {}, timeout)
         reply.pop("ok", None)
         return reply
 
     def replay(self, progress: Callable[[int, int], None] | None = None, *,
-               timeout: float | None = None, poll_interval: float = 0.2) -> dict[str, Any]:
+               timeout: float | None = None, poll_interval: float = 0.05) -> dict[str, Any]:
         """Rebuild the server's projection from the log and wait for the end.
 
         Args:
@@ -197,15 +177,11 @@ class QueryClient:
         Raises:
             QueryError: the replay failed on the server (its message says why).
         """
-        return _run(self._replay(progress, timeout, poll_interval))
-
-    async def _replay(self, progress: Callable[[int, int], None] | None, timeout: float | None,
-                      poll_interval: float) -> dict[str, Any]:
         from ..errors import QueryError
 
-        nc = await self._connect()
+        nc = self._connect()
         try:
-            started = await self._request(nc, "replay", {}, HEALTH_TIMEOUT_S)
+            started = self._request(nc, "replay", {}, HEALTH_TIMEOUT_S)
             begun = time.time()
             status = started["replay"]
             while True:
@@ -216,28 +192,25 @@ class QueryClient:
                 if timeout is not None and time.time() - begun > timeout:
                     raise QueryError(f"the replay did not finish within {timeout:g}s; it goes on on the "
                                      "server: follow it with `runstream status`")
-                await asyncio.sleep(poll_interval)
-                status = (await self._request(nc, "health", {}, HEALTH_TIMEOUT_S))["replay"]
+                time.sleep(poll_interval)
+                status = self._request(nc, "health", {}, HEALTH_TIMEOUT_S)["replay"]
             if status.get("error"):
                 raise QueryError(f"replay failed on the server: {status['error']}")
             return dict(status)
         finally:
-            await nc.close()
+            nc.close()
 
     def stream_last_seq(self) -> int:
         """The log's last stream sequence (0 when the stream does not exist yet)."""
-        return _run(self._stream_last_seq())
-
-    async def _stream_last_seq(self) -> int:
-        from nats.js.errors import NotFoundError
-
+        from ..broker.miniclient import JetStreamError
         from ..broker.names import STREAM
 
-        nc = await self._connect()
+        nc = self._connect()
         try:
-            info = await nc.jetstream().stream_info(STREAM)
-            return int(info.state.last_seq)
-        except NotFoundError:
-            return 0
+            return int(nc.js_api(f"STREAM.INFO.{STREAM}")["state"]["last_seq"])
+        except JetStreamError as e:
+            if e.code == 404:
+                return 0
+            raise ServerUnavailable(f"cannot read the log's position at {self.url}: {e}") from e
         finally:
-            await nc.close()
+            nc.close()

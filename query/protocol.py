@@ -8,10 +8,12 @@ Control messages like these are not events and never enter the stream.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import msgpack
-import pyarrow as pa
+
+if TYPE_CHECKING:
+    import pyarrow as pa
 
 from ..broker.names import CONTROL_PREFIX, encode_token
 
@@ -49,6 +51,8 @@ def error_reply(kind: str, message: str) -> dict[str, Any]:
 
 def table_to_ipc(table: pa.Table) -> bytes:
     """An Arrow table as Arrow IPC stream bytes."""
+    import pyarrow as pa
+
     sink = pa.BufferOutputStream()
     with pa.ipc.new_stream(sink, table.schema) as writer:
         writer.write_table(table)
@@ -56,5 +60,7 @@ def table_to_ipc(table: pa.Table) -> bytes:
 
 
 def ipc_to_table(data: bytes) -> pa.Table:
+    import pyarrow as pa
+
     with pa.ipc.open_stream(pa.py_buffer(data)) as reader:
         return reader.read_all()
