@@ -231,41 +231,14 @@ def check_log_body(body: Mapping[str, Any]) -> int:
 def decode_log_body(body: Mapping[str, Any]) -> tuple[list[Any], list[float], Columns]:
     """Columnar ``log`` body → ``(steps, timestamps, {key: (values, mask, numeric)})``.
 
-    Raises ValueError when the body is inconsistent (lengths disagree, wrong types).
+    Raises ValueError when the body is inconsistent (see :func:`check_log_body`).
     """
-    n = body.get("n")
-    steps = body.get("step")
-    raw_ts = body.get("ts")
-    cols = body.get("cols")
-    if not isinstance(n, int) or n < 0:
-        raise ValueError("log body: 'n' must be a non-negative integer")
-    if not isinstance(steps, list) or len(steps) != n:
-        raise ValueError("log body: 'step' must be a list of n steps")
-    for s in steps:
-        if type(s) not in (int, float) or (type(s) is float and not math.isfinite(s)):
-            raise ValueError(f"log body: step {s!r} is not a finite number")
-    if not isinstance(raw_ts, bytes) or len(raw_ts) != 8 * n:
-        raise ValueError("log body: 'ts' must be n float64 values")
-    ts = list(struct.unpack(f"<{n}d", raw_ts))
-    if not isinstance(cols, dict):
-        raise ValueError("log body: 'cols' must be a map")
-    out: dict[str, tuple[list[Any], bytes | None, bool]] = {}
-    for key, col in cols.items():
-        if not isinstance(key, str) or not isinstance(col, dict):
-            raise ValueError(f"log body: column {key!r} is malformed")
-        mask = col.get("m")
-        if mask is not None and (not isinstance(mask, bytes) or len(mask) != n):
-            raise ValueError(f"log body: mask of column {key!r} must be n bytes")
+    n = check_log_body(body)
+    ts = list(struct.unpack(f"<{n}d", body["ts"]))
+    out: Columns = {}
+    for key, col in body["cols"].items():
         if "f" in col:
-            raw = col["f"]
-            if not isinstance(raw, bytes) or len(raw) != 8 * n:
-                raise ValueError(f"log body: column {key!r} must hold n float64 values")
-            out[key] = (list(struct.unpack(f"<{n}d", raw)), mask, True)
-        elif "o" in col:
-            vals = col["o"]
-            if not isinstance(vals, list) or len(vals) != n:
-                raise ValueError(f"log body: column {key!r} must hold n values")
-            out[key] = (vals, mask, False)
+            out[key] = (list(struct.unpack(f"<{n}d", col["f"])), col.get("m"), True)
         else:
-            raise ValueError(f"log body: column {key!r} has neither 'f' nor 'o'")
-    return steps, ts, out
+            out[key] = (col["o"], col.get("m"), False)
+    return body["step"], ts, out

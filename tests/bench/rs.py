@@ -224,6 +224,8 @@ def probe(params: dict[str, Any]) -> dict[str, Any]:
         )
         now = time.time()
         polls += 1
+        if polls == 1 and params.get("ready_file"):
+            Path(params["ready_file"]).touch()  # imported, connected, answered: the trainer may start
         for r in res.to_pylist():
             latencies.append(now - float(r["timestamp"]))
             seen = max(seen, int(r["step"]))
@@ -250,6 +252,7 @@ def e2e(params: dict[str, Any]) -> dict[str, Any]:
             "every": max(1, steps // 2000),
             "interval": float(params["probe_interval"]),
             "stop_file": str(stop),
+            "ready_file": str(Path.cwd() / "probe.ready"),
         }
         probe_proc = subprocess.Popen(
             [
@@ -263,7 +266,12 @@ def e2e(params: dict[str, Any]) -> dict[str, Any]:
             ],
             stdin=subprocess.DEVNULL,
         )
-        time.sleep(float(params.get("probe_warmup", 1.0)))  # let the probe import and connect
+        ready = Path(probe_params["ready_file"])
+        deadline = time.monotonic() + 60
+        while not ready.exists():  # wait for the probe's first answered poll, not a fixed time
+            if probe_proc.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError("the latency probe did not start (see its output above)")
+            time.sleep(0.01)
     log = run.log
     t_first = time.perf_counter()
     for r in rows:
