@@ -14,7 +14,7 @@ import sys
 import traceback
 from typing import Any
 
-from .errors import NotBuilt, NotInstalled
+from .errors import NotApplicable, NotBuilt, NotInstalled
 
 
 def main(argv: list[str]) -> int:
@@ -33,6 +33,8 @@ def main(argv: list[str]) -> int:
         out = {"not_built": str(e)}
     except NotInstalled as e:
         out = {"not_installed": str(e)}
+    except NotApplicable as e:
+        out = {"not_applicable": str(e)}
     except Exception as e:
         traceback.print_exc()
         out = {"error": f"{type(e).__name__}: {e}"}

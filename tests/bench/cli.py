@@ -33,6 +33,10 @@ FULL = {
     "kill_after": 20_000,
     "stall_steps": 100_000,
     "server_runs": 10_000,
+    "read_steps": 100_000,
+    "peer_read_steps": 20_000,
+    "read_runs": 10_000,
+    "peer_read_runs": 500,
 }
 QUICK = {
     "reps": 1,
@@ -47,6 +51,10 @@ QUICK = {
     "kill_after": 2_000,
     "stall_steps": 10_000,
     "server_runs": 300,
+    "read_steps": 10_000,
+    "peer_read_steps": 1_000,
+    "read_runs": 300,
+    "peer_read_runs": 50,
 }
 
 PEER_MODULES = {"wandb": "wandb", "mlflow-sqlite": "mlflow", "mlflow-file": "mlflow", "aim": "aim"}
@@ -68,6 +76,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--kill-after", type=int, help="steps the SIGKILLed trainer logs (about)")
     p.add_argument("--stall-steps", type=int, help="steps logged with the broker stalled (row 8)")
     p.add_argument("--server-runs", type=int, help="runs projected for the server RSS figure (row 8)")
+    p.add_argument("--read-steps", type=int, help="steps of the run whose history is read (row 5; × metrics)")
+    p.add_argument("--peer-read-steps", type=int, help="steps of the history read by every system (row 5)")
+    p.add_argument("--read-runs", type=int, help="runs in the project filtered and sorted (row 5)")
+    p.add_argument("--peer-read-runs", type=int, help="runs in the project every system filters (row 5)")
     p.add_argument("--probe-interval", type=float, default=0.05, help="seconds between latency polls (row 2)")
     p.add_argument("--systems", default=",".join(SYSTEMS), help=f"comma list of {', '.join(SYSTEMS)}")
     p.add_argument("--rows", default=",".join(ROWS), help="comma list of the issue's rows to run")
@@ -117,6 +129,8 @@ def run_task(task: Task, workdir: Path) -> dict[str, Any]:
         return {**out, "status": "not_built", "reason": m["not_built"]}
     if "not_installed" in m:
         return {**out, "status": "not_installed", "reason": m["not_installed"]}
+    if "not_applicable" in m:
+        return {**out, "status": "n/a", "reason": m["not_applicable"]}
     if result.timed_out:
         return {**out, "status": "error", "reason": f"timed out after {task.timeout:.0f}s"}
     if result.rc != 0 or "error" in m:
@@ -177,7 +191,7 @@ def main(argv: list[str] | None = None) -> int:
                 t0 = time.time()
                 o = run_task(task, root / f"r{rep}-{task.group}-{task.system}")
                 outcomes.append({**base, **o})
-                if o["status"] in ("not_built", "not_installed"):
+                if o["status"] in ("not_built", "not_installed", "n/a"):
                     dead[key] = {"status": o["status"], "reason": o["reason"]}
                 print(
                     f"  rep {rep + 1}/{args.reps} {task.group:<12} {task.system:<14} {o['status']:<13} "

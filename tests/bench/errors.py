@@ -7,3 +7,7 @@ class NotBuilt(Exception):
 
 class NotInstalled(Exception):
     """A peer is not installed in this environment."""
+
+
+class NotApplicable(Exception):
+    """The peer cannot do this scenario at all (e.g. W&B offline has no query API)."""

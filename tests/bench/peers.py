@@ -16,7 +16,7 @@ from array import array
 from pathlib import Path
 from typing import Any
 
-from .errors import NotInstalled
+from .errors import NotApplicable, NotInstalled
 from .stats import percentile
 
 PEERS = ("wandb", "mlflow-sqlite", "mlflow-file", "aim")
@@ -304,6 +304,182 @@ def many(system: str, params: dict[str, Any]) -> dict[str, Any]:
         "seconds": t_end - t_go,
         "many_pps": points / (t_end - t_go),
         "check_count": check,
+    }
+
+
+# -- row 5: reads ----------------------------------------------------------------------------------
+
+NO_QUERY_API = "W&B offline keeps runs in .wandb files; its query API (wandb.Api) needs the W&B server"
+
+
+def _timed(fn: Any, reps: int) -> tuple[float, Any]:
+    """The median of ``reps`` timed calls of ``fn`` (warm: the caller ran it once), and a result."""
+    times, res = [], None
+    for _ in range(max(1, reps)):
+        t0 = time.perf_counter()
+        res = fn()
+        times.append(time.perf_counter() - t0)
+    return sorted(times)[len(times) // 2], res
+
+
+def _mlflow(store: str) -> tuple[Any, Any, str]:
+    """(mlflow, a client, the experiment id) on a fresh local store in the working directory."""
+    peer = MlflowPeer(Path.cwd(), store)
+    peer.import_()
+    mlflow = peer.mlflow
+    mlflow.set_tracking_uri(peer.uri)
+    client = mlflow.MlflowClient()
+    exp = client.create_experiment("bench-read")
+    return mlflow, client, exp
+
+
+def _mlflow_metrics(rows: list[tuple[int, float, dict[str, float]]]) -> list[Any]:
+    from mlflow.entities import Metric
+
+    return [Metric(k, v, int(ts * 1000), step) for step, ts, values in rows for k, v in values.items()]
+
+
+def read_history(system: str, params: dict[str, Any]) -> dict[str, Any]:
+    """One run of ``steps`` × ``metrics`` floats (stored as fast as the peer allows, not timed), read
+    back into a pandas DataFrame (one row per step, a column per key) the way the peer's docs show;
+    the first read and then the median of ``timed`` warm reads."""
+    from .dataset import history_values
+
+    steps, metrics, timed = int(params["steps"]), int(params["metrics"]), int(params.get("timed", 1))
+    points = steps * metrics
+    keys = [f"m{j}" for j in range(metrics)]
+    if system == "wandb":
+        raise NotApplicable(NO_QUERY_API)
+    t0 = time.perf_counter()
+    if system.startswith("mlflow"):
+        mlflow, client, exp = _mlflow(system.removeprefix("mlflow-"))
+        run_id = client.create_run(exp, run_name="history").info.run_id
+        now = time.time()
+        per_batch = max(1, 1000 // metrics)  # MLflow takes at most 1000 metrics per log_batch
+        for a in range(0, steps, per_batch):
+            rows = [(i, now + i, history_values(i, metrics)) for i in range(a, min(steps, a + per_batch))]
+            client.log_batch(run_id, metrics=_mlflow_metrics(rows))
+        client.set_terminated(run_id)
+
+        def read() -> Any:
+            import pandas as pd
+
+            cols = {}
+            for k in keys:
+                hist = client.get_metric_history(run_id, k)
+                cols[k] = pd.Series([m.value for m in hist], index=[m.step for m in hist])
+            return pd.DataFrame(cols).rename_axis("step").reset_index()
+
+    elif system == "aim":
+        peer = AimPeer(Path.cwd())
+        peer.import_()
+        peer.init("history", {"lr": 0.01})
+        for i in range(steps):
+            peer.run.track(history_values(i, metrics), step=i)
+        run_hash = peer.run.hash
+        peer.finish()
+        aim = peer.aim
+
+        def read() -> Any:
+            import pandas as pd
+
+            run = aim.Run(run_hash, repo=str(Path.cwd() / "aim"), read_only=True)
+            cols = {m.name: m.dataframe().set_index("step")["value"] for m in run.metrics()}
+            return pd.DataFrame(cols).rename_axis("step").reset_index()
+
+    else:
+        raise ValueError(system)
+    t1 = time.perf_counter()
+    import pandas  # noqa: F401  (imported before the clock)
+
+    t2 = time.perf_counter()
+    df = read()
+    first = time.perf_counter() - t2
+    warm, df = _timed(read, timed)
+    stored = int(df[[k for k in keys if k in df.columns]].notna().sum().sum())
+    return {
+        "steps": steps,
+        "metrics": metrics,
+        "points": points,
+        "store_s": t1 - t0,
+        "first_pandas_s": first,
+        "pandas_s": warm,
+        "shape": list(df.shape),
+        "stored_points": stored,
+        "check_count": stored == points and df.shape == (steps, metrics + 1),
+    }
+
+
+def read_runs(system: str, params: dict[str, Any]) -> dict[str, Any]:
+    """A project of ``runs`` small runs (created with the peer's client, not timed); then, warm, the
+    median of ``timed`` searches for lr > 0.01 sorted by final loss, as the peer's docs show
+    (MLflow: ``search_runs`` with lr also logged as a metric, since params are strings; Aim:
+    ``query_metrics`` then a sort by last value in Python: it has no server-side sort). Checked:
+    exactly the expected runs, in order."""
+    from .dataset import LR_THRESHOLD, expected, small_runs
+
+    n, timed = int(params["runs"]), int(params.get("timed", 3))
+    if system == "wandb":
+        raise NotApplicable(NO_QUERY_API)
+    runs = small_runs(n)
+    want = expected(runs)
+    t0 = time.perf_counter()
+    if system.startswith("mlflow"):
+        mlflow, client, exp = _mlflow(system.removeprefix("mlflow-"))
+        from mlflow.entities import Param
+
+        for r in runs:
+            run_id = client.create_run(exp, run_name=r.run_id).info.run_id
+            now = time.time()
+            client.log_batch(
+                run_id,
+                metrics=_mlflow_metrics([(0, now, {"lr": r.lr}), *r.rows(now)]),
+                params=[Param("lr", repr(r.lr)), Param("batch", "32")],
+            )
+            client.set_terminated(run_id)
+
+        def search() -> list[str]:
+            df = mlflow.search_runs(
+                experiment_ids=[exp],
+                filter_string=f"metrics.lr > {LR_THRESHOLD}",
+                order_by=["metrics.loss ASC"],
+            )
+            return list(df["tags.mlflow.runName"])
+
+    elif system == "aim":
+        peer = AimPeer(Path.cwd())
+        peer.import_()
+        aim = peer.aim
+        for r in runs:
+            peer.init(r.run_id, {"lr": r.lr, "batch": 32})
+            for step, _ts, values in r.rows(time.time()):
+                peer.run.track(values, step=step)
+            peer.finish()
+        from aim.sdk.types import QueryReportMode
+
+        def search() -> list[str]:
+            repo = aim.Repo(str(Path.cwd() / "aim"))
+            found = [
+                (m.values.last_value(), m.run.name)
+                for m in repo.query_metrics(
+                    f"metric.name == 'loss' and run.hparams.lr > {LR_THRESHOLD}",
+                    report_mode=QueryReportMode.DISABLED,
+                )
+            ]
+            return [name for _loss, name in sorted(found)]
+
+    else:
+        raise ValueError(system)
+    t1 = time.perf_counter()
+    got = search()  # warm-up
+    warm, got = _timed(search, timed)
+    return {
+        "runs": n,
+        "create_ms_per_run": (t1 - t0) / n * 1000,
+        "filter_sort_ms": warm * 1000,
+        "matching": len(want),
+        "returned": len(got),
+        "check_count": got == want,
     }
 
 

@@ -103,6 +103,31 @@ def _stalled(r: ChildResult, _s: Stack | None) -> dict[str, float]:
     return {"8.stalled_rss_mb": r.peak_rss_mb}
 
 
+def _read_history(r: ChildResult, _s: Stack | None) -> dict[str, float]:
+    return {
+        "5.history_pandas_s": _m(r, "big_pandas_s"),
+        "5.history_arrow_s": _m(r, "big_arrow_s"),
+        "5.history_peer_pandas_s": _m(r, "peer_pandas_s"),
+    }
+
+
+def _peer_read_history(r: ChildResult, _s: Stack | None) -> dict[str, float]:
+    return {"5.history_peer_pandas_s": _m(r, "pandas_s")}
+
+
+def _read_runs(r: ChildResult, _s: Stack | None) -> dict[str, float]:
+    return {
+        "5.filter_sort_ms": _m(r, "big_filter_sort_ms"),
+        "5.filter_sort_default_page_ms": _m(r, "big_default_page_ms"),
+        "5.filter_sort_sql_ms": _m(r, "big_sql_ms"),
+        "5.filter_sort_peer_ms": _m(r, "peer_filter_sort_ms"),
+    }
+
+
+def _peer_read_runs(r: ChildResult, _s: Stack | None) -> dict[str, float]:
+    return {"5.filter_sort_peer_ms": _m(r, "filter_sort_ms")}
+
+
 def _server_runs(r: ChildResult, _s: Stack | None) -> dict[str, float]:
     return {"8.server_rss_mb": _m(r, "server_rss_peak_mb")}
 
@@ -128,6 +153,15 @@ FEEDS = {
     "_replay": ("6.replay_pps",),
     "_stalled": ("8.stalled_rss_mb",),
     "_server_runs": ("8.server_rss_mb",),
+    "_read_history": ("5.history_pandas_s", "5.history_arrow_s", "5.history_peer_pandas_s"),
+    "_peer_read_history": ("5.history_peer_pandas_s",),
+    "_read_runs": (
+        "5.filter_sort_ms",
+        "5.filter_sort_default_page_ms",
+        "5.filter_sort_sql_ms",
+        "5.filter_sort_peer_ms",
+    ),
+    "_peer_read_runs": ("5.filter_sort_peer_ms",),
 }
 
 
@@ -228,6 +262,24 @@ def build(args: argparse.Namespace) -> list[Task]:
                     stack=True,
                 ),
                 Task(
+                    "read_history",
+                    system,
+                    ("5",),
+                    _read_history,
+                    child="read_history",
+                    params={"steps": args.read_steps, "metrics": m, "peer_steps": args.peer_read_steps},
+                    stack=True,
+                ),
+                Task(
+                    "read_runs",
+                    system,
+                    ("5",),
+                    _read_runs,
+                    child="read_runs",
+                    params={"runs": args.read_runs, "peer_runs": args.peer_read_runs},
+                    stack=True,
+                ),
+                Task(
                     "server_runs",
                     system,
                     ("8",),
@@ -257,6 +309,22 @@ def build(args: argparse.Namespace) -> list[Task]:
                 ),
                 Task("startup", system, ("4",), _startup, child="startup"),
                 Task("empty", system, ("4",), _empty, snippet=peers.empty_run_snippet(system)),
+                Task(
+                    "read_history",
+                    system,
+                    ("5",),
+                    _peer_read_history,
+                    child="read_history",
+                    params={"steps": args.peer_read_steps, "metrics": m},
+                ),
+                Task(
+                    "read_runs",
+                    system,
+                    ("5",),
+                    _peer_read_runs,
+                    child="read_runs",
+                    params={"runs": args.peer_read_runs},
+                ),
             ]
     wanted = set(args.rows)
     return [t for t in tasks if wanted.intersection(t.rows)]

@@ -12,7 +12,7 @@ from .figures import FIGURES, Figure
 from .stats import summarize
 
 LATER = {"5": "read-side issue", "7": "lifecycle issue", "9": "telemetry issue"}
-STATUS_TEXT = {"not_built": "not built", "not_installed": "not installed", "error": "error"}
+STATUS_TEXT = {"not_built": "not built", "not_installed": "not installed", "n/a": "n/a", "error": "error"}
 
 
 def _system_cell(fig: Figure, system: str, outcomes: list[dict[str, Any]]) -> dict[str, Any] | None:
@@ -84,6 +84,17 @@ def summarize_outcomes(outcomes: list[dict[str, Any]], args: argparse.Namespace)
                             "runs_projected",
                             "stored_before",
                             "stored_after",
+                            "shape",
+                            "big_shape",
+                            "peer_shape",
+                            "matching",
+                            "returned",
+                            "big_matching",
+                            "big_returned",
+                            "big_good",
+                            "peer_matching",
+                            "peer_returned",
+                            "peer_good",
                         )
                     },
                 }
@@ -179,7 +190,8 @@ def render(report: dict[str, Any]) -> str:
     failed = [c for c in checks if not c["ok"]]
     lines.append("")
     lines.append(
-        f"self-checks (rows stored == rows logged, counted only once queryable): "
+        f"self-checks (rows stored == rows logged, counted only once queryable; reads: shape and the "
+        f"filtered set, in order): "
         f"{len(checks) - len(failed)}/{len(checks)} passed"
     )
     for c in failed:

@@ -15,6 +15,7 @@ import sys
 import threading
 import time
 from array import array
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -471,17 +472,68 @@ def stalled(params: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def server_runs(params: dict[str, Any]) -> dict[str, Any]:
-    """``runs`` small runs (init, 5 rows × 3 keys, finish) published straight to the stream with the
-    SDK's codec (10k ``init()`` calls would take the whole budget), then the server's RSS once all
-    are projected (peak sampled throughout)."""
-    import asyncio
+RunSpec = tuple[str, dict[str, Any], list[tuple[int, float, dict[str, float]]]]
+"""(run_id, config, history rows as ``(step, timestamp, values)``) of one run to publish."""
 
-    import psutil
+
+def publish_runs(nats_url: str, entity: str, project: str, specs: Iterable[RunSpec]) -> list[str]:
+    """Publish whole small runs (init, one ``log`` event, finish) straight to the stream with the
+    SDK's codec, as a fleet of finished trainers would have (10k ``init()`` calls would take the
+    whole budget). Returns their run uids; the caller waits for the projection."""
+    import asyncio
 
     from runstream.broker.codec import encode_event, encode_log_body, envelope
     from runstream.broker.jetstream import ensure_log
     from runstream.broker.names import msg_id, new_run_uid, new_writer_id, run_subject
+
+    uids: list[str] = []
+
+    async def publish_all() -> None:
+        import nats
+
+        nc = await nats.connect(nats_url)
+        js = nc.jetstream()
+        await ensure_log(js)
+        pending: list[Any] = []
+        for i, (run_id, config, rows) in enumerate(specs):
+            uid, writer, now = new_run_uid(), new_writer_id(), time.time()
+            uids.append(uid)
+            init = {
+                "entity": entity,
+                "project": project,
+                "run_id": run_id,
+                "name": f"run-{i}",
+                "tags": [],
+                "config": config,
+                "start_time": now,
+                "mode": "online",
+            }
+            fin = {"exit_code": 0, "state": "finished", "runtime": 5.0}
+            events = (("init", init), ("log", encode_log_body(rows)), ("finish", fin))
+            for seq, (kind, body) in enumerate(events, start=1):
+                payload = encode_event(envelope(kind, uid, writer, seq, now, body))
+                pending.append(
+                    js.publish(
+                        run_subject(entity, uid, kind),
+                        payload,
+                        headers={"Nats-Msg-Id": msg_id(uid, writer, seq)},
+                    )
+                )
+            if len(pending) >= 600:
+                await asyncio.gather(*pending)
+                pending.clear()
+        await asyncio.gather(*pending)
+        await nc.close()
+
+    asyncio.run(publish_all())
+    return uids
+
+
+def server_runs(params: dict[str, Any]) -> dict[str, Any]:
+    """``runs`` small runs (init, 5 rows × 3 keys, finish) published straight to the stream
+    (:func:`publish_runs`), then the server's RSS once all are projected (peak sampled throughout)."""
+    import psutil
+
     from runstream.settings import load_settings
     from runstream.stack import status
 
@@ -501,48 +553,16 @@ def server_runs(params: dict[str, Any]) -> dict[str, Any]:
 
     sampler = threading.Thread(target=sample, daemon=True)
     sampler.start()
-    entity = "bench"
 
-    async def publish_all() -> None:
-        import nats
-
-        nc = await nats.connect(st.nats_url)
-        js = nc.jetstream()
-        await ensure_log(js)
-        pending: list[Any] = []
+    def specs() -> Iterator[RunSpec]:
+        now = time.time()
         for i in range(n_runs):
-            uid, writer, now = new_run_uid(), new_writer_id(), time.time()
-            init = {
-                "entity": entity,
-                "project": "bench-10k",
-                "run_id": f"r{i:06d}",
-                "name": f"run-{i}",
-                "tags": [],
-                "config": {"lr": 10 ** -(1 + i % 4), "batch": 2 ** (i % 7), "seed": i},
-                "start_time": now,
-                "mode": "online",
-            }
-            log = encode_log_body(
-                [(s, now + s, {"loss": 1.0 / (s + 1 + i % 13), "acc": s / 5, "lr": 0.1}) for s in range(5)]
-            )
-            fin = {"exit_code": 0, "state": "finished", "runtime": 5.0}
-            for seq, (kind, body) in enumerate((("init", init), ("log", log), ("finish", fin)), start=1):
-                payload = encode_event(envelope(kind, uid, writer, seq, now, body))
-                pending.append(
-                    js.publish(
-                        run_subject(entity, uid, kind),
-                        payload,
-                        headers={"Nats-Msg-Id": msg_id(uid, writer, seq)},
-                    )
-                )
-            if len(pending) >= 600:
-                await asyncio.gather(*pending)
-                pending.clear()
-        await asyncio.gather(*pending)
-        await nc.close()
+            config = {"lr": 10 ** -(1 + i % 4), "batch": 2 ** (i % 7), "seed": i}
+            rows = [(s, now + s, {"loss": 1.0 / (s + 1 + i % 13), "acc": s / 5, "lr": 0.1}) for s in range(5)]
+            yield f"r{i:06d}", config, rows
 
     t0 = time.perf_counter()
-    asyncio.run(publish_all())
+    publish_runs(st.nats_url, "bench", "bench-10k", specs())
     t1 = time.perf_counter()
     client = _client()
     seq = client.stream_last_seq()
@@ -572,3 +592,152 @@ def server_runs(params: dict[str, Any]) -> dict[str, Any]:
         "filter_sort_ms": (q1 - q0) * 1000,
         "check_count": int(res["n"]) == n_runs == int(res["f"]),
     }
+
+
+# -- row 5 -----------------------------------------------------------------------------------------
+
+
+def _timings(fn: Any, reps: int) -> tuple[list[float], Any]:
+    """``fn()`` ``reps`` times (warm: the caller ran it once before), seconds each, and the last result."""
+    out, res = [], None
+    for _ in range(reps):
+        t0 = time.perf_counter()
+        res = fn()
+        out.append(time.perf_counter() - t0)
+    return out, res
+
+
+def _median(xs: list[float]) -> float:
+    xs = sorted(xs)
+    return xs[len(xs) // 2]
+
+
+def _api() -> Any:
+    rs = _import_runstream()
+    if not hasattr(rs, "Api"):
+        raise NotBuilt("runstream.Api does not exist yet")
+    return rs.Api()
+
+
+def read_history(params: dict[str, Any]) -> dict[str, Any]:
+    """A run of ``steps`` × ``metrics`` floats (logged with the SDK and projected, not timed), and one
+    of ``peer_steps`` (the peers' size): ``Api().run(path).history()`` → pandas (all keys, every row),
+    and → Arrow; warm, the median of ``timed`` calls each, the first call reported apart."""
+    from .dataset import history_values
+
+    steps, metrics, small = int(params["steps"]), int(params["metrics"]), int(params["peer_steps"])
+    timed = int(params.get("timed", 3))
+    rs = _import_runstream()
+    runs = {}
+    for name, n in (("big", steps), ("peer", small)):
+        run = rs.init(project=PROJECT + "-read", name=name, config={"lr": 0.01})
+        log = run.log
+        for i in range(n):
+            log(history_values(i, metrics))
+        run.finish()
+        runs[name] = (run, n)
+    counts, _ = _history_counts(_client(), [r.uid for r, _ in runs.values()])
+    api = _api()
+    import pandas  # noqa: F401  (imported before the clock, as in a notebook that already uses it)
+
+    out: dict[str, Any] = {"steps": steps, "metrics": metrics, "points": steps * metrics, "peer_steps": small}
+    ok = True
+    for name, (run, n) in runs.items():
+        points = n * metrics
+        ok &= counts.get(run.uid, (0, 0))[0] == points
+        handle = api.run(run.path)
+        t0 = time.perf_counter()
+        df = handle.history(pandas=True)
+        first = time.perf_counter() - t0
+        pandas_s, df = _timings(lambda h=handle: h.history(pandas=True), timed)
+        arrow_s, table = _timings(lambda h=handle: h.history(pandas=False), timed)
+        keys = [f"m{j}" for j in range(metrics)]
+        shape_ok = (
+            df.shape == (n, metrics + 3)
+            and set(keys) <= set(df.columns)
+            and int(df[keys].notna().sum().sum()) == points
+            and list(df["_step"]) == list(range(n))
+            and table.num_rows == n
+        )
+        ok &= shape_ok
+        out[f"{name}_first_pandas_s"] = first
+        out[f"{name}_pandas_s"] = _median(pandas_s)
+        out[f"{name}_pandas_all_s"] = pandas_s
+        out[f"{name}_arrow_s"] = _median(arrow_s)
+        out[f"{name}_shape"] = list(df.shape)
+        out[f"{name}_shape_ok"] = shape_ok
+    out["stored_points"] = counts.get(runs["big"][0].uid, (0, 0))[0]
+    out["check_count"] = bool(ok)
+    return out
+
+
+def read_runs(params: dict[str, Any]) -> dict[str, Any]:
+    """A project of ``runs`` small runs and one of ``peer_runs`` (the peers' size), published straight
+    to the stream (:func:`publish_runs`) and projected (not timed); then, warm, the median of
+    ``timed`` calls of ``Api().runs(filters={"config.lr": {"$gt": 0.01}},
+    order="+summary_metrics.loss")`` fully iterated (largest page, and the default page), and of the
+    same question in ``api.sql``. Checked: the ids, in order, are exactly the expected ones."""
+    from runstream.settings import load_settings
+    from runstream.stack import status
+
+    from .dataset import LR_THRESHOLD, expected, small_runs
+
+    n_runs, n_peer = int(params["runs"]), int(params["peer_runs"])
+    timed = int(params.get("timed", 5))
+    _import_runstream()
+    st = status(load_settings())
+    entity = "bench"
+    projects = {"big": (f"{PROJECT}-runs-{n_runs}", small_runs(n_runs)),
+                "peer": (f"{PROJECT}-runs-{n_peer}", small_runs(n_peer))}
+    t0 = time.perf_counter()
+    for project, runs in projects.values():
+        now = time.time()
+        publish_runs(st.nats_url, entity, project, ((r.run_id, {"lr": r.lr, "batch": 32}, r.rows(now)) for r in runs))
+    t1 = time.perf_counter()
+    client = _client()
+    seq = client.stream_last_seq()
+    names = ", ".join(f"'{p}'" for p, _ in projects.values())
+    res = client.sql(
+        f"SELECT project, count(*) AS n FROM runs WHERE entity = '{entity}' AND project IN ({names}) GROUP BY project",
+        wait_seq=seq, timeout=600,
+    ).to_pylist()
+    t2 = time.perf_counter()
+    projected = {r["project"]: int(r["n"]) for r in res}
+    api = _api()
+    filters = {"config.lr": {"$gt": LR_THRESHOLD}}
+    out: dict[str, Any] = {"runs": n_runs, "peer_runs": n_peer, "publish_s": t1 - t0, "projected_s": t2 - t1}
+    ok = all(projected.get(p) == len(runs) for p, runs in projects.values())
+    for name, (project, runs) in projects.items():
+        want = expected(runs)
+
+        def listed(per_page: int, project: str = project) -> list[str]:
+            return [r.id for r in api.runs(f"{entity}/{project}", filters=filters,
+                                           order="+summary_metrics.loss", per_page=per_page)]
+
+        def sql(project: str = project) -> list[str]:
+            df = api.sql(
+                "SELECT r.run_id FROM runs r JOIN config c USING (run_uid) JOIN summary s USING (run_uid) "
+                f"WHERE r.entity = '{entity}' AND r.project = '{project}' AND c.key = 'lr' "
+                f"AND c.value > {LR_THRESHOLD} AND s.key = 'loss' ORDER BY s.value",
+                max_rows=len(runs) + 1,
+            )
+            return list(df["run_id"])
+
+        got = {"page": listed(10_000), "sql": sql()}  # warm-up, and checked
+        big_page, got["page"] = _timings(lambda: listed(10_000), timed)
+        default_page, got["default"] = _timings(lambda: listed(50), max(1, timed // 2))
+        sql_s, got["sql"] = _timings(sql, timed)
+        good = {k: v == want for k, v in got.items()}
+        ok &= all(good.values())
+        out.update({
+            f"{name}_matching": len(want),
+            f"{name}_returned": len(got["page"]),
+            f"{name}_good": good,
+            f"{name}_filter_sort_ms": _median(big_page) * 1000,
+            f"{name}_filter_sort_all_ms": [x * 1000 for x in big_page],
+            f"{name}_default_page_ms": _median(default_page) * 1000,
+            f"{name}_sql_ms": _median(sql_s) * 1000,
+        })
+    out["runs_projected"] = projected
+    out["check_count"] = bool(ok)
+    return out
