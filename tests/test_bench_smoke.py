@@ -19,7 +19,8 @@ from tests.bench.figures import FIGURES, ROWS
 REPO = Path(__file__).resolve().parents[1]
 
 TINY = ["--quick", "--systems", "runstream", "--reps", "1", "--steps", "2000", "--procs", "3",
-        "--proc-steps", "300", "--kill-after", "300", "--stall-steps", "2000", "--server-runs", "30"]
+        "--proc-steps", "300", "--kill-after", "300", "--stall-steps", "2000", "--server-runs", "30",
+        "--read-steps", "500", "--peer-read-steps", "100", "--read-runs", "60", "--peer-read-runs", "20"]
 
 
 @pytest.mark.slow
@@ -44,6 +45,11 @@ def test_quick_bench_runs_and_checks_itself(tmp_path: Path) -> None:
     assert report["errors"] == []
     assert report["checks"] and all(c["ok"] for c in report["checks"]), report["checks"]
     groups = {c["group"] for c in report["checks"]}
-    assert {"write", "sigkill", "e2e", "many", "replay", "stalled", "server_runs"} <= groups
-    assert "not built" in proc.stdout  # rows 5, 7, 9 say so, never a number
+    assert {"write", "sigkill", "e2e", "many", "replay", "stalled", "server_runs", "read_history",
+            "read_runs"} <= groups
+    reads = {o["group"]: o for o in report["outcomes"] if o["group"] in ("read_history", "read_runs")}
+    assert reads["read_history"]["metrics"]["big_shape"] == [500, 13], reads["read_history"]["metrics"]
+    runs = reads["read_runs"]["metrics"]
+    assert runs["big_returned"] == runs["big_matching"] > 0 and all(runs["big_good"].values()), runs
+    assert "not built" in proc.stdout  # rows 7 and 9 say so, never a number
     assert "self-checks" in proc.stdout

@@ -29,8 +29,7 @@ def small_runs(n: int, seed: int = SEED) -> list[SmallRun]:
     """``n`` runs, lr log-uniform in [1e-4, 1e-1] (a third above the threshold), distinct losses."""
     rng = random.Random(seed * 1_000_003 + n)
     return [
-        SmallRun(f"r{i:06d}", round(10 ** rng.uniform(-4, -1), 8), round(rng.uniform(0.05, 2.0), 9))
-        for i in range(n)
+        SmallRun(f"r{i:06d}", round(10 ** rng.uniform(-4, -1), 8), round(rng.uniform(0.05, 2.0), 9)) for i in range(n)
     ]
 
 

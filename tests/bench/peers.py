@@ -333,6 +333,16 @@ def _mlflow(store: str) -> tuple[Any, Any, str]:
     return mlflow, client, exp
 
 
+def _aim_index(aim: Any, hashes: list[str]) -> None:
+    """Index finished runs into the repo's meta index, which Aim's readers query: what ``aim up``'s
+    background indexer does (not timed; without it, a script sees no runs at all)."""
+    from aim.sdk.index_manager import RepoIndexManager
+
+    mgr = RepoIndexManager.get_index_manager(aim.Repo(str(Path.cwd() / "aim")))
+    for h in hashes:
+        mgr.index(h)
+
+
 def _mlflow_metrics(rows: list[tuple[int, float, dict[str, float]]]) -> list[Any]:
     from mlflow.entities import Metric
 
@@ -379,12 +389,14 @@ def read_history(system: str, params: dict[str, Any]) -> dict[str, Any]:
         run_hash = peer.run.hash
         peer.finish()
         aim = peer.aim
+        _aim_index(aim, [run_hash])
 
         def read() -> Any:
             import pandas as pd
 
             run = aim.Run(run_hash, repo=str(Path.cwd() / "aim"), read_only=True)
-            cols = {m.name: m.dataframe().set_index("step")["value"] for m in run.metrics()}
+            wanted = set(keys)  # not Aim's own system metrics
+            cols = {m.name: m.dataframe().set_index("step")["value"] for m in run.metrics() if m.name in wanted}
             return pd.DataFrame(cols).rename_axis("step").reset_index()
 
     else:
@@ -450,11 +462,14 @@ def read_runs(system: str, params: dict[str, Any]) -> dict[str, Any]:
         peer = AimPeer(Path.cwd())
         peer.import_()
         aim = peer.aim
+        hashes = []
         for r in runs:
             peer.init(r.run_id, {"lr": r.lr, "batch": 32})
             for step, _ts, values in r.rows(time.time()):
                 peer.run.track(values, step=step)
+            hashes.append(peer.run.hash)
             peer.finish()
+        _aim_index(aim, hashes)
         from aim.sdk.types import QueryReportMode
 
         def search() -> list[str]:

@@ -687,8 +687,10 @@ def read_runs(params: dict[str, Any]) -> dict[str, Any]:
     _import_runstream()
     st = status(load_settings())
     entity = "bench"
-    projects = {"big": (f"{PROJECT}-runs-{n_runs}", small_runs(n_runs)),
-                "peer": (f"{PROJECT}-runs-{n_peer}", small_runs(n_peer))}
+    projects = {
+        "big": (f"{PROJECT}-runs-{n_runs}", small_runs(n_runs)),
+        "peer": (f"{PROJECT}-runs-{n_peer}", small_runs(n_peer)),
+    }
     t0 = time.perf_counter()
     for project, runs in projects.values():
         now = time.time()
@@ -699,7 +701,8 @@ def read_runs(params: dict[str, Any]) -> dict[str, Any]:
     names = ", ".join(f"'{p}'" for p, _ in projects.values())
     res = client.sql(
         f"SELECT project, count(*) AS n FROM runs WHERE entity = '{entity}' AND project IN ({names}) GROUP BY project",
-        wait_seq=seq, timeout=600,
+        wait_seq=seq,
+        timeout=600,
     ).to_pylist()
     t2 = time.perf_counter()
     projected = {r["project"]: int(r["n"]) for r in res}
@@ -711,15 +714,19 @@ def read_runs(params: dict[str, Any]) -> dict[str, Any]:
         want = expected(runs)
 
         def listed(per_page: int, project: str = project) -> list[str]:
-            return [r.id for r in api.runs(f"{entity}/{project}", filters=filters,
-                                           order="+summary_metrics.loss", per_page=per_page)]
+            return [
+                r.id
+                for r in api.runs(
+                    f"{entity}/{project}", filters=filters, order="+summary_metrics.loss", per_page=per_page
+                )
+            ]
 
-        def sql(project: str = project) -> list[str]:
+        def sql(project: str = project, cap: int = len(runs) + 1) -> list[str]:
             df = api.sql(
                 "SELECT r.run_id FROM runs r JOIN config c USING (run_uid) JOIN summary s USING (run_uid) "
                 f"WHERE r.entity = '{entity}' AND r.project = '{project}' AND c.key = 'lr' "
                 f"AND c.value > {LR_THRESHOLD} AND s.key = 'loss' ORDER BY s.value",
-                max_rows=len(runs) + 1,
+                max_rows=cap,
             )
             return list(df["run_id"])
 
@@ -729,15 +736,17 @@ def read_runs(params: dict[str, Any]) -> dict[str, Any]:
         sql_s, got["sql"] = _timings(sql, timed)
         good = {k: v == want for k, v in got.items()}
         ok &= all(good.values())
-        out.update({
-            f"{name}_matching": len(want),
-            f"{name}_returned": len(got["page"]),
-            f"{name}_good": good,
-            f"{name}_filter_sort_ms": _median(big_page) * 1000,
-            f"{name}_filter_sort_all_ms": [x * 1000 for x in big_page],
-            f"{name}_default_page_ms": _median(default_page) * 1000,
-            f"{name}_sql_ms": _median(sql_s) * 1000,
-        })
+        out.update(
+            {
+                f"{name}_matching": len(want),
+                f"{name}_returned": len(got["page"]),
+                f"{name}_good": good,
+                f"{name}_filter_sort_ms": _median(big_page) * 1000,
+                f"{name}_filter_sort_all_ms": [x * 1000 for x in big_page],
+                f"{name}_default_page_ms": _median(default_page) * 1000,
+                f"{name}_sql_ms": _median(sql_s) * 1000,
+            }
+        )
     out["runs_projected"] = projected
     out["check_count"] = bool(ok)
     return out
