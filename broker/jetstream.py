@@ -4,10 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from .errors import BrokerUnavailable, RunExistsError
-from .names import PATHS_BUCKET, STREAM, path_key, stream_subjects
-
-DUPLICATE_WINDOW_S = 10 * 60
+from .errors import BrokerUnavailable
+from .names import paths_bucket_config, stream_config
 
 
 async def connect(url: str, *, creds: str | None = None, token: str | None = None,
@@ -44,53 +42,16 @@ async def _quiet(_e: Exception) -> None:
 
 
 async def ensure_log(js: Any, *, replicas: int = 1) -> None:
-    """Create (or leave alone) the event stream and the path bucket."""
-    from nats.js.api import DiscardPolicy, StorageType, StreamConfig
+    """Create (or leave alone) the event stream and the path bucket (same configuration as the
+    SDK's client creates: :func:`~runstream.broker.names.stream_config`)."""
+    from nats.js.api import StreamConfig
     from nats.js.errors import NotFoundError
 
-    cfg = StreamConfig(
-        name=STREAM,
-        subjects=stream_subjects(),
-        storage=StorageType.FILE,
-        duplicate_window=DUPLICATE_WINDOW_S,
-        discard=DiscardPolicy.OLD,
-        num_replicas=replicas,
-        allow_direct=True,
-    )
-    try:
-        await js.stream_info(STREAM)
-    except NotFoundError:
+    for cfg in (stream_config(replicas), paths_bucket_config(replicas)):
         try:
-            await js.add_stream(cfg)
-        except Exception:
-            await js.stream_info(STREAM)  # created concurrently by another process
-    try:
-        await js.key_value(PATHS_BUCKET)
-    except Exception:
-        try:
-            await js.create_key_value(bucket=PATHS_BUCKET, history=1, replicas=replicas)
-        except Exception:
-            await js.key_value(PATHS_BUCKET)
-
-
-async def claim_path(js: Any, entity: str, project: str, run_id: str, run_uid: str) -> None:
-    """Atomically register ``entity/project/run_id`` → ``run_uid``; RunExistsError if taken."""
-    from nats.js.errors import KeyWrongLastSequenceError
-
-    kv = await js.key_value(PATHS_BUCKET)
-    try:
-        await kv.create(path_key(entity, project, run_id), run_uid.encode())
-    except KeyWrongLastSequenceError as e:
-        raise RunExistsError(f"{entity}/{project}/{run_id}") from e
-
-
-async def resolve_path(js: Any, entity: str, project: str, run_id: str) -> str | None:
-    """The uid registered for a path, or None."""
-    from nats.js.errors import KeyNotFoundError
-
-    kv = await js.key_value(PATHS_BUCKET)
-    try:
-        entry = await kv.get(path_key(entity, project, run_id))
-    except KeyNotFoundError:
-        return None
-    return entry.value.decode() if entry.value else None
+            await js.stream_info(cfg["name"])
+        except NotFoundError:
+            try:
+                await js.add_stream(StreamConfig.from_response(dict(cfg)))
+            except Exception:
+                await js.stream_info(cfg["name"])  # created concurrently by another process

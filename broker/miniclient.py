@@ -19,9 +19,8 @@ from urllib.parse import unquote, urlparse
 
 from . import wire
 from .errors import BrokerError, BrokerUnavailable, RunExistsError
-from .names import PATHS_BUCKET, STREAM, path_key, stream_subjects
+from .names import PATHS_BUCKET, STREAM, path_key, paths_bucket_config, stream_config
 
-DUPLICATE_WINDOW_NS = 10 * 60 * 1_000_000_000
 ERR_STREAM_NOT_FOUND = 10059
 ERR_WRONG_LAST_SEQUENCE = 10071
 
@@ -188,19 +187,9 @@ class MiniNats:
     # -- the log ---------------------------------------------------------------------------------
 
     def ensure_log(self, replicas: int = 1) -> None:
-        """Create the event stream and the path bucket unless they exist (as nats-py would)."""
-        self._ensure_stream(STREAM, {
-            "name": STREAM, "subjects": stream_subjects(), "retention": "limits", "storage": "file",
-            "discard": "old", "num_replicas": replicas, "duplicate_window": DUPLICATE_WINDOW_NS,
-            "allow_direct": True, "max_msgs": -1, "max_bytes": -1, "max_age": 0, "max_msg_size": -1,
-        })
-        kv = f"KV_{PATHS_BUCKET}"
-        self._ensure_stream(kv, {
-            "name": kv, "subjects": [f"$KV.{PATHS_BUCKET}.>"], "retention": "limits", "storage": "file",
-            "discard": "new", "num_replicas": replicas, "max_msgs_per_subject": 1, "allow_rollup_hdrs": True,
-            "deny_delete": True, "allow_direct": True, "max_msgs": -1, "max_bytes": -1, "max_age": 0,
-            "max_msg_size": -1, "duplicate_window": 120 * 1_000_000_000,
-        })
+        """Create the event stream and the path bucket unless they exist."""
+        self._ensure_stream(STREAM, stream_config(replicas))
+        self._ensure_stream(f"KV_{PATHS_BUCKET}", paths_bucket_config(replicas))
 
     def _ensure_stream(self, name: str, config: dict[str, Any]) -> None:
         try:

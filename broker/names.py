@@ -13,6 +13,7 @@ from __future__ import annotations
 import os
 import re
 import string
+from typing import Any
 
 STREAM = "RUNSTREAM"
 """The one JetStream stream holding every run event."""
@@ -91,6 +92,26 @@ def parse_subject(subject: str) -> tuple[str, str, str]:
 def path_key(entity: str, project: str, run_id: str) -> str:
     """KV key of a run path in :data:`PATHS_BUCKET`."""
     return ".".join(encode_token(p) for p in (entity, project, run_id))
+
+
+DUPLICATE_WINDOW_NS = 10 * 60 * 1_000_000_000
+"""How long JetStream remembers message ids (dedup); the projector dedupes beyond it."""
+
+
+def stream_config(replicas: int = 1) -> dict[str, Any]:
+    """The event stream's JetStream configuration (JSON, as the API takes it)."""
+    return {"name": STREAM, "subjects": stream_subjects(), "retention": "limits", "storage": "file",
+            "discard": "old", "num_replicas": replicas, "duplicate_window": DUPLICATE_WINDOW_NS,
+            "allow_direct": True, "max_msgs": -1, "max_bytes": -1, "max_age": 0, "max_msg_size": -1}
+
+
+def paths_bucket_config(replicas: int = 1) -> dict[str, Any]:
+    """The path → uid KV bucket's stream, laid out as JetStream KV clients expect (one value per
+    key, no deletes: ids are never reused)."""
+    return {"name": f"KV_{PATHS_BUCKET}", "subjects": [f"$KV.{PATHS_BUCKET}.>"], "retention": "limits",
+            "storage": "file", "discard": "new", "num_replicas": replicas, "max_msgs_per_subject": 1,
+            "allow_rollup_hdrs": True, "deny_delete": True, "allow_direct": True, "max_msgs": -1,
+            "max_bytes": -1, "max_age": 0, "max_msg_size": -1, "duplicate_window": 120 * 1_000_000_000}
 
 
 def control_subject(run_uid: str, verb: str) -> str:

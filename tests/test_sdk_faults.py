@@ -49,8 +49,10 @@ def test_sigkill_trainer_then_sync(rs_env: dict[str, str], nats_server, tmp_path
         assert line, proc.stderr.read() if proc.stderr else "trainer died"
         printed.append(int(line))
     os.killpg(proc.pid, signal.SIGKILL)
-    rest, _ = proc.communicate(timeout=30)
-    # the pipe may hold lines printed after our last read: they count too
+    # Lines printed after our last readline count too. Read them through the same buffered reader:
+    # communicate() would read the raw pipe and skip lines readline() had already buffered.
+    rest = proc.stdout.read()
+    proc.communicate(timeout=30)
     printed.extend(int(x) for x in rest.split())
     report = sync_paths([tmp_path / "work"], load_settings())
     assert report.errors == []
