@@ -21,7 +21,9 @@ from .procs import ChildResult, run_child, run_snippet
 from .render import render, summarize_outcomes
 
 FULL = {
-    "reps": 3,
+    # 2 repetitions keep a full run with every peer under 30 minutes on a 2-core machine (one
+    # repetition of all rows measured ~12 min); pass --reps 3 for tighter medians.
+    "reps": 2,
     "steps": 100_000,
     "peer_steps": 20_000,
     "mlflow_steps": 1_000,
@@ -34,9 +36,9 @@ FULL = {
     "stall_steps": 100_000,
     "server_runs": 10_000,
     "read_steps": 100_000,
-    "peer_read_steps": 20_000,
+    "peer_read_steps": 5_000,
     "read_runs": 10_000,
-    "peer_read_runs": 500,
+    "peer_read_runs": 100,  # creating runs costs Aim ~260 ms and MLflow ~100 ms each
 }
 QUICK = {
     "reps": 1,
@@ -63,7 +65,7 @@ PEER_MODULES = {"wandb": "wandb", "mlflow-sqlite": "mlflow", "mlflow-file": "mlf
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="python -m tests.bench", description=__doc__)
     p.add_argument("--quick", action="store_true", help="small sizes, one repetition: a few minutes")
-    p.add_argument("--reps", type=int, help="repetitions (default 3, quick 1)")
+    p.add_argument("--reps", type=int, help="repetitions (default 2, quick 1)")
     p.add_argument("--steps", type=int, help="steps of the 1-run runstream scenarios (rows 1, 2, 6, 10)")
     p.add_argument("--metrics", type=int, default=10, help="floats per step (default 10)")
     p.add_argument("--peer-steps", type=int, help="steps of W&B's and Aim's 1-run scenario")
