@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from .errors import NotApplicable, NotInstalled
-from .stats import percentile
+from .stats import write_phases
 
 PEERS = ("wandb", "mlflow-sqlite", "mlflow-file", "aim")
 
@@ -201,17 +201,8 @@ def write(system: str, params: dict[str, Any]) -> dict[str, Any]:
     points = steps * metrics
     stored = peer.stored_points()
     disk = peer.store_bytes() - base
-    calls = sorted(per_call)
     return {
-        "steps": steps,
-        "metrics": metrics,
-        "points": points,
-        "import_s": t1 - t0,
-        "init_s": t2 - t1,
-        "log_us_median": calls[len(calls) // 2] / 1000,
-        "log_us_mean": sum(per_call) / steps / 1000,
-        "log_us_p99": percentile(calls, 99) / 1000,
-        "finish_s": t4 - t3,
+        **write_phases(steps, metrics, per_call, t0, t1, t2, t3, t4),
         "flushed_s": flushed,  # less the loop's own work (building each row): the benchmark's time
         "e2e_pps": points / flushed,
         "stored_points": stored,

@@ -21,7 +21,7 @@ from typing import Any
 
 from .errors import NotBuilt
 from .peers import mark_phase_end
-from .stats import percentile
+from .stats import percentile, write_phases
 
 PROJECT = "bench"
 
@@ -113,19 +113,10 @@ def hotpath(params: dict[str, Any]) -> dict[str, Any]:
     run.finish()
     t4 = time.perf_counter()
     mark_phase_end()
-    calls = sorted(per_call)
     counts, _ = _history_counts(_client(), [run.uid])
     points = steps * metrics
     return {
-        "steps": steps,
-        "metrics": metrics,
-        "points": points,
-        "import_s": t1 - t0,
-        "init_s": t2 - t1,
-        "log_us_median": calls[len(calls) // 2] / 1000,
-        "log_us_mean": sum(per_call) / steps / 1000,
-        "log_us_p99": percentile(calls, 99) / 1000,
-        "finish_s": t4 - t3,
+        **write_phases(steps, metrics, per_call, t0, t1, t2, t3, t4),
         "flushed_s": t4 - t_first,
         "stored_points": counts.get(run.uid, (0, 0))[0],
         "check_count": counts.get(run.uid, (0, 0))[0] == points,
