@@ -9,7 +9,7 @@ restarts (state reloaded from its serialised form) yields the same tables.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
@@ -92,6 +92,26 @@ class Changes:
     applied: list[Applied] = field(default_factory=list)
     skipped: int = 0
     """Events already applied (redeliveries) that were skipped."""
+    appends: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
+    """Rows for side tables (console, system_metrics, alerts, files, ...), by table, in stream
+    order; a store inserts them by column name. Add with :meth:`append`."""
+    upserts: dict[str, tuple[tuple[str, ...], list[dict[str, Any]]]] = field(default_factory=dict)
+    """``table → (key columns, rows)``: each row replaces the stored rows with the same key values
+    (a later row of the same key in this batch wins). Add with :meth:`upsert`."""
+
+    def append(self, table: str, *rows: dict[str, Any]) -> None:
+        """Queue ``rows`` (column name → value) for insertion into the side table ``table``."""
+        self.appends.setdefault(table, []).extend(rows)
+
+    def upsert(self, table: str, keys: tuple[str, ...], *rows: dict[str, Any]) -> None:
+        """Queue ``rows`` replacing the rows of ``table`` with equal ``keys`` columns."""
+        have = self.upserts.get(table)
+        if have is None:
+            self.upserts[table] = (tuple(keys), list(rows))
+        elif have[0] != tuple(keys):
+            raise ValueError(f"upsert into {table}: keys {keys} differ from {have[0]} earlier in the batch")
+        else:
+            have[1].extend(rows)
 
     @property
     def points(self) -> int:
@@ -166,13 +186,25 @@ def _fold_one(state: ProjectionState, rec: Record, changes: Changes) -> None:
         _heartbeat(rs, ev.ts)
     handler = _HANDLERS.get(ev.type)
     if handler is not None:
-        handler(rs, ev)
+        handler(rs, ev, Context(state, changes, rec))
     if seqs is None:
         seqs = rs.applied[ev.writer] = SeqSet()
     seqs.add(ev.seq)
     state.runs[ev.run_uid] = rs
     changes.runs[ev.run_uid] = rs
     changes.applied.append(Applied(ev.run_uid, ev.writer, ev.seq, rec.stream_seq))
+
+
+class Context(NamedTuple):
+    """What a handler may need besides its run and event: the whole projection (e.g. another run's
+    state), the batch's changes (side-table rows) and the record itself."""
+
+    state: ProjectionState
+    changes: Changes
+    record: Record
+
+
+Handler = Callable[[RunState, Event, Context], None]
 
 
 def _heartbeat(rs: RunState, ts: float) -> None:
@@ -202,7 +234,7 @@ def _log(rs: RunState, rows: LogRows, changes: Changes) -> None:
             rs.deleted = [k for k in rs.deleted if k not in gone]
 
 
-def _init(rs: RunState, ev: Event) -> None:
+def _init(rs: RunState, ev: Event, ctx: Context) -> None:
     b: Any = ev.body
     if not rs.has_init or rs.created_at is None:
         rs.created_at = b.start_time
@@ -219,11 +251,11 @@ def _init(rs: RunState, ev: Event) -> None:
         rs.state = "running"
 
 
-def _config(rs: RunState, ev: Event) -> None:
+def _config(rs: RunState, ev: Event, ctx: Context) -> None:
     rs.config.update(flatten(ev.body.set))  # type: ignore[attr-defined]
 
 
-def _summary(rs: RunState, ev: Event) -> None:
+def _summary(rs: RunState, ev: Event, ctx: Context) -> None:
     b: Any = ev.body
     for k, v in b.set.items():
         rs.explicit[k] = v
@@ -235,25 +267,25 @@ def _summary(rs: RunState, ev: Event) -> None:
             rs.deleted.append(k)
 
 
-def _define_metric(rs: RunState, ev: Event) -> None:
+def _define_metric(rs: RunState, ev: Event, ctx: Context) -> None:
     b: Any = ev.body
     rs.metrics.pop(b.name, None)  # a redefinition counts as the most recent
     rs.metrics[b.name] = {"step_metric": b.step_metric, "summary": list(b.summary) if b.summary else None,
                           "goal": b.goal, "hidden": b.hidden}
 
 
-def _metadata(rs: RunState, ev: Event) -> None:
+def _metadata(rs: RunState, ev: Event, ctx: Context) -> None:
     rs.metadata = {**(rs.metadata or {}), **ev.body.metadata}  # type: ignore[attr-defined]
 
 
-def _finish(rs: RunState, ev: Event) -> None:
+def _finish(rs: RunState, ev: Event, ctx: Context) -> None:
     b: Any = ev.body
     rs.state, rs.exit_code, rs.runtime = b.state, b.exit_code, b.runtime
     rs.finished_at = ev.ts
     rs.crash_until = None
 
 
-def _crashed(rs: RunState, ev: Event) -> None:
+def _crashed(rs: RunState, ev: Event, ctx: Context) -> None:
     b: Any = ev.body
     if rs.state in TERMINAL_STATES:
         return
@@ -264,7 +296,7 @@ def _crashed(rs: RunState, ev: Event) -> None:
     rs.crash_until = until
 
 
-def _meta(rs: RunState, ev: Event) -> None:
+def _meta(rs: RunState, ev: Event, ctx: Context) -> None:
     """An edit of descriptive fields (``Api().run(...).update()``): only the fields it sets change."""
     b: Any = ev.body
     for name in ("name", "notes", "group", "job_type"):
@@ -274,7 +306,7 @@ def _meta(rs: RunState, ev: Event) -> None:
         rs.tags = list(b.tags or [])
 
 
-_HANDLERS = {
+_HANDLERS: dict[str, Handler] = {
     "init": _init,
     "meta": _meta,
     "config": _config,

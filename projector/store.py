@@ -20,7 +20,7 @@ import pyarrow as pa
 
 from .errors import StoreError
 from .fold import Changes, runtime_of
-from .points import PointWriter
+from .points import PointWriter, last_writes
 from .schema import STORED_TABLES, TABLES_DDL, VIEWS, VIEWS_DDL
 from .state import ProjectionState, RunState
 from .summary import Row
@@ -88,6 +88,13 @@ def _value_table(per_run: dict[str, list[Row]]) -> pa.Table:
             vals.append(v)
             jsons.append(j)
     return pa.table([uids, keys, pa.array(vals, pa.float64()), jsons], schema=_VALUES_SCHEMA)
+
+
+def _columns(rows: list[dict[str, Any]]) -> pa.Table:
+    """Rows as an Arrow table with every column any row names (``from_pylist`` would take the
+    first row's columns only); a row without a column gets NULL there."""
+    names = list(dict.fromkeys(k for r in rows for k in r))
+    return pa.table({n: [r.get(n) for r in rows] for n in names})
 
 
 class Store:
@@ -185,6 +192,7 @@ class Store:
                 touched = list(changes.runs)
                 if touched:
                     self._replace_runs(changes, touched)
+                self._side_tables(changes)
                 if changes.dead_letters:
                     dl = pa.table({
                         "stream_seq": pa.array([d.stream_seq for d in changes.dead_letters], pa.int64()),
@@ -216,12 +224,30 @@ class Store:
         if not updated or not updated[0]:
             self.con.execute("INSERT INTO projector_checkpoint VALUES (?, ?, now())", [self.name, seq])
 
-    def _insert(self, table: str, data: pa.Table, columns: str = "*") -> None:
+    def _insert(self, table: str, data: pa.Table, columns: str = "*", *, by_name: bool = False) -> None:
         self.con.register("_rs_batch", data)
         try:
-            self.con.execute(f"INSERT INTO {table} SELECT {columns} FROM _rs_batch")
+            self.con.execute(f"INSERT INTO {table} {'BY NAME ' if by_name else ''}SELECT {columns} FROM _rs_batch")
         finally:
             self.con.unregister("_rs_batch")
+
+    def _side_tables(self, changes: Changes) -> None:
+        """Upserts, then appends, of the side tables (by column name: a handler names only the
+        columns it knows; the others are NULL)."""
+        for table, (keys, rows) in changes.upserts.items():
+            if not rows:
+                continue
+            data = last_writes(_columns(rows), list(keys))
+            self.con.register("_rs_upsert", data.select(list(keys)))
+            try:
+                match = " AND ".join(f'{table}."{k}" IS NOT DISTINCT FROM u."{k}"' for k in keys)
+                self.con.execute(f"DELETE FROM {table} USING _rs_upsert u WHERE {match}")
+            finally:
+                self.con.unregister("_rs_upsert")
+            self._insert(table, data, by_name=True)
+        for table, rows in changes.appends.items():
+            if rows:
+                self._insert(table, _columns(rows), by_name=True)
 
     def _history(self, changes: Changes) -> None:
         if not changes.history:
