@@ -49,6 +49,7 @@ EVENT_TYPES = (
     "crashed",
     "meta",
     "log_rows",
+    "join",
 )
 
 _NUMERIC = (int, float, bool)

@@ -23,19 +23,36 @@ class _Body(BaseModel):
 
 
 class Origin(_Body):
-    """Where a run came from: ``resume``, ``fork`` or ``rewind`` of another run at a step."""
+    """Where a run (or a new session of it) came from: ``resume`` of itself, ``fork`` of another run
+    at a step, or ``rewind`` of itself to a step.
+
+    For fork and rewind the SDK asked the server about the visible history up to ``step`` and
+    records what it learnt, so that a replay needs nothing but the log: ``stats`` (per key, the
+    aggregates ``[logged, count, total, min, max, first, last]`` of the rows up to ``step``, from
+    which the summary continues), ``last_step`` (the highest step up to ``step``), ``runtime``
+    (``_runtime`` at that step: where the new rows' ``_runtime`` continues) and ``depth`` (forks:
+    the parent's depth + 1).
+    """
 
     kind: Literal["resume", "fork", "rewind"]
     run_uid: str
     path: str | None = None
     step: float | None = None
+    stats: dict[str, list[Any]] | None = None
+    last_step: int | None = None
+    runtime: float | None = None
+    depth: int | None = None
 
 
 class InitBody(_Body):
+    """A run starts, or a new session of it (``origin``: resume, rewind). Its writer becomes the
+    run's primary writer, whose ``finish`` sets the run's final state. Fields left out of a resume
+    or rewind keep their values (``name`` may then be None)."""
+
     entity: str
     project: str
     run_id: str
-    name: str
+    name: str | None = None
     notes: str | None = None
     tags: list[str] = Field(default_factory=list)
     config: dict[str, Any] = Field(default_factory=dict)
@@ -44,6 +61,16 @@ class InitBody(_Body):
     start_time: float
     mode: str = "online"
     origin: Origin | None = None
+    label: str | None = None
+    """The writer's label in shared mode (e.g. ``rank0``)."""
+
+
+class JoinBody(_Body):
+    """Another process joins a run in shared mode (``init(id=..., mode="shared")``) as a writer
+    of its own; its ``finish`` ends only its own part, not the run."""
+
+    label: str | None = None
+    start_time: float
 
 
 class LogBody(_Body):
@@ -128,6 +155,7 @@ BODIES: dict[str, type[_Body]] = {
     "finish": FinishBody,
     "crashed": CrashedBody,
     "meta": MetaBody,
+    "join": JoinBody,
 }
 
 

@@ -22,6 +22,16 @@ from runstream.broker.names import parse_subject
 
 from .errors import EventRejected
 from .history import LogRows, log_rows
+from .lineage import (
+    CLOCK_KEYS,
+    MAX_STEP,
+    MIN_STEP,
+    SEGMENT_KEYS,
+    clock_until,
+    continued,
+    line_name,
+    segment_rows,
+)
 from .packed_rows import decode_log_rows
 from .state import KeyStats, ProjectionState, RunState, SeqSet
 from .summary import Row, config_rows, metric_rows, summary_rows
@@ -63,7 +73,8 @@ class Applied(NamedTuple):
 
 @dataclass
 class HistoryChunk:
-    """History rows of one log event. ``dirty``: they may replace rows already stored (a step at
+    """History rows of one log event, on one stored line (``run_uid``: the run's uid, or
+    ``<uid>~<branch>`` after a rewind; see :mod:`.lineage`). ``dirty``: they may replace rows already stored (a step at
     or below the run's previous max step, or repeated steps within the event)."""
 
     run_uid: str
@@ -178,15 +189,19 @@ def _fold_one(state: ProjectionState, rec: Record, changes: Changes) -> None:
     if seqs is not None and ev.seq in seqs:
         changes.skipped += 1
         return
+    line = line_name(rs.run_uid, rs.branch)
     if ev.type == "log":  # may reject: before any other mutation
-        _log(rs, log_rows(ev.run_uid, env["b"]), changes)
+        _log(rs, line, log_rows(line, env["b"]), changes)
     elif ev.type == "log_rows":
-        _log(rs, decode_log_rows(ev.run_uid, env["b"]), changes)
+        _log(rs, line, decode_log_rows(line, env["b"]), changes)
+    ctx = Context(state, changes, rec)
+    if not rs.segments:  # first sight of the run: one line, every step
+        _set_branch(rs, 0, [[line, MIN_STEP, MAX_STEP]], ctx)
+    handler = _HANDLERS.get(ev.type)
+    if handler is not None:  # before the heartbeat: a resume continues from the last sign of life
+        handler(rs, ev, ctx)
     if ev.writer != REAPER_WRITER and ev.type != "meta":  # an edit from the Api is no sign of life
         _heartbeat(rs, ev.ts)
-    handler = _HANDLERS.get(ev.type)
-    if handler is not None:
-        handler(rs, ev, Context(state, changes, rec))
     if seqs is None:
         seqs = rs.applied[ev.writer] = SeqSet()
     seqs.add(ev.seq)
@@ -215,12 +230,12 @@ def _heartbeat(rs: RunState, ts: float) -> None:
         rs.crash_until = None
 
 
-def _log(rs: RunState, rows: LogRows, changes: Changes) -> None:
-    """Fold one ``log`` or ``log_rows`` event's decoded rows into the run."""
+def _log(rs: RunState, line: str, rows: LogRows, changes: Changes) -> None:
+    """Fold one ``log`` or ``log_rows`` event's decoded rows into the run's current ``line``."""
     if rows.min_step is None or rows.max_step is None:
         return
     dirty = not rows.increasing or (rs.max_step is not None and rows.min_step <= rs.max_step)
-    changes.history.append(HistoryChunk(rs.run_uid, rows.batches, dirty, rows.rows))
+    changes.history.append(HistoryChunk(line, rows.batches, dirty, rows.rows))
     if rs.max_step is None or rows.max_step > rs.max_step:
         rs.max_step = rows.max_step
     for key, cs in rows.stats.items():
@@ -235,20 +250,101 @@ def _log(rs: RunState, rows: LogRows, changes: Changes) -> None:
 
 
 def _init(rs: RunState, ev: Event, ctx: Context) -> None:
+    """A run starts, or a new session of it starts (``origin``): resume, fork or rewind."""
     b: Any = ev.body
+    origin = b.origin
     if not rs.has_init or rs.created_at is None:
         rs.created_at = b.start_time
     rs.has_init = True
-    rs.entity, rs.project, rs.run_id, rs.name = b.entity, b.project, b.run_id, b.name
-    rs.notes, rs.tags, rs.group, rs.job_type, rs.mode = b.notes, list(b.tags), b.group, b.job_type, b.mode
+    given = b.model_fields_set
+    rs.entity, rs.project, rs.run_id = b.entity, b.project, b.run_id
+    for name in ("name", "notes", "group", "job_type"):
+        if name in given and (getattr(b, name) is not None or origin is None):
+            setattr(rs, name, getattr(b, name))
+    if "tags" in given or origin is None:
+        rs.tags = list(b.tags)
+    rs.mode = b.mode
+    offset = 0.0
+    if origin is not None:
+        offset = _origin(rs, ev, origin, ctx)
+        rs.origin_kind, rs.origin_run_uid, rs.origin_step = origin.kind, origin.run_uid, origin.step
     rs.config.update(flatten(b.config))
-    if b.origin is not None:
-        rs.origin_kind, rs.origin_run_uid, rs.origin_step = b.origin.kind, b.origin.run_uid, b.origin.step
     meta = (b.model_extra or {}).get("metadata")
     if isinstance(meta, dict):
         rs.metadata = {**(rs.metadata or {}), **meta}
-    if rs.state not in TERMINAL_STATES:
+    if origin is not None or rs.state not in TERMINAL_STATES:
         rs.state = "running"
+    rs.clock.append([b.start_time, offset])
+    ctx.changes.upsert("history_clock", CLOCK_KEYS, *_clock_rows(rs))
+    rs.session_offset[ev.writer] = offset
+    rs.primary = ev.writer
+    _writer(rs, ev.writer, ctx, label=b.label, primary=True, joined_at=b.start_time)
+
+
+def _origin(rs: RunState, ev: Event, origin: Any, ctx: Context) -> float:
+    """Apply a resume, fork or rewind; return the runtime the new session continues from."""
+    start = ev.body.start_time  # type: ignore[attr-defined]
+    before = runtime_of(rs)
+    rs.finished_at, rs.exit_code, rs.runtime, rs.crash_until = None, None, None, None
+    if origin.kind == "resume":
+        return before or 0.0
+    if origin.step is None:
+        raise EventRejected(f"{origin.kind} of run {rs.run_uid}: the origin has no step")
+    try:
+        if origin.kind == "fork":
+            parent = ctx.state.runs.get(origin.run_uid)
+            inherited = parent.segments.get(parent.branch, []) if parent is not None else []
+            segments = continued(inherited, origin.step, line_name(rs.run_uid, 0))
+            if parent is not None:
+                rs.config = {**parent.config, **rs.config}
+                rs.metrics = {**parent.metrics, **rs.metrics}
+                rs.clock = clock_until(parent.clock, start)
+                rs.depth = parent.depth + 1
+            else:
+                rs.depth = origin.depth or 1
+            _set_branch(rs, 0, segments, ctx)
+        else:  # rewind: a new branch of the same run
+            if origin.run_uid != rs.run_uid:
+                raise EventRejected(f"rewind of run {rs.run_uid} names another run {origin.run_uid}")
+            segments = continued(rs.segments.get(rs.branch, []), origin.step, "")
+            branch = max(rs.segments, default=0) + 1
+            segments[-1][0] = line_name(rs.run_uid, branch)
+            ctx.changes.upsert("history_segments", SEGMENT_KEYS,
+                               *segment_rows(rs.run_uid, rs.branch, rs.segments.get(rs.branch, []), False))
+            _set_branch(rs, branch, segments, ctx)
+            rs.clock = clock_until(rs.clock, start)
+    except ValueError as e:
+        raise EventRejected(f"{origin.kind} of run {rs.run_uid}: {e}") from e
+    rs.stats = {k: KeyStats.from_list(list(v)) for k, v in (origin.stats or {}).items() if len(v) == 7}
+    rs.explicit, rs.deleted = {}, []
+    rs.max_step = origin.last_step
+    return float(origin.runtime or 0.0)
+
+
+def _set_branch(rs: RunState, branch: int, segments: list[list[Any]], ctx: Context) -> None:
+    rs.branch = branch
+    rs.segments[branch] = segments
+    ctx.changes.upsert("history_segments", SEGMENT_KEYS, *segment_rows(rs.run_uid, branch, segments, True))
+
+
+def _clock_rows(rs: RunState) -> list[dict[str, Any]]:
+    return [{"run_uid": rs.run_uid, "since": since, "runtime_offset": offset} for since, offset in rs.clock]
+
+
+def _writer(rs: RunState, writer: str, ctx: Context, **fields: Any) -> None:
+    """Update the ``run_writers`` row of ``writer``."""
+    row = rs.writers.setdefault(writer, {"run_uid": rs.run_uid, "writer": writer, "label": None,
+                                         "primary": False, "joined_at": None, "finished_at": None,
+                                         "state": "running", "exit_code": None})
+    row.update(fields)
+    ctx.changes.upsert("run_writers", ("run_uid", "writer"), dict(row))
+
+
+def _join(rs: RunState, ev: Event, ctx: Context) -> None:
+    """Another process writes into this run (shared mode)."""
+    b: Any = ev.body
+    rs.session_offset[ev.writer] = 0.0
+    _writer(rs, ev.writer, ctx, label=b.label, primary=False, joined_at=b.start_time)
 
 
 def _config(rs: RunState, ev: Event, ctx: Context) -> None:
@@ -279,8 +375,16 @@ def _metadata(rs: RunState, ev: Event, ctx: Context) -> None:
 
 
 def _finish(rs: RunState, ev: Event, ctx: Context) -> None:
+    """A writer ends. The primary writer's finish (or any, in a run without one) ends the run; a
+    shared-mode writer that joined ends only its own part (``run_writers``)."""
     b: Any = ev.body
-    rs.state, rs.exit_code, rs.runtime = b.state, b.exit_code, b.runtime
+    joined = rs.writers.get(ev.writer)
+    if joined is not None:
+        _writer(rs, ev.writer, ctx, state=b.state, exit_code=b.exit_code, finished_at=ev.ts)
+        if not joined["primary"] and rs.primary is not None:
+            return
+    rs.state, rs.exit_code = b.state, b.exit_code
+    rs.runtime = rs.session_offset.get(ev.writer, 0.0) + b.runtime
     rs.finished_at = ev.ts
     rs.crash_until = None
 
@@ -315,13 +419,17 @@ _HANDLERS: dict[str, Handler] = {
     "metadata": _metadata,
     "finish": _finish,
     "crashed": _crashed,
+    "join": _join,
 }
 
 
 def runtime_of(rs: RunState) -> float | None:
-    """Seconds the run ran: the finish event's figure once finished, else last heartbeat − start."""
+    """Seconds the run ran: the finish event's figure once finished, else the current session's
+    runtime offset + (last heartbeat − the session's start). A resumed, forked or rewound run
+    continues from where its origin was (see :mod:`.lineage`)."""
     if rs.state in TERMINAL_STATES and rs.runtime is not None:
         return rs.runtime
     if rs.heartbeat_at is None or rs.created_at is None:
         return None
-    return max(0.0, rs.heartbeat_at - rs.created_at)
+    since, offset = rs.clock[-1] if rs.clock else (rs.created_at, 0.0)
+    return offset + max(0.0, rs.heartbeat_at - since)

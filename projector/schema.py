@@ -66,11 +66,11 @@ when opened.
 
 from __future__ import annotations
 
-PUBLIC_TABLES = ("runs", "history", "summary", "config", "metrics", "dead_letters")
+PUBLIC_TABLES = ("runs", "history", "summary", "config", "metrics", "dead_letters", "run_writers")
 """What users query as tables (``history`` is a view over the internal point tables)."""
 INTERNAL_TABLES = ("projector_checkpoint", "applied", "projector_state", "history_numeric", "history_other",
-                   "history_steps", "history_run_ids", "history_key_ids")
-VIEWS = ("history", "history_wide", "runs_overview")
+                   "history_steps", "history_run_ids", "history_key_ids", "history_segments", "history_clock")
+VIEWS = ("history_lines", "history", "history_branches", "history_wide", "runs_overview", "group_history")
 """Created by :data:`VIEWS_DDL`, in this order."""
 STORED_TABLES = tuple(t for t in (*PUBLIC_TABLES, *INTERNAL_TABLES) if t not in VIEWS)
 """Every real table, created by :data:`TABLES_DDL`."""
@@ -81,7 +81,7 @@ CREATE TABLE IF NOT EXISTS runs (
     name VARCHAR, state VARCHAR, notes VARCHAR, tags VARCHAR[], "group" VARCHAR, job_type VARCHAR,
     mode VARCHAR, created_at TIMESTAMPTZ, heartbeat_at TIMESTAMPTZ, finished_at TIMESTAMPTZ,
     runtime DOUBLE, exit_code INTEGER, last_step BIGINT, metadata JSON, origin_kind VARCHAR,
-    origin_run_uid VARCHAR, origin_step DOUBLE
+    origin_run_uid VARCHAR, origin_step DOUBLE, origin_depth INTEGER
 );
 CREATE TABLE IF NOT EXISTS history_numeric (run INTEGER, step BIGINT, key INTEGER, value DOUBLE);
 CREATE TABLE IF NOT EXISTS history_other (run INTEGER, step BIGINT, key INTEGER, value DOUBLE, value_json VARCHAR);
@@ -101,26 +101,51 @@ CREATE TABLE IF NOT EXISTS projector_checkpoint (
 );
 CREATE TABLE IF NOT EXISTS applied (run_uid VARCHAR, writer VARCHAR, seq BIGINT, stream_seq BIGINT);
 CREATE TABLE IF NOT EXISTS projector_state (run_uid VARCHAR PRIMARY KEY, state BLOB);
+CREATE TABLE IF NOT EXISTS history_segments (
+    run_uid VARCHAR, branch INTEGER, line VARCHAR, min_step BIGINT, max_step BIGINT, "current" BOOLEAN
+);
+CREATE TABLE IF NOT EXISTS history_clock (run_uid VARCHAR, since DOUBLE, runtime_offset DOUBLE);
+CREATE TABLE IF NOT EXISTS run_writers (
+    run_uid VARCHAR, writer VARCHAR, label VARCHAR, "primary" BOOLEAN, joined_at DOUBLE, finished_at DOUBLE,
+    state VARCHAR, exit_code INTEGER
+);
 """
 
 VIEWS_DDL = """
+CREATE OR REPLACE VIEW history_lines AS
+SELECT g.run_uid, g.branch, g."current", l.id AS line, g.min_step, g.max_step
+FROM history_segments g JOIN history_run_ids l ON l.run_uid = g.line;
+
 CREATE OR REPLACE VIEW history AS
-SELECT r.run_uid, h.step, k.key, h.value, h.value_json, s.timestamp
+SELECT g.run_uid, h.step, k.key, h.value, h.value_json, s.timestamp
 FROM (SELECT run, step, key, value, NULL::VARCHAR AS value_json FROM history_numeric
       UNION ALL
       SELECT run, step, key, value, value_json FROM history_other) h
-JOIN history_run_ids r ON r.id = h.run
+JOIN (SELECT * FROM history_lines WHERE "current") g
+  ON g.line = h.run AND h.step >= g.min_step AND h.step <= g.max_step
+JOIN history_key_ids k ON k.id = h.key
+LEFT JOIN history_steps s ON s.run = h.run AND s.step = h.step;
+
+CREATE OR REPLACE VIEW history_branches AS
+SELECT g.run_uid, g.branch, g."current", h.step, k.key, h.value, h.value_json, s.timestamp
+FROM (SELECT run, step, key, value, NULL::VARCHAR AS value_json FROM history_numeric
+      UNION ALL
+      SELECT run, step, key, value, value_json FROM history_other) h
+JOIN history_lines g ON g.line = h.run AND h.step >= g.min_step AND h.step <= g.max_step
 JOIN history_key_ids k ON k.id = h.key
 LEFT JOIN history_steps s ON s.run = h.run AND s.step = h.step;
 
 CREATE OR REPLACE VIEW history_wide AS
-SELECT h.run_uid, h.step AS _step, max(h.timestamp) AS _timestamp,
-       max(h.timestamp) - epoch(any_value(r.created_at)) AS _runtime,
-       map_from_entries(coalesce(
-           list(struct_pack(k := h.key, v := h.value)) FILTER (WHERE h.value IS NOT NULL),
-           [])) AS metrics
-FROM history h LEFT JOIN runs r USING (run_uid)
-GROUP BY h.run_uid, h.step;
+WITH w AS (
+    SELECT h.run_uid, h.step AS _step, max(h.timestamp) AS _timestamp,
+           map_from_entries(coalesce(
+               list(struct_pack(k := h.key, v := h.value)) FILTER (WHERE h.value IS NOT NULL),
+               [])) AS metrics
+    FROM history h
+    GROUP BY h.run_uid, h.step
+)
+SELECT w.run_uid, w._step, w._timestamp, w._timestamp - c.since + c.runtime_offset AS _runtime, w.metrics
+FROM w ASOF LEFT JOIN history_clock c ON c.run_uid = w.run_uid AND w._timestamp >= c.since;
 
 CREATE OR REPLACE VIEW runs_overview AS
 WITH s AS (
@@ -140,4 +165,11 @@ WITH s AS (
 )
 SELECT r.*, s.summary, s.summary_json, c.config, c.config_json
 FROM runs r LEFT JOIN s USING (run_uid) LEFT JOIN c USING (run_uid);
+
+CREATE OR REPLACE VIEW group_history AS
+SELECT r.entity, r.project, r."group", h.key, h.step, count(*) AS runs,
+       avg(h.value) AS mean, min(h.value) AS min, max(h.value) AS max
+FROM history h JOIN runs r USING (run_uid)
+WHERE r."group" IS NOT NULL AND h.value IS NOT NULL
+GROUP BY ALL;
 """

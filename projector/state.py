@@ -154,6 +154,21 @@ class RunState:
     deleted: list[str] = field(default_factory=list)
     metrics: dict[str, dict[str, Any]] = field(default_factory=dict)
     applied: dict[str, SeqSet] = field(default_factory=dict)
+    branch: int = 0
+    """The current branch (a rewind opens the next one); see :mod:`.lineage`."""
+    segments: dict[int, list[list[Any]]] = field(default_factory=dict)
+    """Branch → its segments ``[line, min_step, max_step]``; empty until the run is first seen."""
+    clock: list[list[float]] = field(default_factory=list)
+    """Sessions ``[since, runtime_offset]``: ``_runtime`` of a row at time t is t − since +
+    offset of the last session started by t (resume, fork and rewind continue it)."""
+    session_offset: dict[str, float] = field(default_factory=dict)
+    """Writer → the runtime its session started at (its ``finish`` runtime counts from there)."""
+    primary: str | None = None
+    """The writer of the latest ``init``: its ``finish`` sets the run's state."""
+    writers: dict[str, dict[str, Any]] = field(default_factory=dict)
+    """Writer → its ``run_writers`` row (shared mode and sessions)."""
+    depth: int = 0
+    """Fork depth: 0 for a run that is no fork, the parent's + 1 otherwise."""
 
     def to_bytes(self) -> bytes:
         d = {f.name: getattr(self, f.name) for f in fields(self)}

@@ -34,7 +34,7 @@ RUNS_SCHEMA = pa.schema([
     ("mode", pa.string()), ("created_at", _TS), ("heartbeat_at", _TS), ("finished_at", _TS),
     ("runtime", pa.float64()), ("exit_code", pa.int32()), ("last_step", pa.int64()),
     ("metadata", pa.string()), ("origin_kind", pa.string()), ("origin_run_uid", pa.string()),
-    ("origin_step", pa.float64()),
+    ("origin_step", pa.float64()), ("origin_depth", pa.int32()),
 ])
 _VALUES_SCHEMA = pa.schema([("run_uid", pa.string()), ("key", pa.string()), ("value", pa.float64()),
                             ("value_json", pa.string())])
@@ -76,6 +76,7 @@ def runs_row(rs: RunState) -> dict[str, Any]:
         "finished_at": _micros(rs.finished_at), "runtime": runtime_of(rs), "exit_code": rs.exit_code,
         "last_step": rs.max_step, "metadata": None if rs.metadata is None else to_json(rs.metadata),
         "origin_kind": rs.origin_kind, "origin_run_uid": rs.origin_run_uid, "origin_step": rs.origin_step,
+        "origin_depth": rs.depth,
     }
 
 
@@ -127,14 +128,31 @@ class Store:
         self.con.execute(VIEWS_DDL)
 
     def _old_layout(self) -> bool:
-        """True for files written by an older projector: ``history`` a plain table, or the point
-        table still holding a timestamp per point."""
-        row = self.con.execute(
-            "SELECT count(*) FROM duckdb_columns() c JOIN duckdb_tables() t USING (database_name, schema_name, "
-            "table_name) WHERE database_name = current_database() AND schema_name = 'main' "
-            "AND (table_name = 'history' OR (table_name = 'history_numeric' AND column_name = 'timestamp'))"
-        ).fetchone()
-        return bool(row and row[0])
+        """True for files written by an older projector: a table of today's layout missing, or
+        one whose columns differ (``history`` a plain table, say). An empty file is not old."""
+        here = "database_name = current_database() AND schema_name = 'main'"
+        found = self._columns(self.con, here)
+        if not found:
+            return False
+        if "history" in found:  # a plain table in files of the first projectors
+            return True
+        mem = duckdb.connect()
+        try:
+            mem.execute(TABLES_DDL)
+            wanted = self._columns(mem, "schema_name = 'main'")
+        finally:
+            mem.close()
+        return any(found.get(t) != cols for t, cols in wanted.items())
+
+    @staticmethod
+    def _columns(con: duckdb.DuckDBPyConnection, where: str) -> dict[str, list[tuple[str, str]]]:
+        rows = con.execute(f"SELECT table_name, column_name, data_type FROM duckdb_columns() WHERE {where} "
+                           "AND table_name IN (SELECT table_name FROM duckdb_tables() WHERE "
+                           f"{where}) ORDER BY table_name, column_index").fetchall()
+        out: dict[str, list[tuple[str, str]]] = {}
+        for table, column, dtype in rows:
+            out.setdefault(table, []).append((column, dtype))
+        return out
 
     def cursor(self) -> duckdb.DuckDBPyConnection:
         """A new cursor on the same database, for readers in this process."""
