@@ -200,6 +200,15 @@ class QueryClient:
         finally:
             nc.close()
 
+    def lineage(self, run_uid: str, step: float | None = None, *, timeout: float = 30.0) -> dict[str, Any] | None:
+        """A run as resume, fork and rewind need it (state, last step, runtime, depth; with ``step``
+        the aggregates of its visible history up to there), once the server's projection holds
+        what the log holds now. None when the server does not know the run."""
+        message = {"run_uid": run_uid, "step": step, "timeout": timeout}
+        reply = self._call("lineage", message, timeout + _REPLY_MARGIN_S)
+        run = reply.get("run")
+        return dict(run) if isinstance(run, dict) else None
+
     def stream_last_seq(self) -> int:
         """The log's last stream sequence (0 when the stream does not exist yet)."""
         from ..broker.miniclient import JetStreamError

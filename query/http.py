@@ -8,7 +8,8 @@
     GET   /api/projects/{entity}/{project}/runs/events        SSE: the project's runs as they change
     GET   /api/runs/{entity}/{project}/{run_id}               one run: row, config, summary
     PATCH /api/runs/{entity}/{project}/{run_id}               edit name/notes/tags/group/job_type (a meta event)
-    GET   /api/runs/{entity}/{project}/{run_id}/history       wide history: JSON or Arrow IPC
+    GET   /api/runs/{entity}/{project}/{run_id}/history       wide history: JSON or Arrow IPC (branch, as_of)
+    GET   /api/runs/{entity}/{project}/{run_id}/branches      history branches (rewinds archive them)
     GET   /api/runs/{entity}/{project}/{run_id}/history/events  SSE: the run's history as it is logged
     GET   /api/runs/{entity}/{project}/{run_id}/summary       {key: value}
     GET   /api/runs/{entity}/{project}/{run_id}/config        {key: value}
@@ -29,6 +30,7 @@ import json
 from collections.abc import AsyncIterator, Mapping
 from typing import TYPE_CHECKING, Annotated, Any
 
+import anyio
 import pyarrow as pa
 from fastapi import Depends, FastAPI, Header, HTTPException, Query, Request
 from fastapi.responses import JSONResponse, Response, StreamingResponse
@@ -40,7 +42,7 @@ from .errors import ProjectionLagging, QueryError, QueryRefused, QueryTimeout
 from .filters import FilterError
 from .jsonable import json_value, table_records
 from .live import follow_history, follow_runs
-from .reads import history, key_values, list_projects, list_runs, parse_run, run_row
+from .reads import branches, history, key_values, list_projects, list_runs, parse_run, run_row
 
 if TYPE_CHECKING:
     from .server import ServerConfig
@@ -270,12 +272,20 @@ def create_app(core: ServerCore | None = None, *, api_key: str | None = None,
                           min_step: int | None = None, max_step: int | None = None,
                           samples: Annotated[int | None, Query(ge=0)] = None,
                           limit: Annotated[int | None, Query(ge=0)] = None,
+                          branch: Annotated[int | None, Query(ge=0, description="one branch (rewinds "
+                                                              "archive the current one)")] = None,
+                          as_of: Annotated[str | None, Query(description="the history as it was at a "
+                                                             "stream sequence or time (epoch or ISO 8601)")] = None,
                           format: str | None = None, fresh: bool = False) -> Response:
         arrow = _wants_arrow(request, format)
         headers = await _fresh(core, fresh)
         row = await _run(core, entity, project, run_id)
-        table = await core.read(history, row["run_uid"], keys=_keys(keys), min_step=min_step,
-                                max_step=max_step, samples=samples, limit=limit)
+        kwargs = {"keys": _keys(keys), "min_step": min_step, "max_step": max_step, "samples": samples,
+                  "limit": limit, "branch": branch}
+        if as_of is not None:
+            table = await _history_as_of(core, row["run_uid"], as_of, kwargs)
+        else:
+            table = await core.read(history, row["run_uid"], **kwargs)
         if arrow:
             return _arrow(table, headers)
         return _json({"rows": table_records(table), "columns": table.column_names}, headers=headers)
@@ -289,6 +299,13 @@ def create_app(core: ServerCore | None = None, *, api_key: str | None = None,
         if last_event_id and last_event_id.strip().lstrip("-").isdigit():
             after = max(after, int(last_event_id))
         return _sse(follow_history(core, entity, project, run_id, keys=_keys(keys), after=after))
+
+    @app.get("/api/runs/{entity}/{project}/{run_id}/branches", dependencies=api,
+             summary="the run's history branches (a rewind archives the current one)")
+    async def run_branches(core: Core, entity: str, project: str, run_id: str, fresh: bool = False) -> JSONResponse:
+        headers = await _fresh(core, fresh)
+        row = await _run(core, entity, project, run_id)
+        return _json({"branches": await core.read(branches, row["run_uid"])}, headers=headers)
 
     for table_name in ("summary", "config"):
         _add_key_values(app, table_name, api)
@@ -307,6 +324,21 @@ def create_app(core: ServerCore | None = None, *, api_key: str | None = None,
                       "truncated": result.truncated, "projected_seq": seq})
 
     return app
+
+
+async def _history_as_of(core: ServerCore, run_uid: str, as_of: str, kwargs: dict[str, Any]) -> pa.Table:
+    """The run's history folded from the log up to ``as_of`` (:mod:`.timetravel`)."""
+    from .reads import Reader
+    from .timetravel import fold_as_of, lineage_uids, parse_as_of
+
+    moment = parse_as_of(as_of)
+    uids = await core.read(lineage_uids, run_uid)
+    store = await fold_as_of(core.nc.jetstream(), uids, moment)
+    try:
+        return await anyio.to_thread.run_sync(lambda: Reader(store.cursor).run(history, run_uid, **kwargs),
+                                              limiter=core.service.limiter)
+    finally:
+        store.close()
 
 
 def _add_key_values(app: FastAPI, table: str, dependencies: list[Any]) -> None:

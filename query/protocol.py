@@ -19,7 +19,7 @@ from ..broker.names import CONTROL_PREFIX, encode_token
 
 __all__ = ["OPS", "QUEUE", "decode", "encode", "error_reply", "ipc_to_table", "subject", "table_to_ipc"]
 
-OPS = ("sql", "health", "replay")
+OPS = ("sql", "health", "replay", "lineage")
 QUEUE = "runstream-query"
 
 

@@ -20,14 +20,14 @@ from .errors import QueryError, QueryTimeout
 from .filters import compile_filters, compile_order
 from .jsonable import stored_value
 
-__all__ = ["Reader", "history", "history_keys", "key_values", "list_projects", "list_runs", "run_row",
+__all__ = ["Reader", "branches", "history", "history_keys", "key_values", "list_projects", "list_runs", "run_row",
            "RUN_COLUMNS", "RESERVED_HISTORY_COLUMNS"]
 
 T = TypeVar("T")
 
 RUN_COLUMNS = ("run_uid", "entity", "project", "run_id", "path", "name", "state", "notes", "tags", "group",
                "job_type", "mode", "created_at", "heartbeat_at", "finished_at", "runtime", "exit_code",
-               "last_step", "metadata", "origin_kind", "origin_run_uid", "origin_step")
+               "last_step", "metadata", "origin_kind", "origin_run_uid", "origin_step", "origin_depth")
 RESERVED_HISTORY_COLUMNS = ("_step", "_timestamp", "_runtime")
 _SELECT_RUN = ", ".join(f'r."{c}"' for c in RUN_COLUMNS)
 
@@ -139,11 +139,30 @@ def key_values(cur: duckdb.DuckDBPyConnection, table: str, run_uids: Sequence[st
     return out
 
 
-def history_keys(cur: duckdb.DuckDBPyConnection, run_uid: str) -> list[tuple[str, bool]]:
+def _history_source(branch: int | None) -> tuple[str, list[Any]]:
+    """The view a history read scans: the visible history, or one branch (archived or current)."""
+    if branch is None:
+        return "history", []
+    return "(SELECT * FROM history_branches WHERE branch = ?)", [int(branch)]
+
+
+def history_keys(cur: duckdb.DuckDBPyConnection, run_uid: str, branch: int | None = None) -> list[tuple[str, bool]]:
     """``(key, numeric)`` of every history key of a run; numeric when any value is a number."""
-    rows = cur.execute("SELECT key, bool_or(value IS NOT NULL) FROM history WHERE run_uid = ? GROUP BY key "
-                       "ORDER BY key", [run_uid]).fetchall()
+    source, params = _history_source(branch)
+    rows = cur.execute(f"SELECT key, bool_or(value IS NOT NULL) FROM {source} WHERE run_uid = ? GROUP BY key "
+                       "ORDER BY key", [*params, run_uid]).fetchall()
     return [(k, bool(n)) for k, n in rows if k not in RESERVED_HISTORY_COLUMNS]
+
+
+def branches(cur: duckdb.DuckDBPyConnection, run_uid: str) -> list[dict[str, Any]]:
+    """A run's history branches: ``branch``, ``current``, and the step range and row count each
+    shows (a rewind archives the current branch and opens the next)."""
+    rows = cur.execute(
+        "SELECT g.branch, bool_or(g.\"current\"), min(b.step), max(b.step), count(DISTINCT b.step) "
+        "FROM history_segments g LEFT JOIN history_branches b ON b.run_uid = g.run_uid AND b.branch = g.branch "
+        "WHERE g.run_uid = ? GROUP BY g.branch ORDER BY g.branch", [run_uid]).fetchall()
+    return [{"branch": int(b), "current": bool(c), "min_step": lo, "max_step": hi, "steps": int(n)}
+            for b, c, lo, hi, n in rows]
 
 
 def _ident(name: str) -> str:
@@ -152,7 +171,7 @@ def _ident(name: str) -> str:
 
 def history(cur: duckdb.DuckDBPyConnection, run_uid: str, *, keys: Sequence[str] | None = None,
             min_step: int | None = None, max_step: int | None = None, samples: int | None = None,
-            limit: int | None = None) -> pa.Table:
+            limit: int | None = None, branch: int | None = None) -> pa.Table:
     """A run's history, wide: one row per step, ``_step``, ``_timestamp``, ``_runtime`` and a column
     per key (DOUBLE for numeric keys, JSON text for the others), ordered by step.
 
@@ -161,8 +180,10 @@ def history(cur: duckdb.DuckDBPyConnection, run_uid: str, *, keys: Sequence[str]
         min_step, max_step: inclusive step range.
         samples: at most this many rows, evenly spaced over the range (first row included).
         limit: at most this many rows from the start of the range (after sampling).
+        branch: one branch of the run's history (a rewind archives the current one) instead of
+            the visible history.
     """
-    known = history_keys(cur, run_uid)
+    known = history_keys(cur, run_uid, branch)
     if keys is not None:
         wanted = set(keys)
         known = [(k, n) for k, n in known if k in wanted]
@@ -186,11 +207,14 @@ def history(cur: duckdb.DuckDBPyConnection, run_uid: str, *, keys: Sequence[str]
         where.append("step <= ?")
         where_params.append(int(max_step))
     select = ", ".join(["step AS _step", "max(timestamp) AS _timestamp", *cols])
-    wide = f"SELECT {select} FROM history WHERE {' AND '.join(where)} GROUP BY step"
-    created = "(SELECT epoch(created_at) FROM runs WHERE run_uid = ?)"
-    all_params: list[Any] = [run_uid, *params, *where_params]  # in the order the ? appear
+    source, source_params = _history_source(branch)
+    wide = f"SELECT {select} FROM {source} WHERE {' AND '.join(where)} GROUP BY step"
+    # _runtime continues across resumes, forks and rewinds: the session each row was logged in
+    clock = "(SELECT since, runtime_offset FROM history_clock WHERE run_uid = ?)"
+    all_params: list[Any] = [*params, *source_params, *where_params, run_uid]  # in the order the ? appear
     rest = ", w.* EXCLUDE (_step, _timestamp)" if cols else ""
-    sql = f"SELECT w._step, w._timestamp, w._timestamp - {created} AS _runtime{rest} FROM ({wide}) w"
+    sql = (f"SELECT w._step, w._timestamp, w._timestamp - c.since + c.runtime_offset AS _runtime{rest} "
+           f"FROM ({wide}) w ASOF LEFT JOIN {clock} c ON w._timestamp >= c.since")
     if samples is not None:
         s = max(int(samples), 0)
         sql = (f"SELECT * EXCLUDE (_rn, _n) FROM (SELECT *, row_number() OVER (ORDER BY _step) - 1 AS _rn, "
@@ -202,3 +226,48 @@ def history(cur: duckdb.DuckDBPyConnection, run_uid: str, *, keys: Sequence[str]
         sql += " LIMIT ?"
         all_params.append(int(limit))
     return _arrow(cur, sql, all_params)
+
+
+def run_point(cur: duckdb.DuckDBPyConnection, run_uid: str, step: float | None = None) -> dict[str, Any] | None:
+    """What resume, fork and rewind need to know about a run: its row's state, last step, runtime,
+    fork depth, and — with ``step`` — the visible history up to ``step``: per key the aggregates
+    ``[logged, count, total, min, max, first, last]`` a summary continues from, the highest step
+    and the ``_runtime`` at it. None when the run is not in the projection."""
+    row = cur.execute("SELECT state, last_step, runtime, origin_depth, path, name FROM runs WHERE run_uid = ?",
+                      [run_uid]).fetchone()
+    if row is None:
+        return None
+    out: dict[str, Any] = {"run_uid": run_uid, "state": row[0], "last_step": row[1], "runtime": row[2],
+                           "depth": row[3] or 0, "path": row[4], "name": row[5]}
+    if step is None:
+        return out
+    import math
+
+    last = math.floor(step)
+    rows = cur.execute(
+        "SELECT key, count(*), count(value), sum(value), min(value) FILTER (WHERE NOT isnan(value)), "
+        "max(value) FILTER (WHERE NOT isnan(value)), arg_min(struct_pack(v := value, j := value_json), step), "
+        "arg_max(struct_pack(v := value, j := value_json), step) "
+        "FROM history WHERE run_uid = ? AND step <= ? GROUP BY key ORDER BY key", [run_uid, last]).fetchall()
+    out["stats"] = {key: [int(logged), int(count), float(total or 0.0), lo, hi, _stat_value(first),
+                          _stat_value(final)]
+                    for key, logged, count, total, lo, hi, first, final in rows}
+    top = cur.execute(
+        "SELECT s.step, s.timestamp - c.since + c.runtime_offset FROM "
+        "(SELECT step, max(timestamp) AS timestamp FROM history WHERE run_uid = ? AND step <= ? "
+        " GROUP BY step ORDER BY step DESC LIMIT 1) s "
+        "ASOF LEFT JOIN (SELECT since, runtime_offset FROM history_clock WHERE run_uid = ?) c "
+        "ON s.timestamp >= c.since", [run_uid, last, run_uid]).fetchone()
+    out["step_last"] = None if top is None else int(top[0])
+    out["step_runtime"] = None if top is None else top[1]
+    return out
+
+
+def _stat_value(cell: Mapping[str, Any] | None) -> Any:
+    """A history cell ``{v, j}`` as the value that was logged (numbers as floats, else parsed JSON)."""
+    if cell is None:
+        return None
+    if cell.get("v") is not None:
+        return cell["v"]
+    text = cell.get("j")
+    return None if text is None else json.loads(text)

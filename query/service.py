@@ -40,6 +40,8 @@ class Projection(Protocol):
 
     async def replay(self, progress: Any = None) -> int: ...
 
+    def cursor(self) -> Any: ...
+
     async def run(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None: ...
 
 
@@ -104,7 +106,7 @@ class QueryService:
 
     @property
     def handlers(self) -> dict[str, Any]:
-        return {"sql": self.sql, "health": self.health, "replay": self.replay}
+        return {"sql": self.sql, "health": self.health, "replay": self.replay, "lineage": self.lineage}
 
     @property
     def limiter(self) -> anyio.CapacityLimiter:
@@ -156,6 +158,25 @@ class QueryService:
         except QueryTimeout as e:
             raise QueryTimeout(f"query interrupted: it ran past its time limit of {timeout:g}s") from e
         return result, seq
+
+    async def lineage(self, request: dict[str, Any]) -> dict[str, Any]:
+        """What an SDK resuming, forking or rewinding a run needs (:func:`.reads.run_point`), read
+        once the projection holds everything the log held when the request came."""
+        from .reads import Reader, run_point
+
+        uid = request.get("run_uid")
+        if not isinstance(uid, str):
+            raise ValueError("'run_uid' must be a string")
+        step = request.get("step")
+        timeout = float(request.get("timeout") or 30.0)
+        last = await self.stream_last_seq()
+        if self._projection.projected_seq < last and not await self._projection.wait_for_seq(last, timeout):
+            raise ProjectionLagging(f"the projection of server {self._name!r} did not reach stream sequence "
+                                    f"{last} within {timeout:g}s; check `runstream status`")
+        reader = Reader(self._projection.cursor, timeout)
+        point = await anyio.to_thread.run_sync(
+            lambda: reader.run(run_point, uid, None if step is None else float(step)), limiter=self._limiter)
+        return {"ok": True, "run": point}
 
     async def stream_last_seq(self) -> int:
         from nats.js.errors import NotFoundError
