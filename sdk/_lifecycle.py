@@ -32,7 +32,8 @@ def init(entity: str | None = None, project: str | None = None, id: str | None =
          name: str | None = None, notes: str | None = None, tags: list[str] | tuple[str, ...] | None = None,
          config: Any = None, group: str | None = None, job_type: str | None = None,
          dir: str | os.PathLike[str] | None = None, mode: str | None = None,
-         settings: Settings | dict[str, Any] | None = None) -> Any:
+         settings: Settings | dict[str, Any] | None = None, resume: bool | str | None = None,
+         fork_from: str | None = None, resume_from: str | None = None, label: str | None = None) -> Any:
     """Start a run and return it (see :class:`runstream.Run`).
 
     Args:
@@ -43,11 +44,21 @@ def init(entity: str | None = None, project: str | None = None, id: str | None =
         notes, tags, group, job_type: descriptive fields, as in W&B.
         config: a dict or argparse.Namespace of hyperparameters.
         dir: where the ``runstream/`` folder of local run files goes (default: the working dir).
-        mode: ``online`` (default), ``offline`` (spool only; ``runstream sync`` later) or ``disabled``.
+        mode: ``online`` (default), ``offline`` (spool only; ``runstream sync`` later), ``disabled``,
+            or ``shared``: one of several processes writing the run ``id`` (each its own writer; the
+            one that creates the run is its primary writer, whose finish sets the final state).
         settings: a Settings, or a dict of setting overrides.
+        resume: ``"allow"``, ``"must"``, ``"never"`` or ``"auto"`` (True), as in W&B: continue the run
+            ``id`` at its last step + 1 (config merges, summary kept, tags given replace the old).
+        fork_from: ``"<run_id>?_step=<N>"``: a new run whose history is that run's up to step N,
+            then its own from N + 1, with its config merged under the new one.
+        resume_from: ``"<run_id>?_step=<N>"``: rewind that run to step N and continue it (same id;
+            the rows after N stay reachable as an archived branch).
+        label: this writer's label in shared mode (default ``<host>-<pid>``).
 
     Raises:
-        RunExistsError: ``id`` is already taken in the project.
+        RunExistsError: ``id`` is already taken in the project (or resume="never" and it exists).
+        RunNotFoundError: resume="must", fork_from or resume_from name a run that does not exist.
         UsageError: an argument is invalid.
     """
     from .run import Run
@@ -57,8 +68,11 @@ def init(entity: str | None = None, project: str | None = None, id: str | None =
     s = settings if isinstance(settings, Settings) else load_settings(**overrides)
     if mode is not None:
         s = s.replace(mode=mode)
+    shared = s.mode == "shared"
+    if shared:
+        s = s.replace(mode="online")
     if s.mode not in ("online", "offline", "disabled"):
-        raise UsageError(f"mode must be online, offline or disabled, not {s.mode!r}")
+        raise UsageError(f"mode must be online, offline, shared or disabled, not {s.mode!r}")
     if s.mode == "disabled":
         from .disabled import DisabledRun
 
@@ -77,17 +91,11 @@ def init(entity: str | None = None, project: str | None = None, id: str | None =
         raise UsageError(str(e)) from None
     if tags is not None and (isinstance(tags, str) or not all(isinstance(t, str) for t in tags)):
         raise UsageError("tags must be a list of strings")
-    if name is None:
-        from .naming import generate_name
-
-        name = generate_name()
     cfg = as_config(config)
     start = time.time()
     uid = new_run_uid()
     writer = new_writer_id()
     root = Path(dir) if dir is not None else (s.run_dir or Path.cwd())
-    stamp = datetime.fromtimestamp(start).strftime("%Y%m%d_%H%M%S")
-    run_dir = root / RUNS_FOLDER / f"{'offline-' if s.mode == 'offline' else ''}run-{stamp}-{_safe(run_id)}"
     url: str | None = None
     if s.mode == "online":
         from . import stack
@@ -96,16 +104,52 @@ def init(entity: str | None = None, project: str | None = None, id: str | None =
             url = stack.nats_url(s)
         except StackError:
             raise
+    plan = _plan(s, url, root, entity=entity, project=project, id=id, run_id=run_id, uid=uid, resume=resume,
+                 fork_from=fork_from, resume_from=resume_from, shared=shared)
+    if plan is not None:
+        uid, run_id = plan.uid, plan.run_id
+    if shared and label is None:
+        from .origins import default_label
+
+        label = default_label()
+    if name is None and (plan is None or not plan.partial):
+        from .naming import generate_name
+
+        name = generate_name()
+    stamp = datetime.fromtimestamp(start).strftime("%Y%m%d_%H%M%S")
+    run_dir = root / RUNS_FOLDER / f"{'offline-' if s.mode == 'offline' else ''}run-{stamp}-{_safe(run_id)}"
     meta = {"run_uid": uid, "writer": writer, "entity": entity, "project": project, "run_id": run_id,
             "name": name, "mode": s.mode, "created": start, "pid": os.getpid()}
     spool = Spool.create(run_dir / f"spool-{writer}.rsp", meta)
-    run = Run(settings=s, entity=entity, project=project, run_id=run_id, name=name, uid=uid, writer=writer,
+    shown = name or str((plan.existing.get("name") if plan else None) or run_id)
+    run = Run(settings=s, entity=entity, project=project, run_id=run_id, name=shown, uid=uid, writer=writer,
               run_dir=run_dir, spool=spool, config=cfg, tags=list(tags or []), notes=notes, group=group,
               job_type=job_type, mode=s.mode, start_time=start)
-    body = {"entity": entity, "project": project, "run_id": run_id, "name": name, "notes": notes,
-            "tags": list(tags or []), "config": cfg, "group": group, "job_type": job_type,
-            "start_time": start, "mode": s.mode}
-    run._append_event("init", body)
+    run.label = label
+    body: dict[str, Any] = {"entity": entity, "project": project, "run_id": run_id, "name": name, "notes": notes,
+                            "tags": list(tags or []), "config": cfg, "group": group, "job_type": job_type,
+                            "start_time": start, "mode": s.mode}
+    if plan is not None:
+        run._origin(plan)
+        if plan.partial:  # resume, rewind: what is not given is kept
+            for key, given in (("name", name), ("notes", notes), ("tags", tags), ("group", group),
+                               ("job_type", job_type)):
+                if given is None:
+                    del body[key]
+        if plan.origin is not None:
+            body["origin"] = plan.origin
+    if label is not None:
+        body["label"] = label
+    if plan is not None and plan.event == "join":
+        run._append_event("join", {"label": label, "start_time": start})
+        if cfg:
+            run._append_event("config", {"set": cfg})
+    else:
+        run._append_event("init", body)
+    if s.mode == "online":
+        from .origins import write_resume_file
+
+        write_resume_file(root, entity, project, run_id, uid)
 
     def claim(client: Any) -> None:
         from .broker.errors import RunExistsError
@@ -117,7 +161,8 @@ def init(entity: str | None = None, project: str | None = None, id: str | None =
             if client.resolve_path(entity, project, run_id) != uid:
                 raise
 
-    worker = Worker(spool, s, url, run._seal, run._append_event, claim=claim)
+    worker = Worker(spool, s, url, run._seal, run._append_event,
+                    claim=claim if plan is None or plan.claim else None)
     run._attach(worker)
     worker.start()
     if id is not None and url is not None:
@@ -146,6 +191,44 @@ def init(entity: str | None = None, project: str | None = None, id: str | None =
                                               dir=run_dir, mode=s.mode, cwd=Path.cwd())))
         sys.stderr.flush()
     return run
+
+
+def _plan(s: Settings, url: str | None, root: Path, *, entity: str, project: str, id: str | None, run_id: str,
+          uid: str, resume: Any, fork_from: Any, resume_from: Any, shared: bool) -> Any:
+    """Resume, fork, rewind or shared mode: look the run up before anything is spooled (None for
+    a plain new run)."""
+    from .origins import parse_ref, read_resume_file, resume_mode
+
+    how = resume_mode(resume)
+    fork = parse_ref(fork_from, "fork_from", entity, project) if fork_from is not None else None
+    rewind = parse_ref(resume_from, "resume_from", entity, project) if resume_from is not None else None
+    if sum(x is not None for x in (how, fork, rewind)) > 1:
+        raise UsageError("give only one of resume, fork_from and resume_from")
+    if shared and (how or fork or rewind):
+        raise UsageError("mode='shared' joins a run as it is: it cannot also resume, fork or rewind")
+    if shared and id is None:
+        raise UsageError("mode='shared' needs the id of the run the processes share: init(id=..., mode='shared')")
+    if how == "auto" and id is None:
+        found = read_resume_file(root, entity, project)
+        if found is None:
+            return None  # nothing left unfinished here: a new run
+        run_id, how = found, "allow"
+    elif how is not None and id is None:
+        raise UsageError(f"resume={resume!r} needs the id of the run to resume: init(id=..., resume=...)")
+    if how is None and fork is None and rewind is None and not shared:
+        return None
+    if url is None:
+        raise UsageError("resume, fork_from, resume_from and mode='shared' need the broker: they cannot run "
+                         "offline")
+    from .origins import Planner
+
+    planner = Planner(s, url, root)
+    try:
+        return planner.plan(entity=entity, project=project, run_id=run_id, new_uid=uid,
+                            resume="allow" if how == "auto" else how, fork_from=fork, resume_from=rewind,
+                            shared=shared)
+    finally:
+        planner.close()
 
 
 def _abandon(run: Any, worker: Worker) -> None:
@@ -198,6 +281,10 @@ def finished(run: Any, *, quiet: bool) -> None:
     if worker is not None:
         all_acked = worker.stop(timeout)
     spool = run._spool
+    if run.mode == "online":
+        from .origins import clear_resume_file
+
+        clear_resume_file(run.dir.parent.parent, run.uid)
     pending = 0 if run.mode != "online" else max(0, run._last_seq - spool.acked)
     if run.mode == "online" and pending == 0:
         spool.set_complete()

@@ -293,8 +293,12 @@ class Run:
     refresh = load
 
     def history(self, samples: int | None = None, keys: Sequence[str] | None = None, x_axis: str = "_step",
-                pandas: bool = True, format: str | None = None) -> Any:
+                pandas: bool = True, format: str | None = None, *, branch: int | None = None,
+                as_of: Any = None) -> Any:
         """The run's history, one row per step: ``_step``, ``_timestamp``, ``_runtime`` and each key.
+
+        A forked run's history holds its parent's rows up to the fork step (read in place, never
+        copied); a rewound run's holds the rows up to the rewind step, then the new ones.
 
         Args:
             samples: at most this many rows, evenly spaced (None: every row).
@@ -302,11 +306,21 @@ class Run:
             x_axis: a column kept with ``keys`` (``_step`` by default).
             pandas: a pandas DataFrame; False: an Arrow table. ``format`` (``"pandas"``, ``"polars"``,
                 ``"arrow"``) overrides it.
+            branch: one branch of the history instead of the visible one: each rewind archives the
+                current branch (see :meth:`branches`); 0 is the first.
+            as_of: the history as it was at that moment, rebuilt from the log: an ``int`` is a stream
+                sequence, a ``datetime``, ``float`` (epoch seconds) or ISO 8601 text a time.
         """
         wanted = None if keys is None else [*keys, *([x_axis] if x_axis not in keys else [])]
         table, _ = self._api.client.arrow("GET", self._url("/history"), {
-            "keys": None if wanted is None else ",".join(wanted), "samples": samples, "fresh": self._api.fresh})
+            "keys": None if wanted is None else ",".join(wanted), "samples": samples, "fresh": self._api.fresh,
+            "branch": branch, "as_of": _as_of(as_of)})
         return _to_frame(table, format or ("pandas" if pandas else "arrow"))
+
+    def branches(self) -> list[dict[str, Any]]:
+        """The history's branches: ``branch``, ``current``, ``min_step``, ``max_step``, ``steps``.
+        A rewind archives the current branch (its rows stay readable with ``history(branch=...)``)."""
+        return list(self._api.client.json("GET", self._url("/branches"), {"fresh": self._api.fresh})["branches"])
 
     def scan_history(self, keys: Sequence[str] | None = None, page_size: int = 1000,
                      min_step: int | None = None, max_step: int | None = None) -> Iterator[dict[str, Any]]:
@@ -346,6 +360,27 @@ class Run:
 
     def __repr__(self) -> str:
         return f"<Run {'/'.join(self.path)} ({self.state})>"
+
+
+def _as_of(value: Any) -> str | None:
+    """``as_of`` as the HTTP API takes it: digits for a stream sequence, else a time."""
+    if value is None:
+        return None
+    if isinstance(value, bool):
+        raise TypeError("as_of must be a stream sequence (int) or a time (datetime, epoch float, ISO text)")
+    if isinstance(value, int):
+        return str(value)
+    if isinstance(value, float):
+        return repr(value)
+    isoformat = getattr(value, "isoformat", None)
+    if isoformat is not None:
+        if getattr(value, "tzinfo", True) is None:
+            return repr(value.timestamp())  # a naive datetime is local time, as datetime.timestamp() reads it
+        return str(isoformat())
+    if isinstance(value, str):
+        return value
+    raise TypeError(f"as_of must be a stream sequence (int) or a time (datetime, epoch float, ISO text), "
+                    f"not {type(value).__name__}")
 
 
 def _copy(v: Any) -> Any:

@@ -4,6 +4,7 @@
 
     RunstreamError
      ├── UsageError          the call itself is wrong (bad id, finished run, bad argument)
+     │    └── RunNotFoundError   resume="must", fork_from or resume_from name a run that does not exist
      ├── RunExistsError      (from runstream.broker) a run id is already taken in its project
      ├── StackError          the local stack could not be started or reached
      ├── QueryError          a SQL query was refused or failed on the server
@@ -19,6 +20,10 @@ class RunstreamError(Exception):
 
 class UsageError(RunstreamError, ValueError):
     pass
+
+
+class RunNotFoundError(UsageError):
+    """The run to resume, fork or rewind does not exist."""
 
 
 class StackError(RunstreamError):

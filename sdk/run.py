@@ -66,6 +66,12 @@ class Run:
         """Keysets of the rows since the last seal: the batch marker lists them for log_rows."""
         self._seal_from = spool.end
         self._seal_bytes = 0
+        self._min_step = 0
+        """Steps below are refused: a fork's or rewind's own history starts after its cut."""
+        self.origin: dict[str, Any] | None = None
+        self.label: str | None = None
+        """This writer's label in shared mode."""
+        self.resumed = False
         self._warned_backwards = False
         self._finished = False
         self.exit_code: int | None = None
@@ -159,6 +165,10 @@ class Run:
             raise UsageError(f"step must be an integer, not {step!r}") from None
         if isinstance(step, bool) or as_int != step or as_int < 0:
             raise UsageError(f"step must be a non-negative integer, not {step!r}")
+        if as_int < self._min_step:
+            kind = (self.origin or {}).get("kind", "fork")
+            raise UsageError(f"run {self.path} continues a {kind} at step {self._min_step - 1}: its own history "
+                             f"starts at step {self._min_step}, so step {as_int} cannot be logged")
         if as_int < self._max_step:
             if not self._warned_backwards:
                 self._warned_backwards = True
@@ -315,6 +325,14 @@ class Run:
         _lifecycle.finished(self, quiet=self.settings.quiet if quiet is None else quiet)
 
     # used by _lifecycle
+    def _origin(self, plan: Any) -> None:
+        """Continue where a resumed, forked or rewound run stands (see :mod:`runstream.origins`)."""
+        self.origin = plan.origin
+        self.resumed = plan.origin is not None and plan.origin["kind"] == "resume"
+        self._step = plan.first_step
+        self._max_step = plan.first_step - 1
+        self._min_step = plan.min_step
+
     def _attach(self, worker: Worker) -> None:
         self._worker = worker
         self.summary._mirror = worker.mirror

@@ -213,3 +213,20 @@ def find_spools(root: Path) -> list[Path]:
     if root.is_file():
         return [root]
     return sorted(p for p in root.rglob("*.rsp") if p.is_file())
+
+
+def read_meta(path: Path) -> dict[str, Any] | None:
+    """A spool's meta map (run uid, writer, path), read without locking; None if unreadable."""
+    try:
+        with open(path, "rb") as fh:
+            head = fh.read(DATA_START)
+    except OSError:
+        return None
+    if len(head) < 28 or head[:8] != MAGIC:
+        return None
+    (n,) = _LEN.unpack_from(head, 24)
+    try:
+        meta = unpack(head[28:28 + n])
+    except Exception:  # a torn or foreign file: not ours to send
+        return None
+    return meta if isinstance(meta, dict) else None
