@@ -18,7 +18,8 @@ def list_alerts(cur: duckdb.DuckDBPyConnection, entity: str | None = None, proje
                 run_id: str | None = None, limit: int = 1000) -> list[dict[str, Any]]:
     """Alerts, newest first, optionally of one entity, project or run, each with ``path`` and
     ``deliveries``: ``[{sink, status, attempts, error, attempted_at, delivered_at}]``."""
-    where, params = ["TRUE"], []
+    where: list[str] = ["TRUE"]
+    params: list[Any] = []
     for column, value in (("entity", entity), ("project", project), ("run_id", run_id)):
         if value is not None:
             where.append(f"r.{column} = ?")

@@ -27,7 +27,7 @@ def add_control_routes(app: FastAPI, dependencies: list[Any]) -> None:
               summary="stop a live run: its processes get a KeyboardInterrupt and it ends killed (409: not alive)")
     async def stop(core: Core, entity: str, project: str, run_id: str,
                    body: StopRequest | None = None) -> JSONResponse:
-        body = body or StopRequest()
+        body = body or StopRequest(requested_by="api", wait=True)
         row = await _run(core, entity, project, run_id)
         out = await stop_run(core.nc, row, body.requested_by)
         out["projected"] = await core.projector.wait_for_seq(out["stream_seq"], FRESH_TIMEOUT_S) if body.wait else False
