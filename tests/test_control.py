@@ -74,3 +74,60 @@ def test_stop_listener_answers_every_request_and_interrupts_once(nats_server: Na
         assert interrupts == [1] and run._stop_requested == {"requested_by": "test"}
     finally:
         client.close()
+
+
+def test_a_stop_reaches_every_writer_of_a_run(nats_server: NatsServer) -> None:
+    """Shared mode: several processes write one run, each its own writer; all of them get the stop
+    and the server gathers every acknowledgement."""
+    import anyio
+
+    from runstream.broker.jetstream import connect
+    from runstream.query.stop import request_stop
+
+    uid = "0" * 10 + "c" * 16
+    runs = [SimpleNamespace(uid=uid, writer=w, _stop_requested=None) for w in ("w1", "w2")]
+    interrupted: list[str] = []
+    listeners = [StopListener(r, interrupt=lambda w=r.writer: interrupted.append(w)) for r in runs]
+    clients = [MiniNats(nats_server.url).connect() for _ in runs]
+    done = threading.Event()
+
+    def serve() -> None:
+        while not done.is_set():
+            for listener, client in zip(listeners, clients, strict=True):
+                listener.serve(client)
+            done.wait(0.01)
+
+    for listener, client in zip(listeners, clients, strict=True):
+        listener.serve(client)  # subscribed before the request goes out
+    t = threading.Thread(target=serve, daemon=True)
+    t.start()
+
+    async def ask() -> list[dict[str, Any]]:
+        nc = await connect(nats_server.url)
+        try:
+            return await request_stop(nc, uid, {"requested_by": "test"}, timeout=20, grace=2)
+        finally:
+            await nc.close()
+
+    try:
+        acks = anyio.run(ask)
+        assert sorted(a["writer"] for a in acks) == ["w1", "w2"]
+        assert sorted(interrupted) == ["w1", "w2"]
+        nobody = "0" * 10 + "d" * 16
+        assert anyio.run(lambda: _nobody(nats_server.url, nobody)) == []  # no responders: at once
+    finally:
+        done.set()
+        t.join(5)
+        for c in clients:
+            c.close()
+
+
+async def _nobody(url: str, uid: str) -> list[dict[str, Any]]:
+    from runstream.broker.jetstream import connect
+    from runstream.query.stop import request_stop
+
+    nc = await connect(url)
+    try:
+        return await request_stop(nc, uid, {}, timeout=20)
+    finally:
+        await nc.close()
