@@ -189,3 +189,17 @@ def test_alerter_decides_attempts_backoff_and_age_from_the_projection(tmp_path: 
                                                          ("webhook", "failed", 3, "refused")]
     alerter.mark = store.checkpoint() + 1                 # e.g. replaying: the projection is behind
     assert alerter.due(99_999.0) is None
+
+
+def test_sinks_come_from_settings_env_and_config_file(tmp_path: Path) -> None:
+    from runstream.projector.sinks import EmailSink, WebhookSink, sinks_from_settings
+    from runstream.settings import load_settings
+
+    assert sinks_from_settings(load_settings(env={"RUNSTREAM_DIR": str(tmp_path)})) == []
+    (tmp_path / "config.toml").write_text('smtp_host = "mail.example.com"\nsmtp_to = "a@x.org, b@x.org"\n')
+    s = load_settings(env={"RUNSTREAM_DIR": str(tmp_path), "RUNSTREAM_ALERT_WEBHOOK_URL": "http://127.0.0.1:9/h",
+                           "RUNSTREAM_SMTP_PORT": "2525", "RUNSTREAM_ALERT_TIMEOUT": "3"})
+    hook, mail = sinks_from_settings(s)
+    assert isinstance(hook, WebhookSink) and hook.url == "http://127.0.0.1:9/h" and hook.timeout == 3.0
+    assert isinstance(mail, EmailSink) and (mail.host, mail.port, mail.to) == ("mail.example.com", 2525,
+                                                                                ["a@x.org", "b@x.org"])
