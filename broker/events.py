@@ -143,6 +143,40 @@ class MetaBody(_Body):
     job_type: str | None = None
 
 
+class StopRequestedBody(_Body):
+    """A stop asked for from outside (``Api().run(...).stop()``, ``runstream stop``) that the
+    run's live writers acknowledged. Its writer is the requester (``api:<id>``), so it is no sign
+    of life; ``writers`` are the run's writers that answered."""
+
+    requested_by: str
+    writers: list[str] = Field(default_factory=list)
+
+
+class AlertBody(_Body):
+    """``run.alert()``: ``throttled`` when an alert of the same title was sent less than
+    ``wait_duration`` seconds before (recorded, never delivered)."""
+
+    id: Annotated[str, Field(min_length=1, max_length=64)]
+    title: str
+    text: str
+    level: Literal["INFO", "WARN", "ERROR"]
+    wait_duration: Annotated[float, Field(ge=0)] = 0.0
+    throttled: bool = False
+
+
+class AlertDeliveryBody(_Body):
+    """The outcome of one attempt to deliver an alert to one sink (writer ``alerter``, the
+    server): a replay reproduces the delivery status without sending again. ``final``: no
+    further attempt follows (delivered, or the last retry failed)."""
+
+    alert_id: str
+    sink: str
+    attempt: Annotated[int, Field(ge=1)]
+    ok: bool
+    error: str | None = None
+    final: bool = False
+
+
 BODIES: dict[str, type[_Body]] = {
     "init": InitBody,
     "log": LogBody,
@@ -156,6 +190,9 @@ BODIES: dict[str, type[_Body]] = {
     "crashed": CrashedBody,
     "meta": MetaBody,
     "join": JoinBody,
+    "stop_requested": StopRequestedBody,
+    "alert": AlertBody,
+    "alert_delivery": AlertDeliveryBody,
 }
 
 

@@ -1,8 +1,9 @@
 """A small blocking NATS client for the SDK's background thread.
 
 Why not nats-py here: importing it costs 120–240 ms (it loads aiohttp when installed), half of a
-whole short training process's budget, and the SDK needs only request/reply: JetStream publishes
-with their PubAcks, a KV create and stream lookups. The projector and the server keep nats-py.
+whole short training process's budget, and the SDK needs only request/reply (JetStream publishes
+with their PubAcks, a KV create and stream lookups) and one subscription to its run's control
+subject (stop requests), whose messages it collects between requests. The projector and the server keep nats-py.
 
 Supports ``nats://`` URLs with token or user/password auth, and TLS (``tls://`` or when the server
 requires it). Credentials files (JWT + nkey) need the ``nkeys`` package.
@@ -54,6 +55,10 @@ class MiniNats:
         self._parser = wire.Parser()
         self._inbox = f"_INBOX.{os.urandom(8).hex()}"
         self._next = 0
+        self._subs: dict[str, str] = {}
+        """sid → subject of this client's own subscriptions (sent again on every connect)."""
+        self._incoming: list[wire.Msg] = []
+        """Messages of those subscriptions, kept until :meth:`take_messages`."""
         self.server_info: dict[str, Any] = {}
 
     # -- connection ------------------------------------------------------------------------------
@@ -92,7 +97,8 @@ class MiniNats:
                 opts["user"], opts["pass"] = user, password
             if self.creds:
                 opts.update(_sign_creds(self.creds, info.get("nonce", "")))
-            self._send(wire.connect_cmd(opts) + b"PING\r\n" + wire.sub_cmd(f"{self._inbox}.*", "1"))
+            subs = b"".join(wire.sub_cmd(subject, sid) for sid, subject in self._subs.items())
+            self._send(wire.connect_cmd(opts) + b"PING\r\n" + wire.sub_cmd(f"{self._inbox}.*", "1") + subs)
             self._expect("PONG", self.connect_timeout)
         except BaseException:
             self.close()
@@ -184,6 +190,49 @@ class MiniNats:
             raise BrokerUnavailable(f"NATS at {self.url}: {e}") from e
         return [o or {} for o in out]
 
+    # -- subscriptions ---------------------------------------------------------------------------
+
+    def subscribe(self, subject: str) -> str:
+        """Subscribe to ``subject`` (again after every reconnect); return the subscription id.
+
+        Its messages are kept as they arrive (also while waiting for a reply) and handed out by
+        :meth:`take_messages`.
+        """
+        sid = str(len(self._subs) + 2)  # "1" is the reply inbox
+        self._subs[sid] = subject
+        if self._sock is not None:
+            try:
+                self._send(wire.sub_cmd(subject, sid))
+            except OSError as e:
+                self.close()
+                raise BrokerUnavailable(f"NATS at {self.url}: {e}") from e
+        return sid
+
+    def publish(self, subject: str, payload: bytes) -> None:
+        """A plain publish (no reply expected), e.g. an answer to a request."""
+        if self._sock is None:
+            self.connect()
+        try:
+            self._send(wire.pub_cmd(subject, payload))
+        except (OSError, ValueError) as e:
+            self.close()
+            raise BrokerUnavailable(f"NATS at {self.url}: {e}") from e
+
+    def take_messages(self) -> list[wire.Msg]:
+        """The subscriptions' messages received so far, reading what the socket holds without
+        waiting for more."""
+        if self._sock is not None:
+            import select
+
+            try:
+                while select.select([self._sock], [], [], 0)[0] or _tls_pending(self._sock):
+                    self._read(time.monotonic() + 1.0)
+            except (OSError, TimeoutError, ValueError) as e:
+                self.close()
+                raise BrokerUnavailable(f"NATS at {self.url}: {e}") from e
+        out, self._incoming = self._incoming, []
+        return out
+
     # -- the log ---------------------------------------------------------------------------------
 
     def ensure_log(self, replicas: int = 1) -> None:
@@ -244,11 +293,17 @@ class MiniNats:
         if not data:
             raise OSError("connection closed by the server")
         ops = self._parser.feed(data)
+        mine = False
         for op, arg in ops:
             if op == "PING":
                 self._send(b"PONG\r\n")
             elif op == "ERR":
                 raise BrokerError(f"NATS server error: {arg}")
+            elif op == "MSG" and arg.sid in self._subs:
+                self._incoming.append(arg)
+                mine = True
+        if mine:
+            return [(op, arg) for op, arg in ops if not (op == "MSG" and arg.sid in self._subs)]
         return ops
 
     def _expect(self, want: str, timeout: float) -> Any:
@@ -257,6 +312,12 @@ class MiniNats:
             for op, arg in self._read(deadline):
                 if op == want:
                     return arg
+
+
+def _tls_pending(sock: socket.socket) -> bool:
+    """Bytes a TLS socket has decrypted already (``select`` does not see them)."""
+    pending = getattr(sock, "pending", None)
+    return bool(pending is not None and pending())
 
 
 def _sign_creds(path: str, nonce: str) -> dict[str, str]:

@@ -1,6 +1,7 @@
 """The NATS client protocol, as pure functions on bytes: what the SDK's small client speaks.
 
-Only what a publisher needs: ``CONNECT``, ``PING``/``PONG``, ``SUB``, ``PUB``/``HPUB`` and parsing
+Only what a publisher (and a listener on control subjects) needs: ``CONNECT``, ``PING``/``PONG``,
+``SUB``/``UNSUB``, ``PUB``/``HPUB`` and parsing
 ``INFO``, ``MSG``, ``HMSG``, ``+OK``, ``-ERR``. Encoding and parsing are tested without a server.
 """
 
@@ -29,6 +30,11 @@ def connect_cmd(options: dict[str, Any]) -> bytes:
 
 def sub_cmd(subject: str, sid: str) -> bytes:
     return f"SUB {subject} {sid}\r\n".encode()
+
+
+def unsub_cmd(sid: str, max_msgs: int | None = None) -> bytes:
+    """``UNSUB`` of a subscription (after ``max_msgs`` more messages when given)."""
+    return f"UNSUB {sid}{f' {int(max_msgs)}' if max_msgs is not None else ''}\r\n".encode()
 
 
 def encode_headers(headers: dict[str, str]) -> bytes:

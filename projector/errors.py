@@ -5,7 +5,8 @@
     ProjectorError
      ├── EventRejected     one event cannot be folded (its reason becomes a ``dead_letters`` row)
      ├── StoreError        the DuckDB file cannot be opened or written
-     └── CatchUpTimeout    the projection did not reach the stream's last sequence in time
+     ├── CatchUpTimeout    the projection did not reach the stream's last sequence in time
+     └── DeliveryError     an alert could not be delivered to a sink (webhook, email)
 """
 
 from __future__ import annotations
@@ -33,3 +34,8 @@ class CatchUpTimeout(ProjectorError):
         )
         self.projected = projected
         self.target = target
+
+
+class DeliveryError(ProjectorError):
+    """A sink refused an alert or could not be reached; the message is recorded in
+    ``alert_deliveries.error``."""

@@ -20,6 +20,7 @@ from runstream.broker.codec import DecodeError, decode_event
 from runstream.broker.events import Event, EventError, parse_event
 from runstream.broker.names import parse_subject
 
+from .alerts import fold_alert, fold_alert_delivery, fold_stop_requested
 from .errors import EventRejected
 from .history import LogRows, log_rows
 from .lineage import (
@@ -41,6 +42,8 @@ REAPER_WRITER = "reaper"
 """Writer id of crash decisions; its events do not count as heartbeats."""
 
 TERMINAL_STATES = frozenset({"finished", "failed", "killed"})
+NOT_SIGNS_OF_LIFE = frozenset({"meta", "stop_requested", "alert_delivery"})
+"""Event types written by others than the run (the Api, the server): no heartbeat of the run."""
 _AGGS = ("min", "max", "mean", "first")
 
 
@@ -200,7 +203,7 @@ def _fold_one(state: ProjectionState, rec: Record, changes: Changes) -> None:
     handler = _HANDLERS.get(ev.type)
     if handler is not None:  # before the heartbeat: a resume continues from the last sign of life
         handler(rs, ev, ctx)
-    if ev.writer != REAPER_WRITER and ev.type != "meta":  # an edit from the Api is no sign of life
+    if ev.writer != REAPER_WRITER and ev.type not in NOT_SIGNS_OF_LIFE:
         _heartbeat(rs, ev.ts)
     if seqs is None:
         seqs = rs.applied[ev.writer] = SeqSet()
@@ -420,6 +423,9 @@ _HANDLERS: dict[str, Handler] = {
     "finish": _finish,
     "crashed": _crashed,
     "join": _join,
+    "alert": fold_alert,
+    "alert_delivery": fold_alert_delivery,
+    "stop_requested": fold_stop_requested,
 }
 
 

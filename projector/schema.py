@@ -39,6 +39,20 @@ VARCHAR (minimize/maximize), ``hidden`` BOOLEAN.
 VARCHAR, ``reason`` VARCHAR, ``payload`` BLOB (the raw message), ``received_at`` TIMESTAMPTZ
 (the time the stream stored it).
 
+``alerts`` — one row per ``run.alert()``: ``run_uid``, ``alert_id`` VARCHAR (unique in the
+run), ``title``, ``text``, ``level`` (INFO/WARN/ERROR) VARCHAR, ``timestamp`` DOUBLE (epoch s),
+``wait_duration`` DOUBLE (s), ``throttled`` BOOLEAN (same title within ``wait_duration`` of the
+last one sent: recorded, not delivered), ``writer`` VARCHAR (the writing process).
+
+``alert_deliveries`` — one row per (alert, sink) the server tried: ``run_uid``, ``alert_id``,
+``sink`` (webhook/email) VARCHAR, ``status`` VARCHAR (delivered | retrying | failed),
+``attempts`` INTEGER, ``error`` VARCHAR (the last attempt's, NULL once delivered),
+``attempted_at`` DOUBLE and ``delivered_at`` DOUBLE (epoch s).
+
+``stop_requests`` — one row per acknowledged stop from outside: ``run_uid``, ``requested_at``
+DOUBLE (epoch s), ``requested_by`` VARCHAR (who asked), ``writers`` VARCHAR[] (the run's writers
+that answered), ``request_writer`` VARCHAR (the requester's writer id, ``api:<id>``).
+
 Views
 -----
 
@@ -66,7 +80,8 @@ when opened.
 
 from __future__ import annotations
 
-PUBLIC_TABLES = ("runs", "history", "summary", "config", "metrics", "dead_letters", "run_writers")
+PUBLIC_TABLES = ("runs", "history", "summary", "config", "metrics", "dead_letters", "run_writers", "alerts",
+                 "alert_deliveries", "stop_requests")
 """What users query as tables (``history`` is a view over the internal point tables)."""
 INTERNAL_TABLES = ("projector_checkpoint", "applied", "projector_state", "history_numeric", "history_other",
                    "history_steps", "history_run_ids", "history_key_ids", "history_segments", "history_clock")
@@ -95,6 +110,17 @@ CREATE TABLE IF NOT EXISTS metrics (
 );
 CREATE TABLE IF NOT EXISTS dead_letters (
     stream_seq BIGINT, subject VARCHAR, reason VARCHAR, payload BLOB, received_at TIMESTAMPTZ
+);
+CREATE TABLE IF NOT EXISTS alerts (
+    run_uid VARCHAR, alert_id VARCHAR, title VARCHAR, text VARCHAR, level VARCHAR, timestamp DOUBLE,
+    wait_duration DOUBLE, throttled BOOLEAN, writer VARCHAR
+);
+CREATE TABLE IF NOT EXISTS alert_deliveries (
+    run_uid VARCHAR, alert_id VARCHAR, sink VARCHAR, status VARCHAR, attempts INTEGER, error VARCHAR,
+    attempted_at DOUBLE, delivered_at DOUBLE
+);
+CREATE TABLE IF NOT EXISTS stop_requests (
+    run_uid VARCHAR, requested_at DOUBLE, requested_by VARCHAR, writers VARCHAR[], request_writer VARCHAR
 );
 CREATE TABLE IF NOT EXISTS projector_checkpoint (
     name VARCHAR PRIMARY KEY, stream_seq BIGINT NOT NULL, updated_at TIMESTAMPTZ

@@ -1,4 +1,5 @@
-"""The running parts of one server, opened together: projector, sandbox, RPC responder, readers.
+"""The running parts of one server, opened together: projector, sandbox, RPC responder, readers,
+and alert delivery when a sink is configured (:mod:`runstream.projector.alerter`).
 
 :func:`open_core` starts them in one anyio task group and yields a :class:`ServerCore` that the
 HTTP layer (:mod:`.http`) serves from; ``runstream server`` adds uvicorn to the same task group,
@@ -135,6 +136,9 @@ async def open_core(config: ServerConfig) -> AsyncIterator[ServerCore]:
                                    db_path=config.db_path, nats_url=config.nats_url)
             await tg.start(Responder(nc, config.name, service.handlers).serve)
             core = ServerCore(config, projector, runner, sandbox, service, Reader(projector.cursor), nc, tg)
+            from ..projector.alerter import start_alerter
+
+            start_alerter(tg, projector.cursor, nc.jetstream(), service.stream_last_seq, s, config.name)
             try:
                 yield core
             finally:

@@ -7,7 +7,8 @@
      ├── QueryTimeout               it ran past its time limit and was interrupted
      ├── ProjectionLagging          the projection did not reach the requested stream sequence in time
      ├── NotFound                   no such run or project (HTTP 404)
-     └── Unauthorized               the HTTP API wants an API key, or another one (HTTP 401)
+     ├── Unauthorized               the HTTP API wants an API key, or another one (HTTP 401)
+     └── RunNotAlive                a stop for a run no live process answers for (HTTP 409)
     runstream.errors.StackError
      └── ServerUnavailable          no runstream server answers the RPC subjects
 
@@ -27,6 +28,7 @@ __all__ = [
     "NotFound",
     "Unauthorized",
     "ServerUnavailable",
+    "RunNotAlive",
     "error_from_reply",
 ]
 
@@ -51,6 +53,10 @@ class Unauthorized(QueryError):
     """The HTTP API refused the API key (or its absence)."""
 
 
+class RunNotAlive(QueryError):
+    """A stop request that no live process of the run acknowledged."""
+
+
 class ServerUnavailable(StackError):
     """No runstream server answered on its RPC subjects."""
 
@@ -61,6 +67,7 @@ _KINDS: dict[str, type[QueryError]] = {
     "lagging": ProjectionLagging,
     "not_found": NotFound,
     "unauthorized": Unauthorized,
+    "not_alive": RunNotAlive,
     "error": QueryError,
 }
 

@@ -14,12 +14,16 @@
     GET   /api/runs/{entity}/{project}/{run_id}/summary       {key: value}
     GET   /api/runs/{entity}/{project}/{run_id}/config        {key: value}
     POST  /api/sql                                            one sandboxed query: JSON or Arrow IPC
+    POST  /api/runs/{entity}/{project}/{run_id}/stop          stop a live run (409 when none answers)
+    GET   /api/runs/{entity}/{project}/{run_id}/alerts        the run's alerts with delivery status
+    GET   /api/alerts[?entity=E&project=P]                    alerts, newest first
 
 Arrow IPC (stream format) is chosen with ``Accept: application/vnd.apache.arrow.stream`` or
 ``?format=arrow``. ``?fresh=true`` first waits (briefly) until the projection holds what the log
 holds now (read-your-writes). With an API key configured every ``/api`` route needs
 ``Authorization: Bearer <key>``. Errors are ``{"error": message, "kind": ...}`` with 400 (bad
-request or query), 401 (key), 403 (refused by the sandbox), 404, 408 (time limit), 503 (lagging).
+request or query), 401 (key), 403 (refused by the sandbox), 404, 408 (time limit), 409 (stop of a
+run that is not alive), 503 (lagging).
 """
 
 from __future__ import annotations
@@ -38,7 +42,7 @@ from pydantic import BaseModel, Field
 
 from . import protocol
 from .core import ServerCore
-from .errors import ProjectionLagging, QueryError, QueryRefused, QueryTimeout
+from .errors import ProjectionLagging, QueryError, QueryRefused, QueryTimeout, RunNotAlive
 from .filters import FilterError
 from .jsonable import json_value, table_records
 from .live import follow_history, follow_runs
@@ -154,6 +158,8 @@ def _error_status(e: QueryError) -> tuple[int, str]:
         return 503, "lagging"
     if isinstance(e, FilterError):
         return 400, "filter"
+    if isinstance(e, RunNotAlive):
+        return 409, "not_alive"
     return 400, "error"
 
 
@@ -323,6 +329,9 @@ def create_app(core: ServerCore | None = None, *, api_key: str | None = None,
         return _json({"columns": result.table.column_names, "rows": table_records(result.table),
                       "truncated": result.truncated, "projected_seq": seq})
 
+    from .run_control import add_control_routes
+
+    add_control_routes(app, api)
     return app
 
 

@@ -163,6 +163,10 @@ def init(entity: str | None = None, project: str | None = None, id: str | None =
 
     worker = Worker(spool, s, url, run._seal, run._append_event,
                     claim=claim if plan is None or plan.claim else None)
+    if url is not None:
+        from .control import StopListener
+
+        worker.control = StopListener(run)
     run._attach(worker)
     worker.start()
     if id is not None and url is not None:

@@ -163,6 +163,19 @@ class Api:
         """The server's projection position and lag."""
         return dict(self.client.json("GET", "/api/health"))
 
+    def alerts(self, path: str | None = None, limit: int = 1000) -> list[dict[str, Any]]:
+        """Alerts, newest first, with each sink's delivery status (``deliveries``).
+
+        Args:
+            path: ``"entity/project"``, ``"entity"`` alone, or None for every alert.
+        """
+        parts = [p for p in (path or "").split("/") if p]
+        if len(parts) > 2:
+            raise ValueError(f"expected 'entity/project' or 'entity', not {path!r} (a run: api.run(path).alerts())")
+        params = {"entity": parts[0] if parts else None, "project": parts[1] if len(parts) > 1 else None,
+                  "limit": limit, "fresh": self.fresh}
+        return list(self.client.json("GET", "/api/alerts", params)["alerts"])
+
 
 class Runs:
     """A lazy sequence of runs: pages are fetched as iteration reaches them."""
@@ -357,6 +370,24 @@ class Run:
         if edits:
             self._api.client.json("PATCH", self._url(), body=edits)
         return self.load()
+
+    def stop(self, requested_by: str | None = None) -> dict[str, Any]:
+        """Stop the run: each of its live processes gets a ``KeyboardInterrupt`` (which the script
+        may catch to clean up) and the run ends ``killed``. The request is recorded in the log.
+
+        Returns:
+            ``{"writers": [...], "stream_seq": n, "projected": bool}``: the processes (writer ids)
+            that acknowledged.
+
+        Raises:
+            RunNotAlive: no live process of the run answered (it has ended, or never started here).
+        """
+        who = requested_by or f"{getpass.getuser()} (runstream.Api)"
+        return dict(self._api.client.json("POST", self._url("/stop"), body={"requested_by": who}))
+
+    def alerts(self) -> list[dict[str, Any]]:
+        """The run's alerts, newest first, each with ``deliveries`` (per sink: status, attempts, error)."""
+        return list(self._api.client.json("GET", self._url("/alerts"), {"fresh": self._api.fresh})["alerts"])
 
     def __repr__(self) -> str:
         return f"<Run {'/'.join(self.path)} ({self.state})>"

@@ -340,6 +340,50 @@ def cmd_export(args: argparse.Namespace, settings: Settings) -> int:
     return EXIT_OK
 
 
+def cmd_stop(args: argparse.Namespace, settings: Settings) -> int:
+    entity, project, run_id = _split_path(args.path, 3, "ENTITY/PROJECT/ID")
+    reply = _api(settings).run(args.path).stop(requested_by=f"{getpass.getuser()} (runstream stop)")
+    writers = reply.get("writers") or []
+    print(f"stopped {entity}/{project}/{run_id}: {len(writers)} process{'es' if len(writers) != 1 else ''} "
+          f"acknowledged ({', '.join(writers)}); the run ends killed", file=_out())
+    return EXIT_OK
+
+
+def alerts_table(alerts: list[dict[str, Any]], tz: Any = None) -> str:
+    """Render alerts (newest first) as a table: time, run, level, title, delivery, text (pure)."""
+    from .query.alert_reads import alert_status
+    from .query.render import format_time, render_table
+
+    rows = []
+    for a in alerts:
+        when = format_time(_epoch_time(a.get("timestamp")), tz)
+        rows.append((when, a.get("path") or a.get("run_uid") or "", a.get("level") or "", a.get("title") or "",
+                     alert_status(a), a.get("text") or ""))
+    return render_table(["time", "run", "level", "title", "delivery", "text"], rows, max_col_width=60)
+
+
+def _epoch_time(ts: Any) -> Any:
+    from datetime import UTC, datetime
+
+    return None if ts is None else datetime.fromtimestamp(float(ts), UTC)
+
+
+def cmd_alerts(args: argparse.Namespace, settings: Settings) -> int:
+    api = _api(settings)
+    parts = [p for p in (args.path or "").split("/") if p]
+    if len(parts) == 3:
+        alerts = api.run(args.path).alerts()
+    elif len(parts) <= 2:
+        alerts = api.alerts(args.path, limit=args.limit)
+    else:
+        raise CliError(f"expected ENTITY, ENTITY/PROJECT or ENTITY/PROJECT/ID, not {args.path!r}")
+    if not alerts:
+        print(f"no alerts{f' in {args.path}' if args.path else ''}", file=_out())
+        return EXIT_OK
+    print(alerts_table(alerts[: args.limit]), end="", file=_out())
+    return EXIT_OK
+
+
 # -- maintenance ----------------------------------------------------------------------------------
 
 
@@ -480,6 +524,12 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("paths", nargs="*", metavar="PATH",
                     help="run folders or spools (default: every run under ./runstream)")
     add("demo", cmd_demo, "run a simulated training on the local stack and query it")
+    sp = add("stop", cmd_stop, "stop a live run: its processes get a KeyboardInterrupt; it ends killed")
+    sp.add_argument("path", metavar="ENTITY/PROJECT/ID")
+    sp = add("alerts", cmd_alerts, "list alerts, newest first, with their delivery status per sink")
+    sp.add_argument("path", nargs="?", metavar="PATH",
+                    help="ENTITY, ENTITY/PROJECT or ENTITY/PROJECT/ID (default: all)")
+    sp.add_argument("--limit", type=int, default=100, help="show at most N alerts (default 100)")
     return p
 
 

@@ -39,6 +39,9 @@ class DisabledRun:
     def define_metric(self, *args: Any, **kwargs: Any) -> None:
         pass
 
+    def alert(self, *args: Any, **kwargs: Any) -> None:
+        pass
+
     def finish(self, exit_code: int | None = None, quiet: bool | None = None) -> None:
         pass
 

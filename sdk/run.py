@@ -78,6 +78,9 @@ class Run:
         self.state = "running"
         self._worker: Worker | None = None
         self._metadata_thread: threading.Thread | None = None
+        self._stop_requested: dict[str, Any] | None = None
+        """Set by the worker when someone stopped the run from outside (see :mod:`.control`)."""
+        self._alerts: Any = None
         self.config = Config(config, self._publish_config)
         self.summary = Summary(self._sync_mirror, _NoMirror(), self._publish_summary)
 
@@ -314,6 +317,8 @@ class Run:
         if meta is not None and meta.is_alive():
             meta.join(METADATA_WAIT)  # a short run still gets its metadata recorded
         code = 0 if exit_code is None else int(exit_code)
+        if _state is None and self._stop_requested is not None:  # stopped from outside: killed
+            _state, code = "killed", code or 255
         state = _state or ("finished" if code == 0 else "failed")
         runtime = max(0.0, time.time() - self.start_time)
         self._append_event("finish", {"exit_code": code, "state": state, "runtime": runtime})
@@ -323,6 +328,25 @@ class Run:
         from . import _lifecycle
 
         _lifecycle.finished(self, quiet=self.settings.quiet if quiet is None else quiet)
+
+    def alert(self, title: str, text: str, level: Any = "INFO", wait_duration: Any = 60) -> None:
+        """Record an alert; the runstream server delivers it to the configured webhook and email.
+
+        Args:
+            title: what happened, in a few words; alerts are throttled per title.
+            text: the details.
+            level: ``"INFO"``, ``"WARN"`` or ``"ERROR"`` (or an enum with those values).
+            wait_duration: seconds (or a ``datetime.timedelta``): an alert with the same title
+                within this long after the last one sent is recorded as throttled, not delivered.
+
+        Raises:
+            UsageError: the run is finished, or an argument is invalid.
+        """
+        from .alerts import AlertThrottle, alert_body
+
+        if self._alerts is None:
+            self._alerts = AlertThrottle()
+        self._emit("alert", alert_body(title, text, level, wait_duration, self._alerts))
 
     # used by _lifecycle
     def _origin(self, plan: Any) -> None:

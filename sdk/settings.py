@@ -54,6 +54,30 @@ class Settings(NamedTuple):
     sql_memory_limit: str = "2GB"
     """Bound on each ad-hoc SQL query's intermediates (DuckDB ``operator_memory_limit``; empty:
     none). ``RUNSTREAM_SQL_MEMORY_LIMIT``."""
+    alert_webhook_url: str | None = None
+    """The server POSTs each alert here as JSON (Slack-compatible: ``text`` plus ``blocks`` and
+    ``attachments``). ``RUNSTREAM_ALERT_WEBHOOK_URL``."""
+    smtp_host: str | None = None
+    """SMTP server for alert emails (with ``smtp_to``). ``RUNSTREAM_SMTP_HOST``."""
+    smtp_port: int = 25
+    smtp_user: str | None = None
+    smtp_password: str | None = None
+    smtp_from: str | None = None
+    """Sender address of alert emails (default ``runstream@<host name>``)."""
+    smtp_to: str | None = None
+    """Recipients of alert emails, comma-separated."""
+    smtp_tls: str = "auto"
+    """``auto`` (STARTTLS when the server offers it), ``starttls`` (required), ``ssl`` (SMTPS) or
+    ``none``."""
+    alert_attempts: int = 5
+    """Delivery attempts per alert and sink before it is recorded ``failed``."""
+    alert_backoff: float = 2.0
+    """Seconds before the second attempt; doubled for each further one."""
+    alert_timeout: float = 10.0
+    """Seconds one delivery attempt may take."""
+    alert_max_age: float = 86400.0
+    """Alerts older than this (seconds) and never tried are not delivered (e.g. after a sink is
+    configured for the first time, or an offline run is synced days later)."""
 
     def replace(self, **changes: Any) -> Settings:
         return self._replace(**changes)

@@ -118,6 +118,8 @@ class Worker(threading.Thread):
         self._polled_to = 0
         self._outbox = Outbox(spool)
         self._queue: list[Outgoing] = []
+        self.control: Any = None
+        """Answers control requests on the connection (a :class:`~.control.StopListener`)."""
 
     # -- called from the user thread ---------------------------------------------------------------
 
@@ -192,6 +194,8 @@ class Worker(threading.Thread):
                             self.claimed.set()
                         ready = True
                     self._publish(client)
+                    if self.control is not None and not self._stopping:
+                        self.control.serve(client)
                     if not recovered and not self._queue:
                         recovered = True
                         self._recover_leftovers(client)

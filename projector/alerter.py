@@ -1,0 +1,224 @@
+"""Alert delivery: the server reads pending alerts from the projection, sends them through the
+configured sinks and records each attempt's outcome as an ``alert_delivery`` event.
+
+Like the crash reaper, it decides from the projection and publishes its decisions to the log, so
+``alert_deliveries`` is a fold of events and a replay reproduces it without sending anything.
+It acts only on a projection that holds everything it published itself (and, at start, the whole
+stream): the checkpoint and the alerts are read in one snapshot, and while a replay or a lag keeps
+the checkpoint below that mark, nothing is sent. Each (alert, sink) is delivered in its own task
+with a time limit, so a slow or dead sink never holds up other alerts; a failed attempt is retried
+after ``backoff`` seconds, doubling, up to ``attempts`` attempts, then recorded ``failed``.
+
+Delivery is at least once: a server killed between sending and recording sends again after its
+restart. Run one delivering server per stream (configure sinks on one replica only).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any, NamedTuple
+
+import anyio
+import anyio.abc
+import duckdb
+
+from runstream.broker.codec import encode_event, envelope
+from runstream.broker.names import msg_id, run_subject
+
+from .errors import DeliveryError
+from .sinks import Alert, Sink
+
+__all__ = ["ALERTER_WRITER", "Alerter", "Delivery", "delivery_seq"]
+
+log = logging.getLogger("runstream.projector.alerter")
+
+ALERTER_WRITER = "alerter"
+"""Writer id of ``alert_delivery`` events."""
+
+Publish = Callable[[str, bytes, dict[str, str]], Awaitable[Any]]
+
+_PENDING_SQL = """
+SELECT a.run_uid, r.entity, coalesce(r.path, a.run_uid), r.name, a.alert_id, a.title, a.text, a.level,
+       a.timestamp,
+       list(struct_pack(sink := d.sink, status := d.status, attempts := d.attempts, at := d.attempted_at))
+           FILTER (WHERE d.sink IS NOT NULL) AS tried
+FROM alerts a JOIN runs r ON r.run_uid = a.run_uid
+LEFT JOIN alert_deliveries d ON d.run_uid = a.run_uid AND d.alert_id = a.alert_id
+WHERE NOT coalesce(a.throttled, false) AND r.entity IS NOT NULL
+GROUP BY ALL
+HAVING count(d.sink) FILTER (WHERE d.status IN ('delivered', 'failed')) < ?
+   AND (a.timestamp >= ? OR count(d.sink) > 0)
+ORDER BY a.timestamp, a.alert_id
+"""
+
+
+class Delivery(NamedTuple):
+    """One attempt to make: ``alert`` to ``sink``, attempt number ``attempt`` (from 1)."""
+
+    alert: Alert
+    entity: str
+    sink: Sink
+    attempt: int
+
+
+def delivery_seq(alert_id: str, sink: str, attempt: int) -> int:
+    """The event seq of one attempt's outcome: the same attempt always gets the same message id,
+    so a re-published outcome is dropped by the stream's dedup and the projector's."""
+    digest = hashlib.blake2b(f"{alert_id}\0{sink}\0{attempt}".encode(), digest_size=7).digest()
+    return int.from_bytes(digest, "big")
+
+
+class Alerter:
+    """Delivers alerts found in the projection through ``sinks``.
+
+    Args:
+        cursor: returns a DuckDB cursor on the projection.
+        publish: sends one event to the stream and returns its PubAck (with ``seq``).
+        sinks: where alerts go.
+        last_seq: the stream's last sequence now (the starting mark, see the module docstring).
+        checkpoint_name: the projection's name in ``projector_checkpoint``.
+        attempts, backoff, timeout, max_age: see the ``alert_*`` settings.
+        interval: seconds between looks at the projection.
+        clock: epoch time (tests pass a fake one).
+    """
+
+    def __init__(self, cursor: Callable[[], duckdb.DuckDBPyConnection], publish: Publish, sinks: list[Sink], *,
+                 last_seq: Callable[[], Awaitable[int]], checkpoint_name: str = "main", attempts: int = 5,
+                 backoff: float = 2.0, timeout: float = 10.0, max_age: float = 86400.0, interval: float = 0.25,
+                 clock: Callable[[], float] = time.time, concurrency: int = 8) -> None:
+        self._cursor = cursor
+        self._publish = publish
+        self.sinks = list(sinks)
+        self._last_seq = last_seq
+        self.checkpoint_name = checkpoint_name
+        self.attempts = max(1, int(attempts))
+        self.backoff = max(0.0, float(backoff))
+        self.timeout = float(timeout)
+        self.max_age = float(max_age)
+        self.interval = interval
+        self.clock = clock
+        self._limiter = anyio.CapacityLimiter(concurrency)
+        self._inflight: set[tuple[str, str, str]] = set()
+        self.mark = 0
+        """Stream seq the projection must have reached before the alerter acts on it."""
+        self.sent = 0
+        """Attempts made by this object (delivered or not)."""
+
+    # -- deciding (blocking: runs in a worker thread) -------------------------------------------
+
+    def due(self, now: float) -> list[Delivery] | None:
+        """The attempts to make now; None while the projection is below :attr:`mark`."""
+        cur = self._cursor()
+        try:
+            cur.execute("BEGIN TRANSACTION READ ONLY")
+            try:
+                row = cur.execute("SELECT stream_seq FROM projector_checkpoint WHERE name = ?",
+                                  [self.checkpoint_name]).fetchone()
+                if (int(row[0]) if row else 0) < self.mark:
+                    return None
+                rows = cur.execute(_PENDING_SQL, [len(self.sinks), now - self.max_age]).fetchall()
+            finally:
+                cur.execute("COMMIT")
+        finally:
+            cur.close()
+        out: list[Delivery] = []
+        for uid, entity, path, name, aid, title, text, level, ts, tried in rows:
+            alert = Alert(uid, path, name, aid, title, text or "", level, float(ts))
+            by_sink = {t["sink"]: t for t in tried or []}
+            for sink in self.sinks:
+                t = by_sink.get(sink.name)
+                if t is None:
+                    if ts >= now - self.max_age:
+                        out.append(Delivery(alert, entity, sink, 1))
+                    continue
+                attempts = int(t["attempts"] or 0)
+                if t["status"] != "retrying" or attempts >= self.attempts:
+                    continue
+                if now >= float(t["at"] or 0.0) + self.backoff * 2 ** (attempts - 1):
+                    out.append(Delivery(alert, entity, sink, attempts + 1))
+        return out
+
+    # -- acting ----------------------------------------------------------------------------------
+
+    async def tick(self, tg: anyio.abc.TaskGroup) -> list[Delivery]:
+        """Start the attempts due now in ``tg`` (not those already in flight); return them."""
+        try:
+            due = await anyio.to_thread.run_sync(self.due, self.clock())
+        except duckdb.Error as e:  # e.g. a replay recreating the tables
+            log.warning("alert delivery: cannot read the projection: %s", e)
+            return []
+        started = []
+        for d in due or []:
+            key = (d.alert.run_uid, d.alert.alert_id, d.sink.name)
+            if key in self._inflight:
+                continue
+            self._inflight.add(key)
+            tg.start_soon(self._deliver, d, key)
+            started.append(d)
+        return started
+
+    async def _deliver(self, d: Delivery, key: tuple[str, str, str]) -> None:
+        try:
+            error = await self._send(d)
+            ok = error is None
+            body = {"alert_id": d.alert.alert_id, "sink": d.sink.name, "attempt": d.attempt, "ok": ok,
+                    "error": error, "final": ok or d.attempt >= self.attempts}
+            uid, seq = d.alert.run_uid, delivery_seq(d.alert.alert_id, d.sink.name, d.attempt)
+            env = envelope("alert_delivery", uid, ALERTER_WRITER, seq, self.clock(), body)
+            ack = await self._publish(run_subject(d.entity, uid, "alert_delivery"), encode_event(env),
+                                      {"Nats-Msg-Id": msg_id(uid, ALERTER_WRITER, seq)})
+            self.mark = max(self.mark, int(getattr(ack, "seq", 0) or 0))
+            if not ok:
+                log.warning("alert %s of run %s: %s (attempt %d of %d)", d.alert.alert_id, d.alert.path, error,
+                            d.attempt, self.attempts)
+        except Exception:
+            log.exception("alert %s of run %s: recording the delivery outcome failed; it is tried again",
+                          d.alert.alert_id, d.alert.path)
+        finally:
+            self._inflight.discard(key)
+
+    async def _send(self, d: Delivery) -> str | None:
+        """One attempt; the error text, or None when delivered."""
+        self.sent += 1
+        try:
+            with anyio.fail_after(self.timeout + 5):
+                await anyio.to_thread.run_sync(d.sink.send, d.alert, limiter=self._limiter, abandon_on_cancel=True)
+        except DeliveryError as e:
+            return str(e)
+        except TimeoutError:
+            return f"{d.sink.name}: no answer within {self.timeout + 5:g}s"
+        except Exception as e:  # a bug in a sink must never stop the server
+            return f"{d.sink.name}: {type(e).__name__}: {e}"
+        return None
+
+    async def run(self) -> None:
+        """Deliver forever: every ``interval`` seconds, start the attempts that are due."""
+        self.mark = max(self.mark, await self._last_seq())
+        async with anyio.create_task_group() as tg:
+            while True:
+                await self.tick(tg)
+                await anyio.sleep(self.interval)
+
+
+def start_alerter(tg: anyio.abc.TaskGroup, cursor: Callable[[], duckdb.DuckDBPyConnection], js: Any,
+                  last_seq: Callable[[], Awaitable[int]], settings: Any, checkpoint_name: str) -> Alerter | None:
+    """Run an :class:`Alerter` in ``tg`` when ``settings`` configure a sink; return it (or None)."""
+    from .sinks import sinks_from_settings
+
+    sinks = sinks_from_settings(settings)
+    if not sinks:
+        return None
+
+    async def publish(subject: str, payload: bytes, headers: dict[str, str]) -> Any:
+        return await js.publish(subject, payload, headers=headers)
+
+    s = settings
+    alerter = Alerter(cursor, publish, sinks, last_seq=last_seq, checkpoint_name=checkpoint_name,
+                      attempts=s.alert_attempts, backoff=s.alert_backoff, timeout=s.alert_timeout,
+                      max_age=s.alert_max_age)
+    log.info("delivering alerts to %s", ", ".join(sink.name for sink in sinks))
+    tg.start_soon(alerter.run)
+    return alerter

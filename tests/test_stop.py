@@ -1,0 +1,169 @@
+"""Stopping a live run from outside (``Api().run(p).stop()``, ``runstream stop``) against a real
+server subprocess over HTTP, real NATS and real training subprocesses."""
+
+from __future__ import annotations
+
+import os
+import signal
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from runstream.api import Api
+from runstream.broker import NatsServer
+from runstream.cli import main as cli_main
+from runstream.query.errors import NotFound, RunNotAlive
+from runstream.query.server import read_http_url
+from tests.conftest import wait_for
+from tests.query_helpers import ServerProc, log_run, start_server, unique
+from tests.sdk_helpers import env_with
+
+
+@pytest.fixture(scope="module")
+def server(nats_server: NatsServer, tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[ServerProc, str]]:
+    base = tmp_path_factory.mktemp("stop")
+    env = {"RUNSTREAM_NATS_URL": nats_server.url, "RUNSTREAM_DIR": str(base / "data"),
+           "RUNSTREAM_RUN_DIR": str(base / "work"), "RUNSTREAM_QUIET": "1", "RUNSTREAM_HTTP_PORT": "0"}
+    srv = start_server(nats_server, base, {**os.environ, **env})
+    url = read_http_url(srv.dir, srv.proc.pid)
+    assert url
+    yield srv, url
+    assert srv.stop() == 0, srv.log.read_text()
+
+
+@pytest.fixture
+def env(server: tuple[ServerProc, str], rs_env: dict[str, str], monkeypatch: pytest.MonkeyPatch) -> dict[str, str]:
+    srv, url = server
+    monkeypatch.setenv("RUNSTREAM_API_URL", url)
+    monkeypatch.setenv("RUNSTREAM_SERVER_NAME", srv.name)
+    return env_with({**rs_env, "RUNSTREAM_API_URL": url, "RUNSTREAM_SERVER_NAME": srv.name})
+
+
+TRAIN = """
+import runstream, sys, time
+run = runstream.init(entity=sys.argv[1], project="stop", id=sys.argv[2])
+print("ready", flush=True)
+for i in range(1_000_000):
+    run.log({"loss": 1.0 / (i + 1)})
+    time.sleep(0.01)
+"""
+
+CATCHING = """
+import runstream, sys, time
+run = runstream.init(entity=sys.argv[1], project="stop", id=sys.argv[2])
+run.log({"loss": 1.0})
+print("ready", flush=True)
+try:
+    time.sleep(3600)           # blocked in a system call: the stop must wake it
+except KeyboardInterrupt:
+    run.log({"cleanup": 1.0})  # the script gets to clean up
+    run.summary["cleaned"] = "yes"
+run.finish()
+print("finished", run.state, run.exit_code, flush=True)
+"""
+
+
+def _spawn(script: str, env: dict[str, str], tmp_path: Path, *args: str) -> Any:
+    import subprocess
+    import sys
+    import textwrap
+
+    proc = subprocess.Popen([sys.executable, "-u", "-c", textwrap.dedent(script), *args], env=env, cwd=tmp_path,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
+    assert proc.stdout is not None
+    line = proc.stdout.readline()
+    assert line.strip() == "ready", line + proc.stderr.read() if proc.stderr else ""
+    return proc
+
+
+def _visible(path: str) -> Any:
+    def get() -> Any:
+        try:
+            return Api().run(path)
+        except NotFound:
+            return None
+    return wait_for(get, timeout=30, what=f"run {path} in the projection")
+
+
+def _state(path: str, want: str) -> bool:
+    return Api().run(path).state == want
+
+
+def test_a_live_run_stopped_from_the_api_ends_killed(env: dict[str, str], tmp_path: Path) -> None:
+    entity = unique("stop")
+    path = f"{entity}/stop/live"
+    proc = _spawn(TRAIN, env, tmp_path, entity, "live")
+    try:
+        run = _visible(path)
+        assert run.state == "running"
+        reply = run.stop()
+        assert len(reply["writers"]) == 1 and reply["projected"]
+        out, err = proc.communicate(timeout=60)
+        assert proc.returncode in (-signal.SIGINT, 130, 1), err  # an uncaught KeyboardInterrupt
+        assert "KeyboardInterrupt" in err
+        wait_for(lambda: _state(path, "killed"), timeout=30, what="state killed")
+        row = Api().run(path)
+        assert row.exit_code == 255 and row.summary["loss"] > 0
+        stops = Api().sql(f"SELECT s.requested_by, s.writers, s.request_writer FROM stop_requests s JOIN runs r "
+                          f"USING (run_uid) WHERE r.path = '{path}'", pandas=False).to_pylist()
+        assert len(stops) == 1 and "runstream.Api" in stops[0]["requested_by"]
+        assert stops[0]["writers"] == reply["writers"] and stops[0]["request_writer"].startswith("api:")
+        # a stop is no sign of life: the run's heartbeat is its own last event, before the stop
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+
+
+def test_a_script_catching_the_interrupt_cleans_up_and_ends_killed(env: dict[str, str], tmp_path: Path) -> None:
+    entity = unique("stop")
+    path = f"{entity}/stop/catch"
+    proc = _spawn(CATCHING, env, tmp_path, entity, "catch")
+    try:
+        _visible(path)
+        assert cli_main(["stop", path]) == 0
+        out, err = proc.communicate(timeout=60)
+        assert proc.returncode == 0, err
+        assert "finished killed 255" in out
+        wait_for(lambda: _state(path, "killed"), timeout=30, what="state killed")
+        run = Api().run(path)
+        assert run.summary["cleanup"] == 1.0 and run.summary["cleaned"] == "yes"
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+
+
+def test_stopping_a_run_that_is_not_alive_is_an_error(env: dict[str, str], capsys: pytest.CaptureFixture[str]) -> None:
+    path = log_run(unique("stop"), "stop", steps=3)
+    run = _visible(path)
+    with pytest.raises(RunNotAlive, match="not alive"):
+        run.stop()
+    assert cli_main(["stop", path]) == 1
+    assert "not alive" in capsys.readouterr().err
+    assert Api().run(path).state == "finished"
+    assert Api().sql(f"SELECT count(*) AS n FROM stop_requests s JOIN runs r USING (run_uid) "
+                     f"WHERE r.path = '{path}'", pandas=False).to_pylist() == [{"n": 0}]
+    with pytest.raises(NotFound):
+        Api().run(f"{path}-nope").stop()
+
+
+def test_replay_reproduces_the_stop_projection(env: dict[str, str], tmp_path: Path) -> None:
+    entity = unique("stop")
+    path = f"{entity}/stop/replayed"
+    proc = _spawn(TRAIN, env, tmp_path, entity, "replayed")
+    try:
+        _visible(path).stop()
+        proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    wait_for(lambda: _state(path, "killed"), timeout=30, what="state killed")
+    queries = ["SELECT * FROM stop_requests ORDER BY ALL", "SELECT * EXCLUDE (metadata) FROM runs ORDER BY run_uid"]
+    before = [Api().sql(q, pandas=False).to_pylist() for q in queries]
+    assert cli_main(["replay"]) == 0
+    after = [Api().sql(q, pandas=False).to_pylist() for q in queries]
+    assert after == before and any(r["path"] == path and r["state"] == "killed" for r in after[1])
