@@ -306,6 +306,9 @@ def create_app(core: ServerCore | None = None, *, api_key: str | None = None,
         return _json({"columns": result.table.column_names, "rows": table_records(result.table),
                       "truncated": result.truncated, "projected_seq": seq})
 
+    from .ui import mount_ui  # the web app: pages, static files, security headers (last: its catch-all pages)
+
+    mount_ui(app, api)
     return app
 
 
