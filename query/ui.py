@@ -15,7 +15,8 @@ only the app needs. Mounted on the HTTP API by :func:`mount_ui`.
 
 Pages are static shells: every value reaches the browser as JSON and is put in the DOM as text by
 our scripts, never as markup. Security: every response carries a strict Content-Security-Policy
-(scripts and styles from this origin only, nothing inline), ``X-Content-Type-Options: nosniff``
+(scripts from this origin's files only, nothing inline, no eval; styles may be inline because
+plotly.js needs it), ``X-Content-Type-Options: nosniff``
 and ``Referrer-Policy: same-origin``; a state-changing request (POST, PUT, PATCH, DELETE) that a
 browser marks as cross-site (``Sec-Fetch-Site``, or an ``Origin`` other than the server's) is
 refused with 403. Clients that are not browsers (the Python Api, curl) send neither header and are
@@ -44,7 +45,10 @@ from .jsonable import json_value
 
 __all__ = ["CSP", "mount_ui", "plotly_js"]
 
-CSP = ("default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data: blob:; "
+# styles may be inline: plotly.js sets style attributes and injects its bundled map CSS as a <style>
+# element at load; scripts stay strictly same-origin files (what stops XSS), and no user text ever
+# becomes markup, so there is no way to inject a style either
+CSP = ("default-src 'self'; script-src 'self'; style-src 'self' 'unsafe-inline'; img-src 'self' data: blob:; "
        "connect-src 'self'; font-src 'self'; object-src 'none'; base-uri 'none'; frame-ancestors 'none'; "
        "form-action 'self'")
 UNSAFE_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})

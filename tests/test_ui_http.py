@@ -58,7 +58,7 @@ def test_pages_and_static_files_carry_strict_headers(client: TestClient, project
         resp = client.get(path)
         assert resp.status_code == 200 and resp.headers["content-type"].startswith("text/html")
         csp = resp.headers["content-security-policy"]
-        assert "default-src 'self'" in csp and "script-src 'self'" in csp and "unsafe-inline" not in csp
+        assert "default-src 'self'" in csp and "script-src 'self';" in csp and "frame-ancestors 'none'" in csp
         assert resp.headers["x-content-type-options"] == "nosniff"
         assert "<script>" not in resp.text and 'src="/static/common.js"' in resp.text
     js = client.get("/static/common.js")

@@ -110,7 +110,7 @@
   const runtimeCell = h("span", { id: "runtime" }, rs.fmtDuration(run.runtime));
   const lineageCell = h("div", { id: "lineage" }, "—");
   const rows = [
-    ["State", badge.cloneNode(true), "state"], ["Name", run.name || "", "name"],
+    ["State", rs.stateBadge(run.state), "state"], ["Name", run.name || "", "name"],
     ["Notes", h("div", {}, notesBox, h("div", {}, notesSave, " ", notesMsg)), "notes"],
     ["Tags", h("div", {}, tagsList, " ", tagBox, tagAdd, " ", tagMsg), "tags"],
     ["Author", meta.username || "", "author"], ["Command", meta.command || "", "command"],

@@ -165,6 +165,8 @@
 
   function colourOf(r) {
     if (st.colours[r.run_id]) return st.colours[r.run_id];
+    const i = (st.visible || []).indexOf(r.run_id);
+    if (i >= 0) return RSCharts.colour(i);
     let hash = 0;
     for (const c of r.run_uid || r.run_id) hash = (hash * 31 + c.charCodeAt(0)) >>> 0;
     return RSCharts.colour(hash);
@@ -263,7 +265,7 @@
       }
       return th;
     });
-    return h("thead", {}, h("tr", {}, h("th", {}, selAll), h("th", { title: "Show in charts" }, "👁"), h("th", {}, ""), cells));
+    return h("thead", {}, h("tr", {}, h("th", {}, selAll), h("th", { title: "Show in charts" }, "show"), h("th", {}, ""), cells));
   }
 
   function runRow(r, hidden) {
