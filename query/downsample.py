@@ -17,7 +17,7 @@ from typing import Any
 
 import duckdb
 
-__all__ = ["X_AXES", "MAX_BUCKETS", "MAX_RUNS", "SeriesError", "series", "series_keys"]
+__all__ = ["X_AXES", "MAX_BUCKETS", "MAX_RUNS", "SeriesError", "series"]
 
 X_AXES = ("_step", "_runtime", "_timestamp")
 MAX_BUCKETS = 5000
@@ -93,11 +93,3 @@ def series(cur: duckdb.DuckDBPyConnection, run_uids: Sequence[str], *, keys: Seq
             current["y"].append(v)
     return out
 
-
-def series_keys(cur: duckdb.DuckDBPyConnection, run_uids: Sequence[str]) -> list[str]:
-    """The numeric history keys any of these runs logged, sorted."""
-    if not run_uids:
-        return []
-    rows = cur.execute("SELECT DISTINCT key FROM history WHERE run_uid IN (SELECT unnest(?::VARCHAR[])) "
-                       "AND value IS NOT NULL ORDER BY key", [list(run_uids)]).fetchall()
-    return [k for (k,) in rows]
