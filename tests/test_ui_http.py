@@ -130,3 +130,11 @@ def test_sql_download_csv_and_parquet(client: TestClient, project: dict[str, Any
     assert table.column("last_step").to_pylist() == [POINTS - 1, 4]
     refused = client.post("/api/ui/sql/download", json={"sql": "COPY runs TO 'x.csv'", "format": "csv"})
     assert refused.status_code in (400, 403) and refused.json()["error"]
+
+
+def test_cli_ui_prints_the_url(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    from runstream.cli import main
+
+    monkeypatch.setenv("RUNSTREAM_API_URL", "http://127.0.0.1:9/")
+    assert main(["ui", "--no-browser"]) == 0
+    assert capsys.readouterr().out.strip() == "runstream web app: http://127.0.0.1:9/"
