@@ -332,6 +332,9 @@ def create_app(core: ServerCore | None = None, *, api_key: str | None = None,
     from .run_control import add_control_routes
 
     add_control_routes(app, api)
+    from .ui import mount_ui  # the web app: pages, static files, security headers (last: its catch-all pages)
+
+    mount_ui(app, api)
     return app
 
 

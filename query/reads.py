@@ -77,10 +77,11 @@ def _arrow(cur: duckdb.DuckDBPyConnection, sql: str, params: Sequence[Any] = ())
 
 
 def list_projects(cur: duckdb.DuckDBPyConnection, entity: str | None = None) -> pa.Table:
-    """``entity, project, runs, running, last_created_at`` per project, newest activity first."""
+    """``entity, project, runs, running, last_created_at, last_activity`` per project, newest runs first."""
     where, params = ("AND entity = ?", [entity]) if entity is not None else ("", [])
     return _arrow(cur, "SELECT entity, project, count(*) AS runs, count(*) FILTER (WHERE state = 'running') "
-                  "AS running, max(created_at) AS last_created_at FROM runs WHERE path IS NOT NULL "
+                  "AS running, max(created_at) AS last_created_at, max(greatest(created_at, heartbeat_at, finished_at))"
+                  " AS last_activity FROM runs WHERE path IS NOT NULL "
                   f"{where} GROUP BY entity, project ORDER BY last_created_at DESC NULLS LAST, entity, project",
                   params)
 

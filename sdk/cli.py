@@ -142,6 +142,20 @@ def cmd_server(args: argparse.Namespace, settings: Settings) -> int:
     return run_forever(config_from_args(args, settings))
 
 
+def cmd_ui(args: argparse.Namespace, settings: Settings) -> int:
+    """Print the web app's URL (RUNSTREAM_API_URL, else the local stack's, started if needed) and open it."""
+    from . import stack
+
+    url = settings.api_url or stack.http_url(settings)
+    print(f"runstream web app: {url.rstrip('/')}/", file=_out())
+    if not args.no_browser:
+        import webbrowser
+
+        if not webbrowser.open(f"{url.rstrip('/')}/"):
+            print("runstream: no browser found here: open the URL above yourself", file=_out())
+    return EXIT_OK
+
+
 # -- reading --------------------------------------------------------------------------------------
 
 
@@ -499,6 +513,8 @@ def build_parser() -> argparse.ArgumentParser:
                     help="server name in the RPC subjects rsctl.q.<name>.* (default: RUNSTREAM_SERVER_NAME)")
     sp.add_argument("--http-port", type=int, default=None,
                     help="HTTP API port on 127.0.0.1 (default: RUNSTREAM_HTTP_PORT or 14280; 0: any free; -1: none)")
+    sp = add("ui", cmd_ui, "open the web app in a browser (prints its URL; starts the local stack if needed)")
+    sp.add_argument("--no-browser", action="store_true", help="only print the URL")
     sp = add("runs", cmd_runs, "list runs: path, name, state, created, runtime, summary")
     sp.add_argument("path", nargs="?", metavar="ENTITY/PROJECT",
                     help="only this project (PROJECT alone uses your default entity); default: all runs")

@@ -52,6 +52,8 @@ def test_wheel_holds_only_the_runstream_package(wheel: Path) -> None:
     assert tops == {"runstream", next(t for t in tops if t.endswith(".dist-info"))}, tops
     for pkg in SUBPACKAGES:
         assert pkg.replace(".", "/") + "/__init__.py" in names, pkg
+    for page in ("home.html", "workspace.html", "run.html", "sql.html", "common.js", "app.css"):
+        assert f"runstream/query/static/{page}" in names, page  # the web app ships as package data
     entry_points = next(n for n in names if n.endswith(".dist-info/entry_points.txt"))
     assert "runstream = runstream.cli:main" in zipfile.ZipFile(wheel).read(entry_points).decode()
 

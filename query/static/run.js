@@ -1,0 +1,264 @@
+// runstream web app: one run — Overview (metadata, editable notes and tags, config, summary, lineage),
+// Charts (live while the run logs), and placeholders for the tabs whose endpoints are not built yet.
+"use strict";
+
+(async () => {
+  const { h } = rs;
+  const [entity, project, , runId] = rs.pathParts();
+  const runApi = `/api/runs/${rs.enc(entity, project, runId)}`;
+  const main = rs.frame([[entity, null], [project, rs.projectHref(entity, project)], [runId, null]]);
+  main.classList.add("run-page");
+
+  let run;
+  try {
+    run = await rs.api("GET", `${runApi}?fresh=true`);
+  } catch (e) {
+    rs.showError(e.status === 404 ? `No run ${entity}/${project}/${runId}: it may have been moved or deleted.`
+                                  : `Could not load the run: ${e.message}`);
+    return;
+  }
+  document.title = `${run.name || runId} · runstream`;
+  const routes = await rs.routes();
+
+  // -- header and tabs --------------------------------------------------------------------------
+
+  const badge = h("span", { id: "run-state" }, rs.stateBadge(run.state));
+  const title = h("h1", { id: "run-name" }, run.name || runId);
+  const stopBtn = h("button", { id: "stop-run", class: "danger", onclick: () => stop() }, "Stop run");
+  const stopMsg = h("span", { id: "stop-msg", class: "muted" });
+  const TABS = ["overview", "charts", "system", "logs", "files", "artifacts"];
+  const tabBar = h("nav", { class: "tabs" }, TABS.map((t) => h("a", { href: `${location.pathname}#${t}`, "data-tab": t }, t[0].toUpperCase() + t.slice(1))));
+  const panes = Object.fromEntries(TABS.map((t) => [t, h("section", { class: "pane", id: `tab-${t}`, hidden: true })]));
+  main.append(h("div", { class: "run-head" }, title, badge, stopBtn, stopMsg), tabBar, ...Object.values(panes));
+
+  function showTab() {
+    const want = TABS.includes(location.hash.slice(1)) ? location.hash.slice(1) : "overview";
+    for (const t of TABS) {
+      panes[t].hidden = t !== want;
+      tabBar.querySelector(`[data-tab="${t}"]`).classList.toggle("active", t === want);
+    }
+    if (want === "charts") ensureCharts();
+  }
+  window.addEventListener("hashchange", showTab);
+
+  function renderStop() {
+    stopBtn.hidden = run.state !== "running";
+    if (!routes["POST /api/runs/{}/{}/{}/stop"]) {
+      stopBtn.disabled = true;
+      stopBtn.title = "This server cannot stop runs yet (no POST /api/runs/{entity}/{project}/{id}/stop)";
+    }
+  }
+
+  async function stop() {
+    stopBtn.disabled = true;
+    try {
+      await rs.api("POST", `${runApi}/stop`, {});
+      stopMsg.textContent = "Stop requested: the run ends at its next check (state killed).";
+    } catch (e) {
+      if (e.status === 404 || e.status === 405) {
+        stopBtn.title = `This server cannot stop runs yet (it answered ${e.status})`;
+        stopMsg.textContent = "Stopping runs is not available on this server.";
+      } else {
+        stopBtn.disabled = false;
+        stopMsg.textContent = `Could not stop the run: ${e.message}`;
+      }
+    }
+  }
+
+  // -- overview ---------------------------------------------------------------------------------
+
+  const meta = run.metadata && typeof run.metadata === "object" ? run.metadata : {};
+  const notesBox = h("textarea", { id: "notes", rows: 3, cols: 60, placeholder: "What is this run about?" });
+  notesBox.value = run.notes || "";
+  const notesSave = h("button", { id: "notes-save", onclick: () => saveMeta({ notes: notesBox.value }, notesMsg) }, "Save notes");
+  const notesMsg = h("span", { class: "muted", id: "notes-msg" });
+  const tagsList = h("span", { id: "tags", class: "chips" });
+  const tagBox = h("input", { id: "tag-input", placeholder: "add a tag", size: 14 });
+  const tagMsg = h("span", { class: "muted", id: "tags-msg" });
+  const tagAdd = h("button", { id: "tag-add", onclick: () => addTag() }, "Add");
+  tagBox.addEventListener("keydown", (ev) => { if (ev.key === "Enter") addTag(); });
+
+  function renderTags() {
+    tagsList.replaceChildren(...run.tags.map((t) => h("span", { class: "tag", "data-tag": t }, t,
+      h("button", { class: "x", title: `Remove tag ${t}`, onclick: () => saveMeta({ tags: run.tags.filter((x) => x !== t) }, tagMsg) }, "×"))));
+  }
+
+  function addTag() {
+    const t = tagBox.value.trim();
+    if (!t) return;
+    tagBox.value = "";
+    if (!run.tags.includes(t)) saveMeta({ tags: [...run.tags, t] }, tagMsg);
+  }
+
+  async function saveMeta(changes, msg) {
+    msg.textContent = "Saving…";
+    try {
+      await rs.api("PATCH", runApi, changes);
+      Object.assign(run, changes);
+      renderTags();
+      msg.textContent = "Saved.";
+    } catch (e) {
+      msg.textContent = `Could not save: ${e.message}`;
+    }
+  }
+
+  const git = meta.git && typeof meta.git === "object" ? meta.git : {};
+  const duration = run.finished_at && run.created_at ? (new Date(run.finished_at) - new Date(run.created_at)) / 1000 : null;
+  const hardware = [meta.cpu_count ? `${meta.cpu_count} CPU${meta.cpu_count_physical ? ` (${meta.cpu_count_physical} cores)` : ""}` : null,
+                    meta.memory_total ? `${rs.fmtBytes(meta.memory_total)} RAM` : null,
+                    meta.gpu_count ? `${meta.gpu_count} × ${(meta.gpu_names || []).join(", ")}` : null].filter(Boolean).join(", ");
+  const runtimeCell = h("span", { id: "runtime" }, rs.fmtDuration(run.runtime));
+  const lineageCell = h("div", { id: "lineage" }, "—");
+  const rows = [
+    ["State", rs.stateBadge(run.state), "state"], ["Name", run.name || "", "name"],
+    ["Notes", h("div", {}, notesBox, h("div", {}, notesSave, " ", notesMsg)), "notes"],
+    ["Tags", h("div", {}, tagsList, " ", tagBox, tagAdd, " ", tagMsg), "tags"],
+    ["Author", meta.username || "", "author"], ["Command", meta.command || "", "command"],
+    ["Start time", rs.fmtTime(meta.started_at || run.created_at), "start"],
+    ["Duration", duration === null ? (run.state === "running" ? "running" : "") : rs.fmtDuration(duration), "duration"],
+    ["Runtime", runtimeCell, "runtime"],
+    ["Group", run.group || "", "group"], ["Job type", run.job_type || "", "job_type"],
+    ["Git repository", git.remote || "", "git-remote"],
+    ["Git commit", [git.commit || "", git.branch ? ` (${git.branch})` : "", git.dirty ? " dirty" : ""].join(""), "git-commit"],
+    ["Host", meta.host || "", "host"], ["OS", meta.os || "", "os"],
+    ["Python executable", meta.python_executable || "", "python-executable"], ["Python version", meta.python || "", "python"],
+    ["Run path", `${entity}/${project}/${runId}`, "path"], ["System hardware", hardware, "hardware"],
+    ["runstream version", meta.runstream_version || "", "version"], ["Exit code", run.exit_code ?? "", "exit-code"],
+    ["Lineage", lineageCell, "lineage"],
+  ];
+  function kvTable(id, obj) {
+    const keys = Object.keys(obj || {}).sort();
+    if (!keys.length) return h("p", { class: "muted", id }, "none");
+    return h("table", { class: "grid kv", id }, h("tbody", {}, keys.map((k) => h("tr", { "data-key": k }, h("th", {}, k), h("td", {}, rs.fmtValue(obj[k]))))));
+  }
+  const summaryWrap = h("div", {}, kvTable("summary-table", run.summary));
+  panes.overview.append(
+    h("table", { class: "grid kv overview", id: "overview" }, h("tbody", {}, rows.map(([label, value, id]) =>
+      h("tr", { "data-field": id }, h("th", {}, label), h("td", {}, value))))),
+    h("h2", {}, "Config"), kvTable("config-table", run.config),
+    h("h2", {}, "Summary"), summaryWrap);
+  renderTags();
+  renderStop();
+
+  rs.api("GET", `/api/ui/runs/${rs.enc(entity, project, runId)}/lineage`).then((lin) => {
+    const parts = [];
+    if (lin.origin) {
+      const o = lin.origin;
+      parts.push(h("div", { class: "origin" }, `${o.kind || "origin"} of `,
+        h("a", { href: `/runs/by-uid/${encodeURIComponent(o.run_uid)}` }, o.path || o.run_uid),
+        o.step === null || o.step === undefined ? "" : ` at step ${o.step}`));
+    }
+    for (const c of lin.children) {
+      const [ce, cp, ...cid] = (c.path || "").split("/");
+      parts.push(h("div", { class: "child" }, `${c.kind || "child"}: `, h("a", { href: rs.runHref(ce, cp, cid.join("/")) }, c.name || c.path),
+        c.step === null || c.step === undefined ? "" : ` from step ${c.step}`));
+    }
+    lineageCell.replaceChildren(...(parts.length ? parts : ["not forked or rewound"]));
+  }).catch((e) => { lineageCell.textContent = `unknown (${e.message})`; });
+
+  // -- placeholders -----------------------------------------------------------------------------
+
+  for (const [t, what] of [["system", "System metrics"], ["logs", "Console logs"], ["files", "Files"], ["artifacts", "Artifacts"]]) {
+    panes[t].append(h("p", { class: "placeholder", "data-placeholder": t }, `${what}: not recorded yet. This server has no endpoint for them so far.`));
+  }
+
+  // -- charts -----------------------------------------------------------------------------------
+
+  const xBox = h("select", { id: "x-axis" }, ["_step", "_runtime", "_timestamp"].map((x) => h("option", { value: x }, x)));
+  const smoothBox = h("input", { id: "smoothing", type: "range", min: 0, max: 0.99, step: 0.01, value: 0 });
+  const logBox = h("input", { id: "log-scale", type: "checkbox" });
+  const chartRoot = h("div", { id: "charts" });
+  panes.charts.append(h("div", { class: "toolbar" }, h("label", {}, "x ", xBox), h("label", {}, " smoothing ", smoothBox),
+    h("label", {}, logBox, " log scale")), chartRoot);
+  const colour = RSCharts.colour(0);
+  let panel = null, series = [], chartsLoaded = false;
+  const runsMap = () => new Map([[runId, { name: run.name || runId, color: colour }]]);
+  const chartState = () => ({ series, runs: runsMap(), groups: null, x: xBox.value, smoothing: Number(smoothBox.value), log: logBox.checked });
+
+  async function loadSeries(extra) {
+    const res = await rs.api("POST", `/api/ui/projects/${rs.enc(entity, project)}/series`, { runs: [runId], x: xBox.value, buckets: 1000, ...extra });
+    return res.series;
+  }
+
+  async function ensureCharts() {
+    if (chartsLoaded) return;
+    chartsLoaded = true;
+    panel = RSCharts.panel(chartRoot, async (key, lo, hi) => {
+      const extra = lo === null ? { keys: [key] } : { keys: [key], x_min: Number(lo), x_max: Number(hi) };
+      panel.replaceKey(key, await loadSeries(extra));
+    });
+    await reloadCharts();
+  }
+
+  async function reloadCharts() {
+    try {
+      series = await loadSeries({});
+      panel.set(chartState());
+      chartRoot.dataset.ready = "1";
+    } catch (e) {
+      rs.showError(`Could not load charts: ${e.message}`);
+    }
+  }
+  xBox.addEventListener("change", reloadCharts);
+  smoothBox.addEventListener("input", () => panel && panel.set(chartState()));
+  logBox.addEventListener("change", () => panel && panel.set(chartState()));
+
+  // -- live -------------------------------------------------------------------------------------
+
+  let drawQueued = false;
+  function appendRow(row) {
+    if (!chartsLoaded) return; // the charts load everything when first opened
+    const x = row[xBox.value];
+    if (typeof x !== "number") return;
+    for (const [k, v] of Object.entries(row)) {
+      if (k.startsWith("_") || typeof v !== "number" || !isFinite(v)) continue;
+      let s = series.find((q) => q.key === k);
+      if (!s) { s = { run_id: runId, key: k, x: [], y: [] }; series.push(s); }
+      if (s.x.length && x <= s.x[s.x.length - 1]) continue;
+      s.x.push(x); s.y.push(v);
+    }
+    if (!drawQueued) {
+      drawQueued = true;
+      requestAnimationFrame(() => { drawQueued = false; panel.set(chartState()); chartRoot.dataset.lastStep = String(lastStep); });
+    }
+  }
+
+  function setState(state) {
+    if (state === run.state) return;
+    run.state = state;
+    badge.replaceChildren(rs.stateBadge(state));
+    document.querySelector('[data-field="state"] td').replaceChildren(rs.stateBadge(state));
+    renderStop();
+  }
+
+  let lastStep = run.last_step ?? -1;
+  const live = new Set(["running", "crashed"]);
+  if (live.has(run.state)) {
+    rs.follow(`${runApi}/history/events?after_step=${encodeURIComponent(lastStep)}`, {
+      history: (row) => { lastStep = Math.max(lastStep, row._step); appendRow(row); },
+      state: (ev) => setState(ev.state),
+      end: (ev) => { setState(ev.state); refreshSummary(); },
+      error: () => {},
+    });
+    // runtime and summary move with the run: refresh them from the project's runs stream
+    rs.follow(`/api/projects/${rs.enc(entity, project)}/runs/events?filters=${encodeURIComponent(JSON.stringify({ run_id: runId }))}`, {
+      run: (r) => {
+        if (r.run_id !== runId) return;
+        runtimeCell.textContent = rs.fmtDuration(r.runtime);
+        setState(r.state);
+        summaryWrap.replaceChildren(kvTable("summary-table", r.summary));
+      },
+      error: () => {},
+    });
+  }
+
+  async function refreshSummary() {
+    try {
+      const fresh = await rs.api("GET", `${runApi}?fresh=true`);
+      runtimeCell.textContent = rs.fmtDuration(fresh.runtime);
+      summaryWrap.replaceChildren(kvTable("summary-table", fresh.summary));
+    } catch { /* the stream's values stay */ }
+  }
+
+  showTab();
+})();

@@ -1,0 +1,482 @@
+// runstream web app: a project's workspace — the runs table (search, filter, sort, group, columns,
+// visibility, colours, multi-select actions) and the charts panel of the visible runs, kept live.
+"use strict";
+
+(async () => {
+  const { h } = rs;
+  const [entity, project] = rs.pathParts();
+  const base = `/api/projects/${rs.enc(entity, project)}`;
+  const store = `runstream.ws.${entity}/${project}.`;
+  const load = (k, d) => { try { const v = localStorage.getItem(store + k); return v === null ? d : JSON.parse(v); } catch { return d; } };
+  const save = (k, v) => localStorage.setItem(store + k, JSON.stringify(v));
+  const DEFAULT_VISIBLE = 10;
+  const PAGE = 1000;
+
+  const st = {
+    runs: [], total: 0, search: "", filters: load("filters", []), order: load("order", "-created_at"),
+    groupBy: load("groupBy", ""), columns: load("columns", []), visible: load("visible", null),
+    colours: load("colours", {}), selected: new Set(), expanded: new Set(), x: load("x", "_step"),
+    smoothing: load("smoothing", 0), log: load("log", false), routes: {},
+  };
+
+  document.title = `${project} · runstream`;
+  const main = rs.frame([[entity, null], [project, rs.projectHref(entity, project)]]);
+  main.classList.add("workspace");
+
+  // -- controls ---------------------------------------------------------------------------------
+
+  const searchBox = h("input", { type: "search", id: "search", placeholder: "Search names (regex)", size: 28 });
+  const fieldBox = h("input", { id: "filter-field", list: "filter-fields", placeholder: "field, e.g. config.lr", size: 18 });
+  const opBox = h("select", { id: "filter-op" }, ["=", "!=", ">", ">=", "<", "<=", "in", "not in", "regex", "exists"]
+    .map((o) => h("option", { value: o }, o)));
+  const valueBox = h("input", { id: "filter-value", placeholder: "value", size: 12 });
+  const fieldList = h("datalist", { id: "filter-fields" });
+  const chips = h("span", { id: "filter-chips", class: "chips" });
+  const groupBox = h("select", { id: "group-by", title: "Group runs" });
+  const columnBox = h("select", { id: "add-column" });
+  const countLabel = h("span", { id: "run-count", class: "muted" });
+
+  const tagBox = h("input", { id: "bulk-tag", placeholder: "tag", size: 10 });
+  const moveBox = h("input", { id: "bulk-project", placeholder: "project", size: 12 });
+  const bulkMsg = h("span", { id: "bulk-msg", class: "muted" });
+  const addTagBtn = h("button", { id: "bulk-add-tag", onclick: () => retag(true) }, "Add tag");
+  const rmTagBtn = h("button", { id: "bulk-remove-tag", onclick: () => retag(false) }, "Remove tag");
+  const moveBtn = h("button", { id: "bulk-move", onclick: () => move() }, "Move");
+  const deleteBtn = h("button", { id: "bulk-delete", class: "danger", onclick: () => askDelete() }, "Delete");
+  const confirmBox = h("span", { id: "bulk-confirm", hidden: true });
+  const bulk = h("div", { id: "bulk", class: "bulk", hidden: true },
+    h("span", { id: "selected-count" }), tagBox, addTagBtn, rmTagBtn, h("span", { class: "sep" }, "|"), moveBox, moveBtn,
+    deleteBtn, confirmBox, bulkMsg);
+
+  const table = h("table", { id: "runs-table", class: "grid runs" });
+  const chartsTitle = h("h2", { id: "charts-title" }, "Charts");
+  const xBox = h("select", { id: "x-axis" }, ["_step", "_runtime", "_timestamp"].map((x) => h("option", { value: x }, x)));
+  const smoothBox = h("input", { id: "smoothing", type: "range", min: 0, max: 0.99, step: 0.01 });
+  const smoothLabel = h("span", { id: "smoothing-value", class: "muted" });
+  const logBox = h("input", { id: "log-scale", type: "checkbox" });
+  const chartRoot = h("div", { id: "charts" });
+
+  main.append(
+    h("section", { class: "runs-pane" },
+      h("div", { class: "toolbar" }, searchBox, countLabel),
+      h("div", { class: "toolbar" }, "Filter ", fieldBox, opBox, valueBox,
+        h("button", { id: "filter-add", onclick: () => addFilter() }, "Add filter"), fieldList, chips),
+      h("div", { class: "toolbar" }, "Group by ", groupBox, " Add column ", columnBox),
+      bulk, h("div", { class: "table-wrap" }, table)),
+    h("section", { class: "charts-pane" },
+      h("div", { class: "toolbar" }, chartsTitle, h("label", {}, "x ", xBox),
+        h("label", {}, " smoothing ", smoothBox, smoothLabel), h("label", {}, logBox, " log scale")),
+      chartRoot));
+
+  xBox.value = st.x;
+  smoothBox.value = st.smoothing;
+  smoothLabel.textContent = String(st.smoothing);
+  logBox.checked = st.log;
+
+  // -- columns ----------------------------------------------------------------------------------
+
+  const meta = (r) => (r.metadata && typeof r.metadata === "object" ? r.metadata : {});
+  const FIXED = [
+    { id: "name", label: "Name", order: "name", cell: (r) => h("a", { href: rs.runHref(entity, project, r.run_id), class: "run-link" }, r.name || r.run_id) },
+    { id: "state", label: "State", order: "state", cell: (r) => rs.stateBadge(r.state) },
+    { id: "created", label: "Created", order: "created_at", cell: (r) => rs.fmtTime(r.created_at) },
+    { id: "runtime", label: "Runtime", order: "runtime", cell: (r) => rs.fmtDuration(r.runtime) },
+    { id: "tags", label: "Tags", order: "tags", cell: (r) => r.tags.map((t) => h("span", { class: "tag" }, t)) },
+    { id: "group", label: "Group", order: "group", cell: (r) => r.group || "" },
+    { id: "job_type", label: "Job type", order: "job_type", cell: (r) => r.job_type || "" },
+    { id: "user", label: "User", order: null, cell: (r) => meta(r).username || "" },
+  ];
+  function userColumn(id) {
+    const [kind, ...rest] = id.split(".");
+    const key = rest.join(".");
+    const src = kind === "config" ? "config" : "summary";
+    return { id, label: id, order: kind === "config" ? `config.${key}` : `summary_metrics.${key}`, removable: true,
+             cell: (r) => rs.fmtValue((r[src] || {})[key]) };
+  }
+  const columns = () => [...FIXED, ...st.columns.map(userColumn)];
+
+  // -- fetching ---------------------------------------------------------------------------------
+
+  function parseValue(text) {
+    const t = text.trim();
+    if (/^-?(\d+\.?\d*|\.\d+)(e[-+]?\d+)?$/i.test(t)) return Number(t);
+    if (t === "true" || t === "false") return t === "true";
+    return t;
+  }
+
+  function filterCondition(f) {
+    const v = f.value;
+    switch (f.op) {
+      case "=": return { [f.field]: parseValue(v) };
+      case "!=": return { [f.field]: { $ne: parseValue(v) } };
+      case ">": return { [f.field]: { $gt: parseValue(v) } };
+      case ">=": return { [f.field]: { $gte: parseValue(v) } };
+      case "<": return { [f.field]: { $lt: parseValue(v) } };
+      case "<=": return { [f.field]: { $lte: parseValue(v) } };
+      case "in": return { [f.field]: { $in: v.split(",").map(parseValue) } };
+      case "not in": return { [f.field]: { $nin: v.split(",").map(parseValue) } };
+      case "regex": return { [f.field]: { $regex: v } };
+      case "exists": return { [f.field]: { $exists: v.trim() !== "false" } };
+    }
+    throw new Error(`unknown filter operator ${f.op}`);
+  }
+
+  function filtersJson() {
+    const parts = st.filters.map(filterCondition);
+    if (st.search.trim()) parts.push({ name: { $regex: st.search.trim(), $options: "i" } });
+    return parts.length ? JSON.stringify({ $and: parts }) : null;
+  }
+
+  let fetchToken = 0;
+  async function fetchRuns() {
+    const token = ++fetchToken;
+    const params = new URLSearchParams({ per_page: String(PAGE), order: st.order, fresh: "true" });
+    const f = filtersJson();
+    if (f) params.set("filters", f);
+    const runs = [];
+    let offset = 0, total = 0;
+    try {
+      for (;;) {
+        params.set("offset", String(offset));
+        const page = await rs.api("GET", `${base}/runs?${params}`);
+        if (token !== fetchToken) return;
+        runs.push(...page.runs);
+        total = page.total;
+        if (page.next_offset === null || page.next_offset === undefined) break;
+        offset = page.next_offset;
+      }
+    } catch (e) {
+      if (token === fetchToken) { rs.showError(`Could not list runs: ${e.message}`); st.runs = []; render(); }
+      return;
+    }
+    document.getElementById("banner").hidden = true;
+    st.runs = runs;
+    st.total = total;
+    if (st.visible === null) {
+      st.visible = runs.slice(0, DEFAULT_VISIBLE).map((r) => r.run_id);
+      save("visible", st.visible);
+    }
+    render();
+    fetchCharts();
+  }
+
+  const visibleSet = () => new Set(st.visible || []);
+  const shownRuns = () => { const v = visibleSet(); return st.runs.filter((r) => v.has(r.run_id)); };
+
+  function colourOf(r) {
+    if (st.colours[r.run_id]) return st.colours[r.run_id];
+    const i = (st.visible || []).indexOf(r.run_id);
+    if (i >= 0) return RSCharts.colour(i);
+    let hash = 0;
+    for (const c of r.run_uid || r.run_id) hash = (hash * 31 + c.charCodeAt(0)) >>> 0;
+    return RSCharts.colour(hash);
+  }
+
+  function groupValue(r) {
+    if (!st.groupBy) return null;
+    if (st.groupBy === "group") return r.group;
+    if (st.groupBy === "job_type") return r.job_type;
+    const key = st.groupBy.slice("config.".length);
+    const v = (r.config || {})[key];
+    return v === undefined || v === null ? null : rs.fmtValue(v);
+  }
+
+  function groups(runs) {
+    const out = new Map();
+    for (const r of runs) {
+      const g = groupValue(r);
+      const label = g === null || g === undefined || g === "" ? "(none)" : String(g);
+      if (!out.has(label)) out.set(label, []);
+      out.get(label).push(r);
+    }
+    return out;
+  }
+
+  let chartToken = 0;
+  const panel = RSCharts.panel(chartRoot, zoom);
+  function buckets(n) { return n > 100 ? 100 : n > 20 ? 250 : 500; }
+
+  async function fetchSeries(runs, extra) {
+    const ids = runs.map((r) => r.run_id);
+    if (!ids.length) return [];
+    const out = [];
+    for (let i = 0; i < ids.length; i += 200) {
+      const res = await rs.api("POST", `/api/ui/projects/${rs.enc(entity, project)}/series`,
+                               { runs: ids.slice(i, i + 200), x: st.x, buckets: buckets(ids.length), ...extra });
+      out.push(...res.series);
+    }
+    return out;
+  }
+
+  function chartState(series) {
+    const shown = shownRuns();
+    const runs = new Map(shown.map((r) => [r.run_id, { name: r.name || r.run_id, color: colourOf(r) }]));
+    let gs = null;
+    if (st.groupBy) {
+      gs = [...groups(shown)].map(([name, members], i) => ({ name, color: RSCharts.colour(i), members: members.map((r) => r.run_id) }));
+    }
+    return { series, runs, groups: gs, x: st.x, smoothing: Number(st.smoothing), log: st.log };
+  }
+
+  async function fetchCharts() {
+    const token = ++chartToken;
+    const shown = shownRuns();
+    chartsTitle.textContent = `Charts (${shown.length} visualized)`;
+    try {
+      const series = await fetchSeries(shown, {});
+      if (token !== chartToken) return;
+      panel.set(chartState(series));
+      chartRoot.dataset.ready = String(token);
+    } catch (e) {
+      rs.showError(`Could not load charts: ${e.message}`);
+    }
+  }
+
+  function redrawCharts() {
+    if (panel.state) panel.set(chartState(panel.state.series));
+  }
+
+  async function zoom(key, lo, hi) {
+    try {
+      const extra = lo === null ? { keys: [key] } : { keys: [key], x_min: Number(lo), x_max: Number(hi) };
+      panel.replaceKey(key, await fetchSeries(shownRuns(), extra));
+    } catch (e) {
+      rs.showError(`Could not load the zoomed range of ${key}: ${e.message}`);
+    }
+  }
+
+  // -- rendering --------------------------------------------------------------------------------
+
+  function header() {
+    const selAll = h("input", { type: "checkbox", id: "select-all", title: "Select all shown runs" });
+    selAll.checked = st.runs.length > 0 && st.runs.every((r) => st.selected.has(r.run_id));
+    selAll.addEventListener("change", () => {
+      for (const r of st.runs) selAll.checked ? st.selected.add(r.run_id) : st.selected.delete(r.run_id);
+      render();
+    });
+    const cells = columns().map((c) => {
+      const dir = st.order === `+${c.order}` || st.order === c.order ? "asc" : st.order === `-${c.order}` ? "desc" : null;
+      const th = h("th", { "data-col": c.id, class: c.order ? "sortable" : null, "aria-sort": dir ? `${dir}ending` : null },
+        c.label, dir ? h("span", { class: "arrow" }, dir === "asc" ? " ▲" : " ▼") : null);
+      if (c.order) th.addEventListener("click", () => { st.order = dir === "desc" ? `+${c.order}` : `-${c.order}`; save("order", st.order); fetchRuns(); });
+      if (c.removable) {
+        th.append(h("button", { class: "x", title: "Remove column", onclick: (ev) => { ev.stopPropagation();
+          st.columns = st.columns.filter((x) => x !== c.id); save("columns", st.columns); render(); } }, "×"));
+      }
+      return th;
+    });
+    return h("thead", {}, h("tr", {}, h("th", {}, selAll), h("th", { title: "Show in charts" }, "show"), h("th", {}, ""), cells));
+  }
+
+  function runRow(r, hidden) {
+    const vis = visibleSet();
+    const sel = h("input", { type: "checkbox", class: "select", title: "Select" });
+    sel.checked = st.selected.has(r.run_id);
+    sel.addEventListener("change", () => { sel.checked ? st.selected.add(r.run_id) : st.selected.delete(r.run_id); renderBulk(); });
+    const eye = h("input", { type: "checkbox", class: "visible", title: "Show in charts" });
+    eye.checked = vis.has(r.run_id);
+    eye.addEventListener("change", () => setVisible([r.run_id], eye.checked));
+    const colour = h("input", { type: "color", class: "colour", value: colourOf(r), title: "Colour in charts" });
+    colour.addEventListener("change", () => { st.colours[r.run_id] = colour.value; save("colours", st.colours); redrawCharts(); });
+    return h("tr", { class: "run", "data-run": r.run_id, hidden: hidden },
+      h("td", {}, sel), h("td", {}, eye), h("td", {}, colour),
+      columns().map((c) => h("td", { "data-col": c.id }, c.cell(r))));
+  }
+
+  function render() {
+    const body = h("tbody", {});
+    if (!st.runs.length) {
+      body.append(h("tr", {}, h("td", { colspan: columns().length + 3, class: "empty" },
+        st.filters.length || st.search ? "No runs match the search and filters." : "No runs in this project yet.")));
+    } else if (st.groupBy) {
+      for (const [label, members] of groups(st.runs)) {
+        const collapsed = !st.expanded.has(label);
+        const vis = visibleSet();
+        const eye = h("input", { type: "checkbox", class: "visible", title: "Show the group's runs in charts" });
+        eye.checked = members.some((r) => vis.has(r.run_id));
+        eye.addEventListener("change", () => setVisible(members.map((r) => r.run_id), eye.checked));
+        const toggle = h("button", { class: "toggle", "aria-expanded": String(!collapsed),
+          onclick: () => { st.expanded.has(label) ? st.expanded.delete(label) : st.expanded.add(label); render(); } },
+          collapsed ? "▸" : "▾");
+        body.append(h("tr", { class: "group-row", "data-group": label },
+          h("td", {}, toggle), h("td", {}, eye), h("td", {}),
+          h("td", { colspan: columns().length }, h("strong", {}, `${st.groupBy}: ${label}`), h("span", { class: "muted" }, ` ${members.length} runs`))));
+        for (const r of members) body.append(runRow(r, collapsed));
+      }
+    } else {
+      for (const r of st.runs) body.append(runRow(r, false));
+    }
+    table.replaceChildren(header(), body);
+    countLabel.textContent = `${st.total} run${st.total === 1 ? "" : "s"}`;
+    renderChips();
+    renderOptions();
+    renderBulk();
+  }
+
+  function renderChips() {
+    chips.replaceChildren(...st.filters.map((f, i) => h("span", { class: "chip", "data-filter": i },
+      `${f.field} ${f.op} ${f.op === "exists" ? "" : f.value}`,
+      h("button", { class: "x", title: "Remove filter", onclick: () => { st.filters.splice(i, 1); save("filters", st.filters); fetchRuns(); } }, "×"))));
+  }
+
+  function knownKeys() {
+    const config = new Set(), summary = new Set();
+    for (const r of st.runs) {
+      for (const k of Object.keys(r.config || {})) config.add(k);
+      for (const k of Object.keys(r.summary || {})) if (!k.startsWith("_")) summary.add(k);
+    }
+    return { config: [...config].sort(), summary: [...summary].sort() };
+  }
+
+  function renderOptions() {
+    const { config, summary } = knownKeys();
+    const fields = ["state", "name", "tags", "group", "job_type", "created_at", "runtime", "notes",
+                    ...config.map((k) => `config.${k}`), ...summary.map((k) => `summary_metrics.${k}`)];
+    fieldList.replaceChildren(...fields.map((f) => h("option", { value: f })));
+    const groupOpts = [["", "(no grouping)"], ["group", "group"], ["job_type", "job type"], ...config.map((k) => [`config.${k}`, `config.${k}`])];
+    if (st.groupBy && !groupOpts.some(([v]) => v === st.groupBy)) groupOpts.push([st.groupBy, st.groupBy]);
+    groupBox.replaceChildren(...groupOpts.map(([v, l]) => h("option", { value: v }, l)));
+    groupBox.value = st.groupBy;
+    const cols = [...config.map((k) => `config.${k}`), ...summary.map((k) => `summary.${k}`)].filter((c) => !st.columns.includes(c));
+    columnBox.replaceChildren(h("option", { value: "" }, "—"), ...cols.map((c) => h("option", { value: c }, c)));
+  }
+
+  function renderBulk() {
+    const n = st.selected.size;
+    bulk.hidden = n === 0;
+    document.getElementById("selected-count").textContent = `${n} selected`;
+    const moveOk = st.routes["POST /api/runs/{}/{}/{}/move"], delOk = st.routes["DELETE /api/runs/{}/{}/{}"];
+    disable(moveBtn, !moveOk, "This server has no move endpoint (POST /api/runs/{entity}/{project}/{id}/move): not available yet");
+    disable(moveBox, !moveOk, moveBtn.title);
+    disable(deleteBtn, !delOk, "This server has no delete endpoint (DELETE /api/runs/{entity}/{project}/{id}): not available yet");
+  }
+
+  function disable(el, off, why) {
+    el.disabled = !!off;
+    if (off) el.title = why; else el.removeAttribute("title");
+  }
+
+  function setVisible(ids, on) {
+    const v = visibleSet();
+    for (const id of ids) on ? v.add(id) : v.delete(id);
+    st.visible = [...v];
+    save("visible", st.visible);
+    render();
+    fetchCharts();
+  }
+
+  // -- actions ----------------------------------------------------------------------------------
+
+  function addFilter() {
+    const field = fieldBox.value.trim();
+    if (!field) { rs.showError("Name the field to filter on, e.g. state, tags or config.lr"); return; }
+    st.filters.push({ field, op: opBox.value, value: valueBox.value });
+    save("filters", st.filters);
+    fieldBox.value = valueBox.value = "";
+    fetchRuns();
+  }
+
+  const selectedRuns = () => st.runs.filter((r) => st.selected.has(r.run_id));
+  const runApi = (r) => `/api/runs/${rs.enc(entity, project, r.run_id)}`;
+
+  async function retag(add) {
+    const tag = tagBox.value.trim();
+    if (!tag) { bulkMsg.textContent = "Type a tag first."; return; }
+    bulkMsg.textContent = "Saving…";
+    try {
+      for (const r of selectedRuns()) {
+        const tags = add ? [...new Set([...r.tags, tag])] : r.tags.filter((t) => t !== tag);
+        await rs.api("PATCH", runApi(r), { tags });
+      }
+      bulkMsg.textContent = `${add ? "Tagged" : "Untagged"} ${st.selected.size} run(s).`;
+      tagBox.value = "";
+    } catch (e) {
+      bulkMsg.textContent = `Could not change tags: ${e.message}`;
+    }
+    fetchRuns();
+  }
+
+  function unavailable(e, btn, what) {
+    if (e instanceof rs.ApiError && (e.status === 405 || (e.status === 404 && !e.kind))) {
+      disable(btn, true, `This server cannot ${what} runs yet (it answered ${e.status})`);
+      return true;
+    }
+    return false;
+  }
+
+  async function move() {
+    const dest = moveBox.value.trim();
+    if (!dest) { bulkMsg.textContent = "Type the project to move to."; return; }
+    try {
+      for (const r of selectedRuns()) await rs.api("POST", `${runApi(r)}/move`, { project: dest });
+      bulkMsg.textContent = `Moved ${st.selected.size} run(s) to ${dest}.`;
+      st.selected.clear();
+    } catch (e) {
+      bulkMsg.textContent = unavailable(e, moveBtn, "move") ? "Moving runs is not available on this server." : `Could not move: ${e.message}`;
+    }
+    fetchRuns();
+  }
+
+  function askDelete() {
+    const n = st.selected.size;
+    confirmBox.replaceChildren(`Delete ${n} run(s) and their history for good? `,
+      h("button", { id: "bulk-delete-confirm", class: "danger", onclick: () => doDelete() }, "Delete for good"),
+      h("button", { onclick: () => { confirmBox.hidden = true; } }, "Cancel"));
+    confirmBox.hidden = false;
+  }
+
+  async function doDelete() {
+    confirmBox.hidden = true;
+    try {
+      for (const r of selectedRuns()) await rs.api("DELETE", runApi(r));
+      bulkMsg.textContent = `Deleted ${st.selected.size} run(s).`;
+      st.selected.clear();
+    } catch (e) {
+      bulkMsg.textContent = unavailable(e, deleteBtn, "delete") ? "Deleting runs is not available on this server." : `Could not delete: ${e.message}`;
+    }
+    fetchRuns();
+  }
+
+  // -- events -----------------------------------------------------------------------------------
+
+  let searchTimer = null;
+  searchBox.addEventListener("input", () => {
+    clearTimeout(searchTimer);
+    searchTimer = setTimeout(() => { st.search = searchBox.value; fetchRuns(); }, 250);
+  });
+  valueBox.addEventListener("keydown", (ev) => { if (ev.key === "Enter") addFilter(); });
+  groupBox.addEventListener("change", () => { st.groupBy = groupBox.value; save("groupBy", st.groupBy); render(); redrawCharts(); });
+  columnBox.addEventListener("change", () => {
+    if (columnBox.value) { st.columns.push(columnBox.value); save("columns", st.columns); render(); }
+  });
+  xBox.addEventListener("change", () => { st.x = xBox.value; save("x", st.x); fetchCharts(); });
+  smoothBox.addEventListener("input", () => { st.smoothing = Number(smoothBox.value); smoothLabel.textContent = smoothBox.value; save("smoothing", st.smoothing); redrawCharts(); });
+  logBox.addEventListener("change", () => { st.log = logBox.checked; save("log", st.log); redrawCharts(); });
+
+  // live: the project's runs as they change; a new run or a visible run that logged more refetches
+  let liveTimer = null;
+  function liveRun(run) {
+    const i = st.runs.findIndex((r) => r.run_uid === run.run_uid);
+    if (i < 0) { schedule(fetchRuns); return; }
+    const old = st.runs[i];
+    st.runs[i] = { ...old, ...run, config: old.config };
+    if (old.state !== run.state || old.name !== run.name || String(old.tags) !== String(run.tags)) scheduleRender();
+    if (old.last_step !== run.last_step && visibleSet().has(run.run_id)) schedule(fetchCharts);
+  }
+  const pending = new Set();
+  function schedule(fn) {
+    pending.add(fn);
+    if (liveTimer) return;
+    liveTimer = setTimeout(() => { liveTimer = null; const fns = [...pending]; pending.clear(); fns.forEach((f) => f()); }, 1000);
+  }
+  let renderQueued = false;
+  function scheduleRender() {
+    if (renderQueued) return;
+    renderQueued = true;
+    requestAnimationFrame(() => { renderQueued = false; render(); });
+  }
+
+  st.routes = await rs.routes();
+  await fetchRuns();
+  rs.follow(`${base}/runs/events`, { run: liveRun, error: () => {} });
+})();
