@@ -21,6 +21,7 @@ from runstream.broker.events import Event, EventError, parse_event
 from runstream.broker.names import parse_subject
 
 from .errors import EventRejected
+from .files_fold import fold_artifact, fold_file
 from .history import LogRows, log_rows
 from .packed_rows import decode_log_rows
 from .state import KeyStats, ProjectionState, RunState, SeqSet
@@ -315,6 +316,8 @@ _HANDLERS: dict[str, Handler] = {
     "metadata": _metadata,
     "finish": _finish,
     "crashed": _crashed,
+    "file": fold_file,
+    "artifact": fold_artifact,
 }
 
 

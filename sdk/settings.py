@@ -55,6 +55,10 @@ class Settings(NamedTuple):
     """Bound on each ad-hoc SQL query's intermediates (DuckDB ``operator_memory_limit``; empty:
     none). ``RUNSTREAM_SQL_MEMORY_LIMIT``."""
 
+    code_snapshot: bool = True
+    """Save ``requirements.txt`` and (in a dirty git work tree) ``diff.patch`` as run files.
+    ``RUNSTREAM_CODE_SNAPSHOT=0`` turns it off."""
+
     def replace(self, **changes: Any) -> Settings:
         return self._replace(**changes)
 
