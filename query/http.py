@@ -13,6 +13,7 @@
     GET   /api/runs/{entity}/{project}/{run_id}/summary       {key: value}
     GET   /api/runs/{entity}/{project}/{run_id}/config        {key: value}
     POST  /api/sql                                            one sandboxed query: JSON or Arrow IPC
+    GET   /api/runs/.../files[/{name}], /api/artifacts/...    files and artifacts (see files_http.py)
 
 Arrow IPC (stream format) is chosen with ``Accept: application/vnd.apache.arrow.stream`` or
 ``?format=arrow``. ``?fresh=true`` first waits (briefly) until the projection holds what the log
@@ -292,6 +293,10 @@ def create_app(core: ServerCore | None = None, *, api_key: str | None = None,
 
     for table_name in ("summary", "config"):
         _add_key_values(app, table_name, api)
+
+    from .files_http import add_file_routes
+
+    add_file_routes(app, api)  # files and artifacts
 
     @app.post("/api/sql", dependencies=api, summary="one sandboxed read-only query",
               responses={200: {"content": {"application/json": {}, ARROW: {}}}})
