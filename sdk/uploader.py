@@ -87,10 +87,8 @@ class Uploader(threading.Thread):
             self._deadline = time.monotonic() + timeout
             self._stopping = True
             self._cv.notify_all()
-        if self.url is None:
-            return False
-        self.join(timeout + 5)
-        return self.pending() == 0
+        self.join(timeout + 5)  # offline too: the snapshot may still be spooling its intents
+        return self.url is not None and self.pending() == 0
 
     # -- the thread --------------------------------------------------------------------------------
 
