@@ -23,7 +23,7 @@ def requirements() -> str:
 
     seen: dict[str, str] = {}
     for dist in metadata.distributions():
-        name = dist.metadata.get("Name") if dist.metadata is not None else None
+        name = dist.name
         if name and name.lower() not in seen:
             seen[name.lower()] = f"{name}=={dist.version}"
     return "".join(f"{line}\n" for _, line in sorted(seen.items()))

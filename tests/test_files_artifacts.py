@@ -269,8 +269,13 @@ def test_200_mb_saved_and_downloaded_back_with_bounded_memory(rs_env: dict[str, 
             fh.write(block[i:] + block[:i])
     entity = unique("big")
     proc = python(f"""
-        import resource, runstream
-        base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+        import runstream
+
+        def hwm():  # this process image's peak RSS (ru_maxrss would include the forking parent's)
+            with open("/proc/self/status") as fh:
+                return next(int(line.split()[1]) for line in fh if line.startswith("VmHWM:"))
+
+        base = hwm()
         run = runstream.init(entity={entity!r}, project="p", settings={{"code_snapshot": False}})
         run.save("big.bin", policy="now")
         a = runstream.Artifact("big", "blob")
@@ -278,8 +283,34 @@ def test_200_mb_saved_and_downloaded_back_with_bounded_memory(rs_env: dict[str, 
         run.log_artifact(a).wait(300)
         run.use_artifact("big:latest").download("back")
         run.finish()
-        print(base, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)
+        print(base, hwm())
     """, rs_env, tmp_path, timeout=600, check=True)
     base_kb, peak_kb = map(int, proc.stdout.split()[-2:])
     assert _sha(tmp_path / "back" / "big.bin") == _sha(big)
     assert peak_kb < 150 * 1024, f"peak RSS {peak_kb / 1024:.0f} MB (at start {base_kb / 1024:.0f} MB)"
+
+
+def test_purge_removes_only_the_objects_no_other_run_needs(rs_env: dict[str, str], nats_server: NatsServer,
+                                                          tmp_path: Path) -> None:
+    from runstream.query.files_reads import purge_run_objects, run_object_digests
+
+    entity = unique("purge")
+    shared, own = tmp_path / "shared.bin", tmp_path / "own.bin"
+    shared.write_bytes(os.urandom(1000))
+    own.write_bytes(os.urandom(1000))
+    for rid, files in (("a", [shared, own]), ("b", [shared])):
+        run = runstream.init(entity=entity, project="p", id=rid, settings=NO_SNAPSHOT)
+        for f in files:
+            run.save(str(f), policy="now")
+        run.finish()
+    con = project(tmp_path, nats_server.url)
+    uid = run_uid(con, f"{entity}/p/a")
+    assert run_object_digests(con, uid) == {_sha(shared), _sha(own)}
+    c = _client(nats_server.url)
+    try:
+        assert purge_run_objects(con, c, uid) == {_sha(own)}
+        store = ObjectStore(c)
+        assert not store.exists(_sha(own)) and store.exists(_sha(shared))
+        assert b"".join(store.chunks(_sha(shared))) == shared.read_bytes()
+    finally:
+        c.close()
