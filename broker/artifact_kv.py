@@ -24,7 +24,6 @@ unused: numbers are unique and increasing, and in that one race a number is skip
 
 from __future__ import annotations
 
-import base64
 import json
 import time
 from typing import Any, NamedTuple
@@ -171,7 +170,3 @@ class ArtifactKV:
             return None
         return version, str(have[0]["digest"])
 
-
-def decode_value(raw: str) -> Any:
-    """A KV message's base64 ``data`` (from ``STREAM.MSG.GET``) as JSON."""
-    return json.loads(base64.b64decode(raw))
