@@ -175,6 +175,50 @@ class AlertDeliveryBody(_Body):
     ok: bool
     error: str | None = None
     final: bool = False
+Sha256 = Annotated[StrictStr, Field(pattern=r"^[0-9a-f]{64}$")]
+
+
+class FileBody(_Body):
+    """A run file stored in the object store under its sha256 (``run.save()``, code snapshot).
+
+    A later event of the same ``name`` replaces the earlier one (``live`` files change)."""
+
+    name: Annotated[StrictStr, Field(min_length=1)]
+    size: Annotated[StrictInt, Field(ge=0)]
+    sha256: Sha256
+    mtime: float | None = None
+    policy: Literal["live", "end", "now"] = "now"
+    upload_id: str | None = None
+
+
+class ArtifactBody(_Body):
+    """One version of an artifact a run logged (``role="output"``) or used (``role="input"``).
+
+    ``version`` was assigned race-free in the artifact registry (KV) before this event was made;
+    ``digest`` is the sha256 of the manifest, itself stored as an object. An output's manifest
+    entries ``[path, sha256 | None, size, reference uri | None]`` may be split over ``parts``
+    events (``part`` 0 .. parts-1) to keep each under the event size limit."""
+
+    role: Literal["output", "input"]
+    entity: StrictStr
+    project: StrictStr
+    name: Annotated[StrictStr, Field(min_length=1)]
+    type: StrictStr = ""
+    version: Annotated[StrictInt, Field(ge=0)]
+    digest: Sha256
+    description: str | None = None
+    metadata: dict[str, Any] = Field(default_factory=dict)
+    size: Annotated[StrictInt, Field(ge=0)] = 0
+    file_count: Annotated[StrictInt, Field(ge=0)] = 0
+    aliases: dict[str, int] = Field(default_factory=dict)
+    """Aliases this log moved to the version, with the registry revision of each move."""
+    created: bool = False
+    created_by: str | None = None
+    created_at: float | None = None
+    entries: list[tuple[str, str | None, int, str | None]] = Field(default_factory=list)
+    part: Annotated[StrictInt, Field(ge=0)] = 0
+    parts: Annotated[StrictInt, Field(ge=1)] = 1
+    upload_id: str | None = None
 
 
 BODIES: dict[str, type[_Body]] = {
@@ -193,6 +237,8 @@ BODIES: dict[str, type[_Body]] = {
     "stop_requested": StopRequestedBody,
     "alert": AlertBody,
     "alert_delivery": AlertDeliveryBody,
+    "file": FileBody,
+    "artifact": ArtifactBody,
 }
 
 

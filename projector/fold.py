@@ -22,6 +22,7 @@ from runstream.broker.names import parse_subject
 
 from .alerts import fold_alert, fold_alert_delivery, fold_stop_requested
 from .errors import EventRejected
+from .files_fold import fold_artifact, fold_file
 from .history import LogRows, log_rows
 from .lineage import (
     CLOCK_KEYS,
@@ -426,6 +427,8 @@ _HANDLERS: dict[str, Handler] = {
     "alert": fold_alert,
     "alert_delivery": fold_alert_delivery,
     "stop_requested": fold_stop_requested,
+    "file": fold_file,
+    "artifact": fold_artifact,
 }
 
 

@@ -63,6 +63,30 @@ created_at, seconds), ``metrics`` MAP(VARCHAR, DOUBLE) of the step's numeric val
 ``runs_overview`` — ``runs`` plus ``summary`` and ``config`` as MAP(VARCHAR, DOUBLE)
 (numeric values) and ``summary_json``/``config_json`` MAP(VARCHAR, VARCHAR) (the others).
 
+``files`` — a run's Files list, one row per (run, name): ``run_uid``, ``name`` VARCHAR (a relative
+path), ``size`` BIGINT bytes, ``sha256`` VARCHAR (the object holding the content), ``mtime``
+DOUBLE (the file's modification time, epoch s), ``policy`` VARCHAR (live/end/now),
+``updated_at`` DOUBLE (when this content was recorded). A file saved again replaces its row.
+
+``artifacts`` — one row per artifact version: ``entity``, ``project``, ``name`` VARCHAR,
+``version`` INTEGER (``v0``, ``v1``, …: a new one only when the content changes), ``type``,
+``digest`` VARCHAR (sha256 of the manifest), ``description`` VARCHAR, ``metadata`` JSON,
+``size`` BIGINT (bytes of the stored files), ``file_count`` INTEGER (entries, references
+included), ``created_by`` VARCHAR (run_uid that made the version), ``created_at`` DOUBLE.
+
+``artifact_files`` — the manifest of each version: ``entity``, ``project``, ``name``,
+``version``, ``path`` VARCHAR, ``sha256`` VARCHAR (NULL for a reference), ``size`` BIGINT,
+``ref`` VARCHAR (the URI of a reference, else NULL).
+
+``artifact_aliases`` (a view) — where each alias points now: ``entity``, ``project``, ``name``,
+``alias``, ``version``. ``latest`` is always the newest version. Built from
+``artifact_alias_moves`` (``entity``, ``project``, ``name``, ``alias``, ``version``,
+``revision`` BIGINT, ``run_uid``): every move, the highest registry revision wins.
+
+``artifact_usage`` — lineage, one row per (run, version, role): ``run_uid``, ``entity``,
+``project``, ``name``, ``version``, ``role`` VARCHAR (``output``: the run logged it, ``input``:
+the run used it), ``digest`` VARCHAR, ``used_at`` DOUBLE (the latest such event).
+
 Internal tables
 ---------------
 
@@ -81,11 +105,13 @@ when opened.
 from __future__ import annotations
 
 PUBLIC_TABLES = ("runs", "history", "summary", "config", "metrics", "dead_letters", "run_writers", "alerts",
-                 "alert_deliveries", "stop_requests")
+                 "alert_deliveries", "stop_requests", "files", "artifacts", "artifact_files", "artifact_aliases",
+                 "artifact_alias_moves", "artifact_usage")
 """What users query as tables (``history`` is a view over the internal point tables)."""
 INTERNAL_TABLES = ("projector_checkpoint", "applied", "projector_state", "history_numeric", "history_other",
                    "history_steps", "history_run_ids", "history_key_ids", "history_segments", "history_clock")
-VIEWS = ("history_lines", "history", "history_branches", "history_wide", "runs_overview", "group_history")
+VIEWS = ("history_lines", "history", "history_branches", "history_wide", "runs_overview", "group_history",
+         "artifact_aliases")
 """Created by :data:`VIEWS_DDL`, in this order."""
 STORED_TABLES = tuple(t for t in (*PUBLIC_TABLES, *INTERNAL_TABLES) if t not in VIEWS)
 """Every real table, created by :data:`TABLES_DDL`."""
@@ -134,6 +160,25 @@ CREATE TABLE IF NOT EXISTS history_clock (run_uid VARCHAR, since DOUBLE, runtime
 CREATE TABLE IF NOT EXISTS run_writers (
     run_uid VARCHAR, writer VARCHAR, label VARCHAR, "primary" BOOLEAN, joined_at DOUBLE, finished_at DOUBLE,
     state VARCHAR, exit_code INTEGER
+);
+CREATE TABLE IF NOT EXISTS files (
+    run_uid VARCHAR, name VARCHAR, size BIGINT, sha256 VARCHAR, mtime DOUBLE, policy VARCHAR, updated_at DOUBLE
+);
+CREATE TABLE IF NOT EXISTS artifacts (
+    entity VARCHAR, project VARCHAR, name VARCHAR, version INTEGER, type VARCHAR, digest VARCHAR,
+    description VARCHAR, metadata JSON, size BIGINT, file_count INTEGER, created_by VARCHAR, created_at DOUBLE
+);
+CREATE TABLE IF NOT EXISTS artifact_files (
+    entity VARCHAR, project VARCHAR, name VARCHAR, version INTEGER, path VARCHAR, sha256 VARCHAR,
+    size BIGINT, ref VARCHAR
+);
+CREATE TABLE IF NOT EXISTS artifact_alias_moves (
+    entity VARCHAR, project VARCHAR, name VARCHAR, alias VARCHAR, version INTEGER, revision BIGINT,
+    run_uid VARCHAR
+);
+CREATE TABLE IF NOT EXISTS artifact_usage (
+    run_uid VARCHAR, entity VARCHAR, project VARCHAR, name VARCHAR, version INTEGER, role VARCHAR,
+    digest VARCHAR, used_at DOUBLE
 );
 """
 
@@ -198,4 +243,8 @@ SELECT r.entity, r.project, r."group", h.key, h.step, count(*) AS runs,
 FROM history h JOIN runs r USING (run_uid)
 WHERE r."group" IS NOT NULL AND h.value IS NOT NULL
 GROUP BY ALL;
+
+CREATE OR REPLACE VIEW artifact_aliases AS
+SELECT entity, project, name, alias, arg_max(version, revision) AS version
+FROM artifact_alias_moves GROUP BY entity, project, name, alias;
 """

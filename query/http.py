@@ -17,6 +17,7 @@
     POST  /api/runs/{entity}/{project}/{run_id}/stop          stop a live run (409 when none answers)
     GET   /api/runs/{entity}/{project}/{run_id}/alerts        the run's alerts with delivery status
     GET   /api/alerts[?entity=E&project=P]                    alerts, newest first
+    GET   /api/runs/.../files[/{name}], /api/artifacts/...    files and artifacts (see files_http.py)
 
 Arrow IPC (stream format) is chosen with ``Accept: application/vnd.apache.arrow.stream`` or
 ``?format=arrow``. ``?fresh=true`` first waits (briefly) until the projection holds what the log
@@ -315,6 +316,10 @@ def create_app(core: ServerCore | None = None, *, api_key: str | None = None,
 
     for table_name in ("summary", "config"):
         _add_key_values(app, table_name, api)
+
+    from .files_http import add_file_routes
+
+    add_file_routes(app, api)  # files and artifacts
 
     @app.post("/api/sql", dependencies=api, summary="one sandboxed read-only query",
               responses={200: {"content": {"application/json": {}, ARROW: {}}}})

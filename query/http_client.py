@@ -98,6 +98,16 @@ class HttpClient:
         with pa.ipc.open_stream(pa.py_buffer(data)) as reader:
             return reader.read_all(), headers
 
+    def download(self, path: str, dest: Any, params: Mapping[str, Any] | None = None) -> int:
+        """Stream a response body into the binary file object ``dest``, 1 MiB at a time; return the
+        bytes written."""
+        n = 0
+        with self._open("GET", path, params, accept="application/octet-stream") as resp:
+            while block := resp.read(1 << 20):
+                dest.write(block)
+                n += len(block)
+        return n
+
     def events(self, path: str, params: Mapping[str, Any] | None = None,
                timeout: float | None = None) -> Iterator[Event]:
         """Follow a server-sent-events stream until the server ends it."""

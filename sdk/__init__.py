@@ -18,6 +18,7 @@ __version__ = "0.1.0"
 
 __all__ = [
     "Api",
+    "Artifact",
     "Run",
     "RunExistsError",
     "RunstreamError",
@@ -35,6 +36,7 @@ run: Any = None
 
 if TYPE_CHECKING:
     from .api import Api
+    from .artifact import Artifact
     from .broker.errors import RunExistsError
     from .errors import RunstreamError, UsageError
     from .run import Run
@@ -65,6 +67,7 @@ def finish(exit_code: int | None = None, quiet: bool | None = None) -> None:
 
 _LAZY = {
     "Api": (".api", "Api"),
+    "Artifact": (".artifact", "Artifact"),
     "Run": (".run", "Run"),
     "Settings": (".settings", "Settings"),
     "RunstreamError": (".errors", "RunstreamError"),

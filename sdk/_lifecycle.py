@@ -181,6 +181,10 @@ def init(entity: str | None = None, project: str | None = None, id: str | None =
                 f"logging to the spool in {run_dir} and sending when the broker is back",
                 stacklevel=2,
             )
+    if s.code_snapshot:
+        from .run_files import uploader
+
+        uploader(run, snapshot=True)
     run._metadata_thread = threading.Thread(target=_record_metadata, args=(run,), daemon=True,
                                             name="runstream-metadata")
     run._metadata_thread.start()
@@ -290,7 +294,7 @@ def finished(run: Any, *, quiet: bool) -> None:
 
         clear_resume_file(run.dir.parent.parent, run.uid)
     pending = 0 if run.mode != "online" else max(0, run._last_seq - spool.acked)
-    if run.mode == "online" and pending == 0:
+    if run.mode == "online" and pending == 0 and not run._uploads_pending():
         spool.set_complete()
     if not quiet:
         from .console import RunInfo, render_finish

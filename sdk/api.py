@@ -159,6 +159,30 @@ class Api:
         self.last_truncated = headers.get("x-runstream-truncated") == "true"
         return _to_frame(table, format or ("pandas" if pandas else "arrow"))
 
+    def artifact(self, name: str, type: str | None = None) -> Any:
+        """One artifact version: ``"entity/project/name:alias"`` (or ``:v3``; ``project/name`` and
+        ``name`` use the default entity/project; no ``:`` means ``latest``).
+
+        Raises:
+            NotFound: no such artifact or version. UsageError: a malformed name.
+        """
+        from .api_files import ApiArtifact
+        from .query.http_client import quote_path
+        from .run_files import parse_ref
+
+        entity, project, art, ref = parse_ref(name, self.default_entity, str(self.overrides.get("project") or ""))
+        if not project:
+            from .errors import UsageError
+
+            raise UsageError(f"artifact {name!r}: give its project as 'entity/project/name:alias'")
+        attrs = self.client.json("GET", f"/api/artifacts/{quote_path(entity, project, art, ref)}",
+                                 {"fresh": self.fresh})
+        if type is not None and attrs.get("type") != type:
+            from .query.errors import NotFound
+
+            raise NotFound(f"artifact {name!r} is of type {attrs.get('type')!r}, not {type!r}")
+        return ApiArtifact(self.client, attrs)
+
     def health(self) -> dict[str, Any]:
         """The server's projection position and lag."""
         return dict(self.client.json("GET", "/api/health"))
@@ -357,6 +381,40 @@ class Run:
             if table.num_rows < page_size:
                 return
             step = int(table.column("_step")[-1].as_py()) + 1
+
+    def files(self) -> list[Any]:
+        """The run's files (:class:`~runstream.api_files.File`: name, size, sha256, ``download()``)."""
+        from .api_files import File
+
+        reply = self._api.client.json("GET", self._url("/files"), {"fresh": self._api.fresh})
+        return [File(self._api.client, self._url(), f) for f in reply["files"]]
+
+    def file(self, name: str) -> Any:
+        """One run file by name.
+
+        Raises:
+            NotFound: the run has no such file.
+        """
+        for f in self.files():
+            if f.name == name:
+                return f
+        from .query.errors import NotFound
+
+        raise NotFound(f"run {'/'.join(self.path)} has no file {name!r}; run.files() lists them")
+
+    def logged_artifacts(self) -> list[Any]:
+        """Artifact versions this run logged."""
+        return self._artifacts("output")
+
+    def used_artifacts(self) -> list[Any]:
+        """Artifact versions this run used (``run.use_artifact``)."""
+        return self._artifacts("input")
+
+    def _artifacts(self, role: str) -> list[Any]:
+        from .api_files import ApiArtifact
+
+        reply = self._api.client.json("GET", self._url("/artifacts"), {"role": role, "fresh": self._api.fresh})
+        return [ApiArtifact(self._api.client, a) for a in reply["artifacts"]]
 
     def update(self, **changes: Any) -> Run:
         """Record edits of name, notes, tags, group or job type (attributes changed on this object,

@@ -247,6 +247,12 @@ def cmd_show(args: argparse.Namespace, settings: Settings) -> int:
     return EXIT_OK
 
 
+def cmd_files(args: argparse.Namespace, settings: Settings) -> int:
+    from .cli_files import cmd_files as files
+
+    return files(args, settings, _out())
+
+
 def cmd_sql(args: argparse.Namespace, settings: Settings) -> int:
     from .query.render import render_table, table_rows, to_csv, to_json
 
@@ -521,6 +527,9 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--limit", type=int, default=100, help="show at most N runs (default 100)")
     sp = add("show", cmd_show, "show one run: state, name, times, config, summary, metadata")
     sp.add_argument("path", metavar="ENTITY/PROJECT/ID")
+    sp = add("files", cmd_files, "list a run's files, or download them all with --download DIR")
+    sp.add_argument("path", metavar="ENTITY/PROJECT/ID")
+    sp.add_argument("--download", default=None, metavar="DIR", help="write every file under DIR")
     sp = add("sql", cmd_sql, "run one read-only SQL query over the projection")
     sp.add_argument("query", metavar="SQL", help='e.g. "SELECT path, state FROM runs"')
     sp.add_argument("--format", choices=("table", "json", "csv", "parquet"), default="table",

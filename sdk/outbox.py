@@ -11,7 +11,7 @@ from typing import Any, NamedTuple
 
 from .broker.codec import encode_event, encode_log_body, envelope, flatten, pack, unpack
 from .broker.names import run_subject
-from .spool import _LEN, DATA_START, K_BATCH, K_EVENT, K_KEYS, K_ROW, Spool
+from .spool import _LEN, DATA_START, K_BATCH, K_EVENT, K_KEYS, K_ROW, K_UPLOAD, Spool
 
 EVENT_LIMIT = 900_000
 """Bytes of one event, under the 1 MiB default ``max_payload`` of a NATS server."""
@@ -123,6 +123,8 @@ class Outbox:
                 self.last_seq = seq
                 if type_ == "finish":
                     self.saw_finish = True
+            elif kind == K_UPLOAD:
+                pass  # an upload intent: the uploader's business, not an event (see runstream.uploads)
             else:
                 raise ValueError(f"{self.spool.path}: unknown record kind {kind!r} at offset {off}")
             off = end

@@ -305,6 +305,58 @@ class Run:
             body["goal"] = goal
         self._emit("define_metric", body)
 
+    # -- files and artifacts (see run_files.py) -----------------------------------------------------
+
+    def save(self, glob_str: str | Any, base_path: str | Any = None, policy: str = "live") -> list[str]:
+        """Upload files matching a path or glob as run files; returns their stored names.
+
+        Args:
+            glob_str: a file or a pattern (``*``, ``**``); relative to the working directory.
+            base_path: names are relative to it (default: the run's folder for files in it, else
+                the pattern's folder).
+            policy: ``live`` uploads now and again whenever a file changes while the run lives
+                (new matches included), ``end`` at finish, ``now`` once, now.
+
+        Uploads run on a background thread: this returns at once. A killed process's saves go up
+        with ``runstream sync``.
+
+        Raises:
+            UsageError: bad policy, no such file, a name that is unsafe or too long, or more than
+                10,000 matches.
+        """
+        from .run_files import save
+
+        return save(self, glob_str, base_path, policy)
+
+    def log_artifact(self, artifact: Any, aliases: list[str] | None = None) -> Any:
+        """Log an :class:`~runstream.Artifact` as this run's output; returns it at once.
+
+        The uploader stores its files (content-addressed: known content is not sent again),
+        takes the next version (``v0``, ``v1``, …) unless identical content already has one,
+        and points ``latest`` (only ever forward) and ``aliases`` at it. ``artifact.wait()``
+        blocks until then and sets ``artifact.version``.
+        """
+        from .run_files import log_artifact
+
+        return log_artifact(self, artifact, aliases)
+
+    def use_artifact(self, ref: str) -> Any:
+        """Record that this run uses an artifact version and return it (``.download(root)``).
+
+        Args:
+            ref: ``name:alias``, ``name:v3`` or ``entity/project/name:alias`` (default ``latest``).
+
+        Raises:
+            UsageError: no such artifact or version, or the run is offline.
+        """
+        from .run_files import use_artifact
+
+        return use_artifact(self, ref)
+
+    def _uploads_pending(self) -> int:
+        up = self.__dict__.get("_uploader")
+        return 0 if up is None else int(up.pending())
+
     def finish(self, exit_code: int | None = None, quiet: bool | None = None, *, _state: str | None = None) -> None:
         """End the run: spool the ``finish`` event and wait (bounded) for every event's PubAck.
 
@@ -316,6 +368,9 @@ class Run:
         meta = self._metadata_thread
         if meta is not None and meta.is_alive():
             meta.join(METADATA_WAIT)  # a short run still gets its metadata recorded
+        up = self.__dict__.get("_uploader")
+        if up is not None:
+            up.finish(self.settings.finish_timeout)  # end files and queued uploads, bounded
         code = 0 if exit_code is None else int(exit_code)
         if _state is None and self._stop_requested is not None:  # stopped from outside: killed
             _state, code = "killed", code or 255

@@ -79,6 +79,10 @@ class Settings(NamedTuple):
     """Alerts older than this (seconds) and never tried are not delivered (e.g. after a sink is
     configured for the first time, or an offline run is synced days later)."""
 
+    code_snapshot: bool = True
+    """Save ``requirements.txt`` and (in a dirty git work tree) ``diff.patch`` as run files.
+    ``RUNSTREAM_CODE_SNAPSHOT=0`` turns it off."""
+
     def replace(self, **changes: Any) -> Settings:
         return self._replace(**changes)
 

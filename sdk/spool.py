@@ -21,6 +21,10 @@ Record kinds:
 * ``B`` batch marker ``(seq, parts, timestamp, start, end)`` — rows in ``[start, end)`` form the
   ``log`` event(s) ``seq .. seq + parts - 1``
 * ``E`` event ``(seq, type, envelope bytes)`` — any other event, already encoded
+* ``U`` upload ``(upload_id, kind, spec)`` — files to store (``run.save()``) or an artifact to log:
+  the intent, recorded before any byte is uploaded; the ``file``/``artifact`` events that carry
+  its ``upload_id`` say it was done (see :mod:`runstream.uploads`), so ``runstream sync`` does
+  what a killed process left undone
 """
 
 from __future__ import annotations
@@ -42,6 +46,7 @@ MAGIC = b"RSSPOOL1"
 DATA_START = 4096
 INITIAL_SIZE = 1 << 22
 K_KEYS, K_ROW, K_BATCH, K_EVENT = b"K"[0], b"R"[0], b"B"[0], b"E"[0]
+K_UPLOAD = b"U"[0]
 _LEN = struct.Struct("<I")
 _U64 = struct.Struct("<Q")
 

@@ -107,6 +107,9 @@ def send_spools(client: MiniNats, paths: list[Path], *, timeout: float, progress
                 spool.close()
                 continue
             seal_leftovers(spool)
+            from .uploads import complete_uploads
+
+            report.errors.extend(complete_uploads(client, spool)[1])  # saved files, logged artifacts
             events = Outbox(spool).poll()
             todo = [ev for ev in events if ev.seq > spool.acked]
             report.already_acked += len(events) - len(todo)

@@ -14,7 +14,7 @@ HEAVY = ("nats", "aiohttp", "duckdb", "pyarrow", "pydantic", "pandas", "numpy", 
 
 def test_public_names() -> None:
     assert set(runstream.__all__) == {
-        "Api", "Run", "RunExistsError", "RunstreamError", "Settings", "UsageError", "__version__",
+        "Api", "Artifact", "Run", "RunExistsError", "RunstreamError", "Settings", "UsageError", "__version__",
         "finish", "init", "log", "run",
     }
     for name in runstream.__all__:
