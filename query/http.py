@@ -10,6 +10,7 @@
     PATCH /api/runs/{entity}/{project}/{run_id}               edit name/notes/tags/group/job_type (a meta event)
     GET   /api/runs/{entity}/{project}/{run_id}/history       wide history: JSON or Arrow IPC (branch, as_of)
     GET   /api/runs/{entity}/{project}/{run_id}/branches      history branches (rewinds archive them)
+    GET   /api/projects/{entity}/{project}/groups/history     a metric's mean/min/max/std per step per group
     GET   /api/runs/{entity}/{project}/{run_id}/history/events  SSE: the run's history as it is logged
     GET   /api/runs/{entity}/{project}/{run_id}/summary       {key: value}
     GET   /api/runs/{entity}/{project}/{run_id}/config        {key: value}
@@ -47,7 +48,7 @@ from .errors import ProjectionLagging, QueryError, QueryRefused, QueryTimeout, R
 from .filters import FilterError
 from .jsonable import json_value, table_records
 from .live import follow_history, follow_runs
-from .reads import branches, history, key_values, list_projects, list_runs, parse_run, run_row
+from .reads import branches, group_history, history, key_values, list_projects, list_runs, parse_run, run_row
 
 if TYPE_CHECKING:
     from .server import ServerConfig
@@ -306,6 +307,23 @@ def create_app(core: ServerCore | None = None, *, api_key: str | None = None,
         if last_event_id and last_event_id.strip().lstrip("-").isdigit():
             after = max(after, int(last_event_id))
         return _sse(follow_history(core, entity, project, run_id, keys=_keys(keys), after=after))
+
+    @app.get("/api/projects/{entity}/{project}/groups/history", dependencies=api,
+             summary="metrics aggregated per step across the runs of each group (mean, min, max, std)",
+             responses={200: {"content": {"application/json": {}, ARROW: {}}}})
+    async def groups_history(request: Request, core: Core, entity: str, project: str,
+                             group: str | None = None, job_type: str | None = None,
+                             by: Annotated[str, Query(description="group or job_type")] = "group",
+                             keys: Annotated[str | None, Query(description="comma-separated keys")] = None,
+                             filters: Annotated[str | None, Query(description="runs filter, JSON")] = None,
+                             format: str | None = None, fresh: bool = False) -> Response:
+        arrow = _wants_arrow(request, format)
+        headers = await _fresh(core, fresh)
+        table = await core.read(group_history, entity, project, group=group, job_type=job_type,
+                                filters=_parse_filters(filters), keys=_keys(keys), by=by)
+        if arrow:
+            return _arrow(table, headers)
+        return _json({"rows": table_records(table), "columns": table.column_names}, headers=headers)
 
     @app.get("/api/runs/{entity}/{project}/{run_id}/branches", dependencies=api,
              summary="the run's history branches (a rewind archives the current one)")

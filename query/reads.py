@@ -20,8 +20,8 @@ from .errors import QueryError, QueryTimeout
 from .filters import compile_filters, compile_order
 from .jsonable import stored_value
 
-__all__ = ["Reader", "branches", "history", "history_keys", "key_values", "list_projects", "list_runs", "run_row",
-           "RUN_COLUMNS", "RESERVED_HISTORY_COLUMNS"]
+__all__ = ["Reader", "branches", "group_history", "history", "history_keys", "key_values", "list_projects",
+           "list_runs", "run_point", "run_row", "RUN_COLUMNS", "RESERVED_HISTORY_COLUMNS"]
 
 T = TypeVar("T")
 
@@ -272,3 +272,39 @@ def _stat_value(cell: Mapping[str, Any] | None) -> Any:
         return cell["v"]
     text = cell.get("j")
     return None if text is None else json.loads(text)
+
+
+def group_history(cur: duckdb.DuckDBPyConnection, entity: str, project: str, *, group: str | None = None,
+                  job_type: str | None = None, filters: Mapping[str, Any] | None = None,
+                  keys: Sequence[str] | None = None, by: str = "group") -> pa.Table:
+    """A metric aggregated across the runs of a group, per step: ``group`` (the value grouped by),
+    ``key``, ``_step``, ``runs`` (how many runs logged it there), ``mean``, ``min``, ``max``,
+    ``std``. Runs may be narrowed by ``group``, ``job_type`` and ``filters`` (the runs filter
+    language); ``by`` is ``group`` or ``job_type``. Only numeric values count.
+
+    Raises:
+        FilterError: a bad filter, or ``by`` is neither group nor job_type.
+    """
+    from .filters import FilterError
+
+    column = {"group": 'r."group"', "job_type": "r.job_type"}.get(by)
+    if column is None:
+        raise FilterError(f"group_history groups by 'group' or 'job_type', not {by!r}")
+    cond = compile_filters(filters)
+    where = ["r.entity = ?", "r.project = ?", "r.path IS NOT NULL", f"{column} IS NOT NULL", cond.sql,
+             "h.value IS NOT NULL"]
+    params: list[Any] = [entity, project, *cond.params]
+    if group is not None:
+        where.append('r."group" = ?')
+        params.append(group)
+    if job_type is not None:
+        where.append("r.job_type = ?")
+        params.append(job_type)
+    if keys is not None:
+        where.append("list_contains(?::VARCHAR[], h.key)")
+        params.append(list(keys))
+    sql = (f"SELECT {column} AS \"group\", h.key, h.step AS _step, count(*) AS runs, avg(h.value) AS mean, "
+           "min(h.value) AS min, max(h.value) AS max, stddev_pop(h.value) AS std "
+           f"FROM history h JOIN runs r ON r.run_uid = h.run_uid WHERE {' AND '.join(where)} "
+           "GROUP BY ALL ORDER BY 1, 2, 3")
+    return _arrow(cur, sql, params)

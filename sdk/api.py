@@ -145,6 +145,29 @@ class Api:
         attrs = self.client.json("GET", f"/api/runs/{quote_path(entity, project, run_id)}", {"fresh": self.fresh})
         return Run(self, attrs)
 
+    def group_history(self, path: str | None = None, *, group: str | None = None, job_type: str | None = None,
+                      keys: Sequence[str] | None = None, filters: dict[str, Any] | None = None, by: str = "group",
+                      pandas: bool = True, format: str | None = None) -> Any:
+        """Metrics aggregated across the runs of each group, per step: ``group``, ``key``, ``_step``,
+        ``runs``, ``mean``, ``min``, ``max``, ``std`` — what a grouped chart draws.
+
+        Args:
+            path: ``entity/project`` (default: the overrides' or your entity).
+            group, job_type: only runs of this group / job type.
+            keys: only these metrics.
+            filters: a runs filter (as :meth:`runs` takes) narrowing the runs.
+            by: aggregate per ``group`` (default) or per ``job_type``.
+        """
+        import json
+
+        entity, project = self._project_path(path)
+        from .query.http_client import quote_path
+
+        table, _ = self.client.arrow("GET", f"/api/projects/{quote_path(entity, project)}/groups/history", {
+            "group": group, "job_type": job_type, "by": by, "keys": None if keys is None else ",".join(keys),
+            "filters": None if filters is None else json.dumps(filters), "fresh": self.fresh})
+        return _to_frame(table, format or ("pandas" if pandas else "arrow"))
+
     def sql(self, query: str, *, max_rows: int = 10_000, timeout: float = 30.0, pandas: bool = True,
             format: str | None = None) -> Any:
         """One read-only SQL query → a pandas DataFrame (``pandas=False``: an Arrow table; or

@@ -219,3 +219,27 @@ def test_replay_reproduces_forks_and_rewinds(env: dict[str, str]) -> None:
     assert {p: rows(f"{e}/p/{p}") for p in ("a", "b")} == want
     assert {p: Api().run(f"{e}/p/{p}").summary for p in ("a", "b")} == summaries
     assert [b["branch"] for b in Api().run(f"{e}/p/a").branches()] == [0, 1]
+
+
+def test_groups_and_job_types_compare(env: dict[str, str]) -> None:
+    e = unique("grp")
+    for rid, group, job, scale in (("a", "exp1", "train", 1.0), ("b", "exp1", "train", 3.0),
+                                   ("c", "exp1", "eval", 10.0), ("d", "exp2", "train", 100.0)):
+        run = runstream.init(entity=e, project="p", id=rid, group=group, job_type=job)
+        logged(run, [scale * (i + 1) for i in range(3)])
+        run.finish()
+    api = Api()
+    assert sorted(r.id for r in api.runs(f"{e}/p", filters={"group": "exp1"})) == ["a", "b", "c"]
+    assert sorted(r.id for r in api.runs(f"{e}/p", filters={"group": "exp1", "job_type": "train"})) == ["a", "b"]
+    agg = api.group_history(f"{e}/p", group="exp1", job_type="train", keys=["loss"], pandas=False).to_pylist()
+    assert [(r["_step"], r["runs"], r["mean"], r["min"], r["max"]) for r in agg] == [
+        (0, 2, 2.0, 1.0, 3.0), (1, 2, 4.0, 2.0, 6.0), (2, 2, 6.0, 3.0, 9.0)]
+    by_group = api.group_history(f"{e}/p", keys=["loss"], pandas=False).to_pylist()
+    assert {(r["group"], r["_step"]): r["runs"] for r in by_group} == {
+        ("exp1", 0): 3, ("exp1", 1): 3, ("exp1", 2): 3, ("exp2", 0): 1, ("exp2", 1): 1, ("exp2", 2): 1}
+    by_job = api.group_history(f"{e}/p", by="job_type", group="exp1", keys=["loss"], pandas=False).to_pylist()
+    assert {(r["group"], r["_step"]): r["mean"] for r in by_job}[("eval", 2)] == 30.0
+    sql = api.sql(f"SELECT \"group\", step, mean, min, max, runs FROM group_history WHERE entity = '{e}' "
+                  "AND key = 'loss' AND step = 2 ORDER BY 1", pandas=False).to_pylist()
+    assert [(r["group"], r["runs"], r["min"], r["max"]) for r in sql] == [("exp1", 3, 3.0, 30.0),
+                                                                          ("exp2", 1, 300.0, 300.0)]
