@@ -245,32 +245,56 @@ def run_point(cur: duckdb.DuckDBPyConnection, run_uid: str, step: float | None =
     import math
 
     last = math.floor(step)
-    rows = cur.execute(
-        "SELECT key, count(*), count(value), sum(value), min(value) FILTER (WHERE NOT isnan(value)), "
-        "max(value) FILTER (WHERE NOT isnan(value)), arg_min(struct_pack(v := value, j := value_json), step), "
-        "arg_max(struct_pack(v := value, j := value_json), step) "
-        "FROM history WHERE run_uid = ? AND step <= ? GROUP BY key ORDER BY key", [run_uid, last]).fetchall()
-    out["stats"] = {key: [int(logged), int(count), float(total or 0.0), lo, hi, _stat_value(first),
-                          _stat_value(final)]
-                    for key, logged, count, total, lo, hi, first, final in rows}
-    top = cur.execute(
-        "SELECT s.step, s.timestamp - c.since + c.runtime_offset FROM "
-        "(SELECT step, max(timestamp) AS timestamp FROM history WHERE run_uid = ? AND step <= ? "
-        " GROUP BY step ORDER BY step DESC LIMIT 1) s "
-        "ASOF LEFT JOIN (SELECT since, runtime_offset FROM history_clock WHERE run_uid = ?) c "
-        "ON s.timestamp >= c.since", [run_uid, last, run_uid]).fetchone()
-    out["step_last"] = None if top is None else int(top[0])
-    out["step_runtime"] = None if top is None else top[1]
+    # straight from the point tables (no timestamp join), numbers and the rest apart: one cheap
+    # aggregate pass each instead of a struct per point
+    seg = ("JOIN history_lines g ON g.line = h.run AND g.\"current\" AND g.run_uid = ? "
+           "AND h.step >= g.min_step AND h.step <= g.max_step JOIN history_key_ids k ON k.id = h.key "
+           "WHERE h.step <= ? GROUP BY k.key")
+    numeric = cur.execute(
+        "SELECT k.key, count(*), sum(h.value), min(h.value) FILTER (WHERE NOT isnan(h.value)), "
+        "max(h.value) FILTER (WHERE NOT isnan(h.value)), arg_min(h.value, h.step), min(h.step), "
+        f"arg_max(h.value, h.step), max(h.step) FROM history_numeric h {seg}", [run_uid, last]).fetchall()
+    other = cur.execute(
+        "SELECT k.key, count(*), count(h.value), sum(h.value), min(h.value), max(h.value), "
+        "arg_min(h.value_json, h.step), min(h.step), arg_max(h.value_json, h.step), max(h.step) "
+        f"FROM history_other h {seg}", [run_uid, last]).fetchall()
+    stats: dict[str, list[Any]] = {}
+    ends: dict[str, tuple[int, int]] = {}
+    for key, n, total, lo, hi, first, first_step, final, final_step in numeric:
+        stats[key] = [int(n), int(n), float(total), lo, hi, first, final]
+        ends[key] = (first_step, final_step)
+    for key, n, nums, total, lo, hi, first, first_step, final, final_step in other:
+        have = stats.get(key)
+        first_v, final_v = _json_value(first), _json_value(final)
+        if have is None:
+            stats[key] = [int(n), int(nums), float(total or 0.0), lo, hi, first_v, final_v]
+            continue
+        have[0] += int(n)
+        if first_step < ends[key][0]:
+            have[5] = first_v
+        if final_step > ends[key][1]:
+            have[6] = final_v
+    out["stats"] = dict(sorted(stats.items()))
+    top = max((e[1] for e in ends.values()), default=None)
+    for *_row, final_step in other:
+        top = final_step if top is None else max(top, final_step)
+    out["step_last"] = None if top is None else int(top)
+    out["step_runtime"] = None
+    if top is not None:
+        ts = cur.execute("SELECT max(s.timestamp) FROM history_steps s JOIN history_lines g ON g.line = s.run "
+                         "AND g.\"current\" AND g.run_uid = ? AND s.step >= g.min_step AND s.step <= g.max_step "
+                         "WHERE s.step = ?", [run_uid, int(top)]).fetchone()
+        clock = cur.execute("SELECT since, runtime_offset FROM history_clock WHERE run_uid = ? ORDER BY since",
+                            [run_uid]).fetchall()
+        when = ts[0] if ts else None
+        if when is not None:
+            sessions = [c for c in clock if c[0] <= when]
+            if sessions:
+                out["step_runtime"] = when - sessions[-1][0] + sessions[-1][1]
     return out
 
 
-def _stat_value(cell: Mapping[str, Any] | None) -> Any:
-    """A history cell ``{v, j}`` as the value that was logged (numbers as floats, else parsed JSON)."""
-    if cell is None:
-        return None
-    if cell.get("v") is not None:
-        return cell["v"]
-    text = cell.get("j")
+def _json_value(text: str | None) -> Any:
     return None if text is None else json.loads(text)
 
 

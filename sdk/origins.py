@@ -111,11 +111,17 @@ def read_resume_file(root: Path, entity: str, project: str) -> str | None:
 
 
 def write_resume_file(root: Path, entity: str, project: str, run_id: str, uid: str) -> None:
+    """Remember the run for ``resume="auto"``. Best effort: several processes may start runs in one
+    directory at once (each writes its own temporary file; the last rename wins), and a read-only
+    directory only costs the auto-resume."""
     path = resume_file(root)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps({"entity": entity, "project": project, "run_id": run_id, "run_uid": uid}))
-    tmp.replace(path)
+    tmp = path.with_name(f"{RESUME_FILE}.{os.getpid()}.{uid}.tmp")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp.write_text(json.dumps({"entity": entity, "project": project, "run_id": run_id, "run_uid": uid}))
+        tmp.replace(path)
+    except OSError:
+        tmp.unlink(missing_ok=True)
 
 
 def clear_resume_file(root: Path, uid: str) -> None:

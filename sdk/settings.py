@@ -10,7 +10,7 @@ import os
 from pathlib import Path
 from typing import Any, NamedTuple
 
-MODES = ("online", "offline", "disabled")
+MODES = ("online", "offline", "disabled", "shared")
 RUNS_FOLDER = "runstream-runs"
 """Folder of local run files (spools) under ``run_dir``; not a valid module name, so it can never
 shadow the ``runstream`` package when a script runs from that directory."""

@@ -99,6 +99,11 @@ def _replay(r: ChildResult, _s: Stack | None) -> dict[str, float]:
     return {"6.replay_pps": _m(r, "replay_pps")}
 
 
+def _lifecycle(r: ChildResult, _s: Stack | None) -> dict[str, float]:
+    return {"7.fork_ms": _m(r, "fork_ms"), "7.rewind_ms": _m(r, "rewind_ms"),
+            "7.fork_read_ms": _m(r, "fork_read_ms")}
+
+
 def _stalled(r: ChildResult, _s: Stack | None) -> dict[str, float]:
     return {"8.stalled_rss_mb": r.peak_rss_mb}
 
@@ -151,6 +156,7 @@ FEEDS = {
     "_startup": ("4.init_ms", "4.import_ms"),
     "_empty": ("4.empty_s",),
     "_replay": ("6.replay_pps",),
+    "_lifecycle": ("7.fork_ms", "7.rewind_ms", "7.fork_read_ms"),
     "_stalled": ("8.stalled_rss_mb",),
     "_server_runs": ("8.server_rss_mb",),
     "_read_history": ("5.history_pandas_s", "5.history_arrow_s", "5.history_peer_pandas_s"),
@@ -249,6 +255,15 @@ def build(args: argparse.Namespace) -> list[Task]:
                     ("6",),
                     _replay,
                     child="replay",
+                    params={"steps": args.steps, "metrics": m},
+                    stack=True,
+                ),
+                Task(
+                    "lifecycle",
+                    system,
+                    ("7",),
+                    _lifecycle,
+                    child="lifecycle",
                     params={"steps": args.steps, "metrics": m},
                     stack=True,
                 ),

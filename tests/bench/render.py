@@ -11,7 +11,7 @@ from typing import Any
 from .figures import FIGURES, Figure
 from .stats import summarize
 
-LATER = {"7": "lifecycle issue", "9": "telemetry issue"}
+LATER = {"9": "telemetry issue"}
 STATUS_TEXT = {"not_built": "not built", "not_installed": "not installed", "n/a": "n/a", "error": "error"}
 
 

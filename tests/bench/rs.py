@@ -368,6 +368,48 @@ def shared(params: dict[str, Any]) -> dict[str, Any]:
     return many(params, shared=True)
 
 
+# -- row 7 -----------------------------------------------------------------------------------------
+
+
+def lifecycle(params: dict[str, Any]) -> dict[str, Any]:
+    """A run of ``steps`` × ``metrics`` (logged and projected, not timed); then timed: ``init()``
+    forking it at the middle step, the fork's first row, and until its whole history (the
+    inherited half and its own row) reads back; the same for a rewind of the run itself."""
+    steps, metrics = int(params["steps"]), int(params["metrics"])
+    rs = _import_runstream()
+    from runstream import _lifecycle
+
+    if "fork_from" not in _lifecycle.init.__code__.co_varnames:
+        raise NotBuilt("fork_from: lifecycle issue")
+    client = _client()
+    parent = rs.init(project=PROJECT + "-fork", config={"lr": 0.01})
+    log = parent.log
+    for i in range(steps):
+        log(row_values(i, metrics))
+    parent.finish()
+    _history_counts(client, [parent.uid])
+    middle = steps // 2
+    api = _api()
+    out: dict[str, Any] = {"points": steps * metrics, "steps": steps, "cut": middle}
+    ok = True
+    for kind, arg in (("fork", "fork_from"), ("rewind", "resume_from")):
+        t0 = time.perf_counter()
+        run = rs.init(project=PROJECT + "-fork", **{arg: f"{parent.id}?_step={middle}"})
+        t1 = time.perf_counter()
+        run.log(row_values(middle + 1, metrics))
+        run.finish()
+        t2 = time.perf_counter()
+        table = api.run(run.path).history(keys=["m0"], pandas=False)
+        t3 = time.perf_counter()
+        ok &= table.num_rows == middle + 2 and table.column("_step").to_pylist()[-1] == middle + 1
+        out.update({f"{kind}_ms": (t1 - t0) * 1000, f"{kind}_finish_ms": (t2 - t1) * 1000,
+                    f"{kind}_read_ms": (t3 - t2) * 1000, f"{kind}_rows": table.num_rows})
+    stored = client.sql("SELECT count(*) AS n FROM history_numeric").table.column("n")[0].as_py()
+    out["points_stored"] = stored
+    out["check_count"] = bool(ok)
+    return out
+
+
 # -- row 4 -----------------------------------------------------------------------------------------
 
 
