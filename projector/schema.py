@@ -35,6 +35,10 @@ and key replaces the earlier one.
 ``step_metric`` VARCHAR, ``summary`` VARCHAR[] (min/max/mean/last/first/none), ``goal``
 VARCHAR (minimize/maximize), ``hidden`` BOOLEAN.
 
+``run_writers`` — one row per writing session of a run (first process, resume, rewind, shared-mode
+writer): ``run_uid``, ``writer``, ``label``, ``"primary"`` BOOLEAN (its finish sets the run's
+state), ``joined_at``, ``finished_at`` DOUBLE, ``state``, ``exit_code`` INTEGER.
+
 ``dead_letters`` — messages that could not be folded: ``stream_seq`` BIGINT, ``subject``
 VARCHAR, ``reason`` VARCHAR, ``payload`` BLOB (the raw message), ``received_at`` TIMESTAMPTZ
 (the time the stream stored it).
@@ -59,6 +63,13 @@ Views
 ``history_wide`` — one row per (run_uid, step): ``run_uid``, ``_step`` BIGINT, ``_timestamp``
 DOUBLE (latest row timestamp of the step), ``_runtime`` DOUBLE (``_timestamp`` − the run's
 created_at, seconds), ``metrics`` MAP(VARCHAR, DOUBLE) of the step's numeric values.
+
+``history_branches`` — ``history`` for every branch of every run: ``run_uid``, ``branch``
+INTEGER, ``current`` BOOLEAN, then the ``history`` columns (a rewind's archived rows: ``NOT
+current``). ``history_lines`` (internal): the segments with their integer line codes.
+
+``group_history`` — per (``entity``, ``project``, ``"group"``, ``key``, ``step``): ``runs``,
+``mean``, ``min``, ``max`` of the group's numeric values.
 
 ``runs_overview`` — ``runs`` plus ``summary`` and ``config`` as MAP(VARCHAR, DOUBLE)
 (numeric values) and ``summary_json``/``config_json`` MAP(VARCHAR, VARCHAR) (the others).
