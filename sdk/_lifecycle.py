@@ -147,7 +147,7 @@ def init(entity: str | None = None, project: str | None = None, id: str | None =
     else:
         run._append_event("init", body)
     if s.mode == "online":
-        from .origins import write_resume_file
+        from .resume_file import write_resume_file
 
         write_resume_file(root, entity, project, run_id, uid)
 
@@ -205,7 +205,10 @@ def _plan(s: Settings, url: str | None, root: Path, *, entity: str, project: str
           uid: str, resume: Any, fork_from: Any, resume_from: Any, shared: bool) -> Any:
     """Resume, fork, rewind or shared mode: look the run up before anything is spooled (None for
     a plain new run)."""
-    from .origins import parse_ref, read_resume_file, resume_mode
+    if (resume is None or resume is False) and fork_from is None and resume_from is None and not shared:
+        return None  # the common case imports nothing more
+    from .origins import parse_ref, resume_mode
+    from .resume_file import read_resume_file
 
     how = resume_mode(resume)
     fork = parse_ref(fork_from, "fork_from", entity, project) if fork_from is not None else None
@@ -290,7 +293,7 @@ def finished(run: Any, *, quiet: bool) -> None:
         all_acked = worker.stop(timeout)
     spool = run._spool
     if run.mode == "online":
-        from .origins import clear_resume_file
+        from .resume_file import clear_resume_file
 
         clear_resume_file(run.dir.parent.parent, run.uid)
     pending = 0 if run.mode != "online" else max(0, run._last_seq - spool.acked)

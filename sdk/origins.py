@@ -12,21 +12,16 @@ behind by a process that never reached ``finish()``), else start a new one.
 
 from __future__ import annotations
 
-import json
 import math
 import os
-import socket
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
-from urllib.parse import parse_qs
 
 from .errors import RunNotFoundError, UsageError
 from .settings import RUNS_FOLDER, Settings
 
 RESUME_MODES = ("allow", "must", "never", "auto")
-RESUME_FILE = "resume.json"
-"""In ``runstream-runs/``: the run this directory would resume with ``resume="auto"``."""
 
 
 @dataclass
@@ -68,6 +63,8 @@ def parse_ref(text: Any, what: str, entity: str, project: str) -> tuple[str, flo
     ``(run_id, N)``; N may be a float."""
     if not isinstance(text, str) or "?" not in text:
         raise UsageError(f"{what} must look like '<run_id>?_step=<step>', not {text!r}")
+    from urllib.parse import parse_qs
+
     ref, _, query = text.partition("?")
     params = parse_qs(query, keep_blank_values=True)
     raw = params.get("_step")
@@ -91,47 +88,9 @@ def parse_ref(text: Any, what: str, entity: str, project: str) -> tuple[str, flo
 
 
 def default_label() -> str:
+    import socket
+
     return f"{socket.gethostname()}-{os.getpid()}"
-
-
-def resume_file(root: Path) -> Path:
-    return root / RUNS_FOLDER / RESUME_FILE
-
-
-def read_resume_file(root: Path, entity: str, project: str) -> str | None:
-    """The run id ``resume="auto"`` resumes in ``root``, if one of this project was left unfinished."""
-    try:
-        data = json.loads(resume_file(root).read_text())
-    except (OSError, ValueError):
-        return None
-    if not isinstance(data, dict) or (data.get("entity"), data.get("project")) != (entity, project):
-        return None
-    run_id = data.get("run_id")
-    return run_id if isinstance(run_id, str) else None
-
-
-def write_resume_file(root: Path, entity: str, project: str, run_id: str, uid: str) -> None:
-    """Remember the run for ``resume="auto"``. Best effort: several processes may start runs in one
-    directory at once (each writes its own temporary file; the last rename wins), and a read-only
-    directory only costs the auto-resume."""
-    path = resume_file(root)
-    tmp = path.with_name(f"{RESUME_FILE}.{os.getpid()}.{uid}.tmp")
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp.write_text(json.dumps({"entity": entity, "project": project, "run_id": run_id, "run_uid": uid}))
-        tmp.replace(path)
-    except OSError:
-        tmp.unlink(missing_ok=True)
-
-
-def clear_resume_file(root: Path, uid: str) -> None:
-    """Forget the resume file if it names this run (it finished)."""
-    path = resume_file(root)
-    try:
-        if json.loads(path.read_text()).get("run_uid") == uid:
-            path.unlink()
-    except (OSError, ValueError, AttributeError):
-        pass
 
 
 class Planner:
