@@ -181,10 +181,6 @@ def init(entity: str | None = None, project: str | None = None, id: str | None =
                 f"logging to the spool in {run_dir} and sending when the broker is back",
                 stacklevel=2,
             )
-    if s.code_snapshot:
-        from .run_files import uploader
-
-        uploader(run, snapshot=True)
     run._metadata_thread = threading.Thread(target=_record_metadata, args=(run,), daemon=True,
                                             name="runstream-metadata")
     run._metadata_thread.start()
@@ -256,6 +252,15 @@ def _abandon(run: Any, worker: Worker) -> None:
 
 
 def _record_metadata(run: Any) -> None:
+    """On a background thread: start the code snapshot's uploader (its imports cost ~10 ms, kept
+    off ``init()``), then collect and record the run's metadata."""
+    if run.settings.code_snapshot and not run._finished:
+        try:
+            from .run_files import uploader
+
+            uploader(run)
+        except Exception as e:  # the snapshot is best effort too
+            sys.stderr.write(f"runstream: code snapshot of run {run.path} not started: {e}\n")
     try:
         from .metadata import collect_metadata
 

@@ -9,6 +9,7 @@ the object store and spools the ``artifact`` input event (the lineage edge).
 from __future__ import annotations
 
 import os
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -23,16 +24,20 @@ def _new_upload_id() -> str:
     return os.urandom(8).hex()
 
 
-def uploader(run: Any, snapshot: bool = False) -> Any:
-    """The run's uploader thread, started on first use (``snapshot``: it first saves the code and
-    environment snapshot, see :mod:`.snapshot`)."""
-    up = run.__dict__.get("_uploader")
-    if up is None:
-        from .uploader import Uploader
+_STARTING = threading.Lock()
 
-        url = run._worker.url if run._worker is not None else None
-        up = run.__dict__["_uploader"] = Uploader(run, url, snapshot=snapshot)
-        up.start()
+
+def uploader(run: Any) -> Any:
+    """The run's uploader thread, started on first use; it first saves the code and environment
+    snapshot when the run's ``code_snapshot`` setting is on (see :mod:`.snapshot`)."""
+    with _STARTING:  # the snapshot starts it on the metadata thread, run.save() on the user's
+        up = run.__dict__.get("_uploader")
+        if up is None:
+            from .uploader import Uploader
+
+            url = run._worker.url if run._worker is not None else None
+            up = run.__dict__["_uploader"] = Uploader(run, url, snapshot=bool(run.settings.code_snapshot))
+            up.start()
     return up
 
 
