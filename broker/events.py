@@ -282,8 +282,8 @@ def parse_event(env: dict[str, Any]) -> Event:
         body = model.model_validate(env.get("b"))
         if kind == "log":
             check_log_body(env["b"])
-        return Event(v=v, type=kind, run_uid=env.get("run"), writer=env.get("w"), seq=env.get("s"),
-                     ts=env.get("ts"), body=body)
+        return Event.model_validate({"v": v, "type": kind, "run_uid": env.get("run"), "writer": env.get("w"),
+                                     "seq": env.get("s"), "ts": env.get("ts"), "body": body})
     except ValidationError as e:
         first = e.errors()[0]
         where = ".".join(str(p) for p in first.get("loc", ()))

@@ -12,7 +12,7 @@ import warnings
 from datetime import datetime
 from pathlib import Path
 from types import TracebackType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .broker.names import new_run_id, new_run_uid, new_writer_id, validate_name, validate_run_id
 from .config import as_config
@@ -21,7 +21,10 @@ from .settings import RUNS_FOLDER, Settings, load_settings
 from .spool import Spool
 from .worker import Worker
 
-_active: Run | None = None  # noqa: F821 - forward ref for readers
+if TYPE_CHECKING:
+    from .run import Run
+
+_active: Run | None = None
 _state_lock = threading.Lock()
 _hooks_installed = False
 _exit_code: list[int | None] = [None]
@@ -191,7 +194,7 @@ def init(entity: str | None = None, project: str | None = None, id: str | None =
     if not s.quiet:
         from .console import RunInfo, render_start
 
-        sys.stderr.write(render_start(RunInfo(name=name, entity=entity, project=project, id=run_id,
+        sys.stderr.write(render_start(RunInfo(name=shown, entity=entity, project=project, id=run_id,
                                               dir=run_dir, mode=s.mode, cwd=Path.cwd())))
         sys.stderr.flush()
     return run

@@ -120,7 +120,7 @@ def send_spools(client: MiniNats, paths: list[Path], *, timeout: float, progress
         done = 0
         for spool, todo in opened:
             meta = spool.meta
-            path = f"{meta['entity']}/{meta['project']}/{meta['run_id']}"
+            run_path = f"{meta['entity']}/{meta['project']}/{meta['run_id']}"
             try:
                 _claim_or_confirm(client, meta)
             except RunExistsError as e:
@@ -141,7 +141,7 @@ def send_spools(client: MiniNats, paths: list[Path], *, timeout: float, progress
                     progress(done, total)
             if ok and _has_finish(spool):
                 spool.set_complete()
-            report.runs.append(path)
+            report.runs.append(run_path)
     finally:
         for spool, _ in opened:
             spool.close()

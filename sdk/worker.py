@@ -128,7 +128,7 @@ class Worker(threading.Thread):
 
     def sync_mirror(self, timeout: float = 10.0) -> None:
         """Wait until every row spooled so far is reflected in :attr:`mirror`."""
-        self.seal()
+        self.seal(True)
         target = self.spool.end
         self._wake.set()
         with self._synced:
