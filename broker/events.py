@@ -116,6 +116,36 @@ class MetaBody(_Body):
     job_type: str | None = None
 
 
+class SystemSample(_Body):
+    ts: float
+    values: dict[StrictStr, float]
+
+
+class SystemBody(_Body):
+    """System-metrics samples of one writer (W&B names: ``system.cpu``, ``system.gpu.0.gpu``...).
+    ``label``: the writer's label in a shared run, if it has one."""
+
+    samples: list[SystemSample]
+    label: str | None = None
+
+
+class OutputLine(_Body):
+    """One console line, or a later state of it (a progress bar redrawn with ``\r``): the last
+    state of a ``(writer, line)`` wins. ``ts`` is when the line began."""
+
+    line: Annotated[StrictInt, Field(ge=0)]
+    stream: Literal["stdout", "stderr"]
+    ts: float
+    text: StrictStr
+
+
+class OutputBody(_Body):
+    """Console lines of one writer, numbered from 0 per writer across both streams."""
+
+    lines: list[OutputLine]
+    label: str | None = None
+
+
 BODIES: dict[str, type[_Body]] = {
     "init": InitBody,
     "log": LogBody,
@@ -128,6 +158,8 @@ BODIES: dict[str, type[_Body]] = {
     "finish": FinishBody,
     "crashed": CrashedBody,
     "meta": MetaBody,
+    "system": SystemBody,
+    "output": OutputBody,
 }
 
 

@@ -25,6 +25,7 @@ from .history import LogRows, log_rows
 from .packed_rows import decode_log_rows
 from .state import KeyStats, ProjectionState, RunState, SeqSet
 from .summary import Row, config_rows, metric_rows, summary_rows
+from .telemetry import fold_output, fold_system
 from .values import flatten
 
 REAPER_WRITER = "reaper"
@@ -315,6 +316,8 @@ _HANDLERS: dict[str, Handler] = {
     "metadata": _metadata,
     "finish": _finish,
     "crashed": _crashed,
+    "system": fold_system,
+    "output": fold_output,
 }
 
 

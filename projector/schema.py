@@ -39,6 +39,18 @@ VARCHAR (minimize/maximize), ``hidden`` BOOLEAN.
 VARCHAR, ``reason`` VARCHAR, ``payload`` BLOB (the raw message), ``received_at`` TIMESTAMPTZ
 (the time the stream stored it).
 
+``system_metrics`` — one row per (sample, key) of the SDK's system-metrics sampler:
+``run_uid``, ``writer`` VARCHAR (the writing process), ``label`` VARCHAR (the writer's label in a
+shared run, else NULL), ``timestamp`` DOUBLE epoch seconds, ``runtime`` DOUBLE (seconds since
+the run's start), ``key`` VARCHAR (W&B's names: ``system.cpu``, ``system.gpu.0.gpu``...),
+``value`` DOUBLE.
+
+``console`` — one row per line the run's process wrote to stdout or stderr: ``run_uid``,
+``writer``, ``label`` VARCHAR, ``stream`` VARCHAR (stdout/stderr), ``line`` BIGINT (numbered from 0
+per writer across both streams), ``timestamp`` DOUBLE (when the line began), ``text`` VARCHAR
+(the line without its newline; a line rewritten with ``\\r`` holds its final state; bytes that
+are not UTF-8 appear as ``\\xNN``).
+
 Views
 -----
 
@@ -66,7 +78,7 @@ when opened.
 
 from __future__ import annotations
 
-PUBLIC_TABLES = ("runs", "history", "summary", "config", "metrics", "dead_letters")
+PUBLIC_TABLES = ("runs", "history", "summary", "config", "metrics", "dead_letters", "system_metrics", "console")
 """What users query as tables (``history`` is a view over the internal point tables)."""
 INTERNAL_TABLES = ("projector_checkpoint", "applied", "projector_state", "history_numeric", "history_other",
                    "history_steps", "history_run_ids", "history_key_ids")
@@ -95,6 +107,12 @@ CREATE TABLE IF NOT EXISTS metrics (
 );
 CREATE TABLE IF NOT EXISTS dead_letters (
     stream_seq BIGINT, subject VARCHAR, reason VARCHAR, payload BLOB, received_at TIMESTAMPTZ
+);
+CREATE TABLE IF NOT EXISTS system_metrics (
+    run_uid VARCHAR, writer VARCHAR, label VARCHAR, timestamp DOUBLE, runtime DOUBLE, key VARCHAR, value DOUBLE
+);
+CREATE TABLE IF NOT EXISTS console (
+    run_uid VARCHAR, writer VARCHAR, label VARCHAR, stream VARCHAR, line BIGINT, timestamp DOUBLE, text VARCHAR
 );
 CREATE TABLE IF NOT EXISTS projector_checkpoint (
     name VARCHAR PRIMARY KEY, stream_seq BIGINT NOT NULL, updated_at TIMESTAMPTZ

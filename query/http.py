@@ -12,6 +12,8 @@
     GET   /api/runs/{entity}/{project}/{run_id}/history/events  SSE: the run's history as it is logged
     GET   /api/runs/{entity}/{project}/{run_id}/summary       {key: value}
     GET   /api/runs/{entity}/{project}/{run_id}/config        {key: value}
+    GET   /api/runs/{entity}/{project}/{run_id}/system        system metrics, one row per sample
+    GET   /api/runs/{entity}/{project}/{run_id}/logs          console lines: JSON, or ?format=text
     POST  /api/sql                                            one sandboxed query: JSON or Arrow IPC
 
 Arrow IPC (stream format) is chosen with ``Accept: application/vnd.apache.arrow.stream`` or
@@ -292,6 +294,10 @@ def create_app(core: ServerCore | None = None, *, api_key: str | None = None,
 
     for table_name in ("summary", "config"):
         _add_key_values(app, table_name, api)
+
+    from .http_telemetry import add_routes
+
+    add_routes(app, api)  # …/system and …/logs
 
     @app.post("/api/sql", dependencies=api, summary="one sandboxed read-only query",
               responses={200: {"content": {"application/json": {}, ARROW: {}}}})

@@ -1,0 +1,150 @@
+"""Console lines: what the training process writes to stdout and stderr, as terminal lines.
+
+:class:`LineAssembler` is pure (text and the time in, line updates out): it numbers lines from 0
+per writer across both streams, applies carriage returns the way a terminal does (``\\r`` moves
+back to the start of the line and what follows overwrites it), and bounds how often an
+unfinished line is handed out, so a progress bar redrawn ten times a second yields a few updates
+of its line, not every frame. A finished line (``\\n``) is handed out at once.
+
+:mod:`runstream.capture` tees the real streams into it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import NamedTuple
+
+MAX_LINE = 64 * 1024
+"""Characters of one line at most: a longer line goes on over the next line numbers, so every
+character is kept and no event grows past the broker's message size."""
+SETTLE = 0.1
+"""An unfinished line is handed out once it has not been finished within this many seconds
+(``print`` writes its text and its newline separately: this keeps them one update)."""
+REDRAW = 1.0
+"""An unfinished line that keeps changing (a progress bar) is handed out at most this often."""
+
+
+class LineUpdate(NamedTuple):
+    """One line's state. The last update of a ``line`` number is its final state."""
+
+    line: int
+    stream: str
+    ts: float
+    """When the line began (epoch seconds)."""
+    text: str
+    final: bool
+
+
+@dataclass
+class _Open:
+    line: int
+    ts: float
+    text: str = ""
+    col: int = 0
+    dirty_since: float | None = None
+    sent_at: float | None = None
+
+
+def sanitize(text: str) -> str:
+    """``text`` as valid UTF-8: bytes that were not UTF-8 (decoded with ``surrogateescape``) become
+    ``\\xNN``, other lone surrogates ``\\udXXX``; everything else is kept as written."""
+    try:
+        text.encode("utf-8")
+        return text
+    except UnicodeEncodeError:
+        pass
+    try:
+        raw = text.encode("utf-8", "surrogateescape")
+    except UnicodeEncodeError:
+        return text.encode("utf-8", "backslashreplace").decode("utf-8")
+    return raw.decode("utf-8", "backslashreplace")
+
+
+class LineAssembler:
+    """Turns chunks of written text into :class:`LineUpdate` s (see the module docstring).
+
+    Args:
+        settle, redraw: see :data:`SETTLE` and :data:`REDRAW`.
+        max_line: see :data:`MAX_LINE`.
+    """
+
+    def __init__(self, settle: float = SETTLE, redraw: float = REDRAW, max_line: int = MAX_LINE) -> None:
+        self.settle = settle
+        self.redraw = redraw
+        self.max_line = max(1, max_line)
+        self.next_line = 0
+        self._open: dict[str, _Open] = {}
+
+    def feed(self, stream: str, text: str, now: float) -> list[LineUpdate]:
+        """Take ``text`` written to ``stream`` at ``now``; return the lines it finished."""
+        out: list[LineUpdate] = []
+        start = 0
+        n = len(text)
+        while start < n:
+            nl = text.find("\n", start)
+            end = n if nl < 0 else nl
+            if end > start:
+                self._write(stream, text[start:end], now, out)
+            if nl < 0:
+                break
+            cur = self._open.pop(stream, None)
+            if cur is None:
+                cur = self._new(stream, now)
+                del self._open[stream]
+            out.append(LineUpdate(cur.line, stream, cur.ts, cur.text, True))
+            start = nl + 1
+        return out
+
+    def due(self, now: float) -> list[LineUpdate]:
+        """Unfinished lines whose current state should be handed out by ``now``."""
+        out = []
+        for stream, cur in self._open.items():
+            if cur.dirty_since is None:
+                continue
+            at = cur.dirty_since + self.settle
+            if cur.sent_at is not None:
+                at = max(at, cur.sent_at + self.redraw)
+            if now >= at:
+                out.append(self._send(stream, cur, now))
+        return out
+
+    def close(self, now: float) -> list[LineUpdate]:
+        """The final state of every unfinished line that changed since it was last handed out."""
+        out = [LineUpdate(c.line, s, c.ts, c.text, True) for s, c in self._open.items()
+               if c.dirty_since is not None and (c.text or c.sent_at is not None)]
+        self._open.clear()
+        return out
+
+    # -- internals -------------------------------------------------------------------------------
+
+    def _new(self, stream: str, now: float) -> _Open:
+        cur = self._open[stream] = _Open(self.next_line, now)
+        self.next_line += 1
+        return cur
+
+    def _send(self, stream: str, cur: _Open, now: float) -> LineUpdate:
+        cur.sent_at = now
+        cur.dirty_since = None
+        return LineUpdate(cur.line, stream, cur.ts, cur.text, False)
+
+    def _write(self, stream: str, chunk: str, now: float, out: list[LineUpdate]) -> None:
+        """Apply a chunk without newlines: ``\\r`` returns to column 0, text overwrites from there."""
+        cur = self._open.get(stream) or self._new(stream, now)
+        for i, part in enumerate(chunk.split("\r")):
+            if i:
+                cur.col = 0
+            while part:
+                room = self.max_line - cur.col
+                if room <= 0:  # the line is full: it goes on as the next line
+                    out.append(LineUpdate(cur.line, stream, cur.ts, cur.text, True))
+                    cur = self._new(stream, now)
+                    room = self.max_line
+                piece, part = part[:room], part[room:]
+                col = cur.col
+                if col == len(cur.text):
+                    cur.text += piece
+                else:
+                    cur.text = cur.text[:col] + piece + cur.text[col + len(piece):]
+                cur.col = col + len(piece)
+        if cur.dirty_since is None:
+            cur.dirty_since = now
