@@ -5,10 +5,11 @@ stream objects themselves, so everything holding a reference to them (a ``loggin
 before ``init()``, tqdm) is recorded too, and ``sys.stdout is sys.__stdout__`` stays true. Each
 write is recorded first and then passed on unchanged: the user sees their output as before.
 
-A finished line is in the run's spool before ``write`` returns, like a ``log()`` row, so a
-SIGKILL loses none of them; an unfinished line (a progress bar) is spooled after
-:data:`~runstream.output.SETTLE` seconds and then at most every
-:data:`~runstream.output.REDRAW` seconds by a small thread. Output written to the file
+What a ``write`` hands to the tee is in the run's spool before it reaches the terminal, like a
+``log()`` row, so a SIGKILL loses none of it; the one exception is bounded on purpose: a line
+redrawn with ``\\r`` (a progress bar) is spooled at most every
+:data:`~runstream.output.REDRAW` seconds (a small thread spools its latest state), so a kill
+loses at most that much of its redraws. Output written to the file
 descriptors directly (C extensions, child processes) is not seen.
 
 Recording never breaks printing: if it fails, it is turned off with one message and the stream

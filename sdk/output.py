@@ -2,9 +2,14 @@
 
 :class:`LineAssembler` is pure (text and the time in, line updates out): it numbers lines from 0
 per writer across both streams, applies carriage returns the way a terminal does (``\\r`` moves
-back to the start of the line and what follows overwrites it), and bounds how often an
-unfinished line is handed out, so a progress bar redrawn ten times a second yields a few updates
-of its line, not every frame. A finished line (``\\n``) is handed out at once.
+back to the start of the line and what follows overwrites it), and bounds how often a changing
+unfinished line is handed out, so a progress bar redrawn ten times a second yields one update of
+its line a second, not every frame.
+
+What is written is handed out at once: a finished line (``\\n``), and an unfinished one unless
+it was already handed out within :data:`REDRAW` seconds (its newer state is then handed out by
+:meth:`LineAssembler.due` once that time is up). A line whose final state was already handed
+out while unfinished (``print`` writes its text, then its newline) is not handed out again.
 
 :mod:`runstream.capture` tees the real streams into it.
 """
@@ -17,9 +22,6 @@ from typing import NamedTuple
 MAX_LINE = 64 * 1024
 """Characters of one line at most: a longer line goes on over the next line numbers, so every
 character is kept and no event grows past the broker's message size."""
-SETTLE = 0.1
-"""An unfinished line is handed out once it has not been finished within this many seconds
-(``print`` writes its text and its newline separately: this keeps them one update)."""
 REDRAW = 1.0
 """An unfinished line that keeps changing (a progress bar) is handed out at most this often."""
 
@@ -41,8 +43,9 @@ class _Open:
     ts: float
     text: str = ""
     col: int = 0
-    dirty_since: float | None = None
+    dirty: bool = False
     sent_at: float | None = None
+    sent_text: str | None = None
 
 
 def sanitize(text: str) -> str:
@@ -64,19 +67,18 @@ class LineAssembler:
     """Turns chunks of written text into :class:`LineUpdate` s (see the module docstring).
 
     Args:
-        settle, redraw: see :data:`SETTLE` and :data:`REDRAW`.
+        redraw: see :data:`REDRAW`.
         max_line: see :data:`MAX_LINE`.
     """
 
-    def __init__(self, settle: float = SETTLE, redraw: float = REDRAW, max_line: int = MAX_LINE) -> None:
-        self.settle = settle
+    def __init__(self, redraw: float = REDRAW, max_line: int = MAX_LINE) -> None:
         self.redraw = redraw
         self.max_line = max(1, max_line)
         self.next_line = 0
         self._open: dict[str, _Open] = {}
 
     def feed(self, stream: str, text: str, now: float) -> list[LineUpdate]:
-        """Take ``text`` written to ``stream`` at ``now``; return the lines it finished."""
+        """Take ``text`` written to ``stream`` at ``now``; return the updates to hand out now."""
         out: list[LineUpdate] = []
         start = 0
         n = len(text)
@@ -91,27 +93,23 @@ class LineAssembler:
             if cur is None:
                 cur = self._new(stream, now)
                 del self._open[stream]
-            out.append(LineUpdate(cur.line, stream, cur.ts, cur.text, True))
+            if cur.sent_text is None or cur.text != cur.sent_text:
+                out.append(LineUpdate(cur.line, stream, cur.ts, cur.text, True))
             start = nl + 1
+        cur = self._open.get(stream)
+        if cur is not None and cur.dirty and (cur.sent_at is None or now >= cur.sent_at + self.redraw):
+            out.append(self._send(stream, cur, now))
         return out
 
     def due(self, now: float) -> list[LineUpdate]:
-        """Unfinished lines whose current state should be handed out by ``now``."""
-        out = []
-        for stream, cur in self._open.items():
-            if cur.dirty_since is None:
-                continue
-            at = cur.dirty_since + self.settle
-            if cur.sent_at is not None:
-                at = max(at, cur.sent_at + self.redraw)
-            if now >= at:
-                out.append(self._send(stream, cur, now))
-        return out
+        """Unfinished lines whose newer state is due by ``now``."""
+        return [self._send(stream, cur, now) for stream, cur in self._open.items()
+                if cur.dirty and cur.sent_at is not None and now >= cur.sent_at + self.redraw]
 
     def close(self, now: float) -> list[LineUpdate]:
         """The final state of every unfinished line that changed since it was last handed out."""
         out = [LineUpdate(c.line, s, c.ts, c.text, True) for s, c in self._open.items()
-               if c.dirty_since is not None and (c.text or c.sent_at is not None)]
+               if c.dirty and (c.text or c.sent_at is not None)]
         self._open.clear()
         return out
 
@@ -124,7 +122,8 @@ class LineAssembler:
 
     def _send(self, stream: str, cur: _Open, now: float) -> LineUpdate:
         cur.sent_at = now
-        cur.dirty_since = None
+        cur.sent_text = cur.text
+        cur.dirty = False
         return LineUpdate(cur.line, stream, cur.ts, cur.text, False)
 
     def _write(self, stream: str, chunk: str, now: float, out: list[LineUpdate]) -> None:
@@ -146,5 +145,4 @@ class LineAssembler:
                 else:
                     cur.text = cur.text[:col] + piece + cur.text[col + len(piece):]
                 cur.col = col + len(piece)
-        if cur.dirty_since is None:
-            cur.dirty_since = now
+        cur.dirty = True
