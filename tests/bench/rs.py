@@ -123,6 +123,63 @@ def hotpath(params: dict[str, Any]) -> dict[str, Any]:
     }
 
 
+def _train_step(i: int) -> float:
+    """Stand-in for a training step's work: ~0.5 ms of pure-Python arithmetic (holds the GIL, so
+    a sampler thread competing for it shows)."""
+    acc = 0.0
+    for k in range(2_000):
+        acc += (i * k % 7) * 0.5
+    return acc
+
+
+def telemetry(params: dict[str, Any]) -> dict[str, Any]:
+    """Row 9: µs per training step (work + ``log()``, a line printed every 20 steps) with the
+    system sampler and the console tee off, at the default 15 s interval, and at 0.1 s — one run,
+    one process, blocks of each setting interleaved in rotated order; medians per setting."""
+    import io
+    import sys
+
+    steps, rounds, metrics = int(params["steps"]), int(params["rounds"]), int(params["metrics"])
+    rs = _import_runstream()
+    from runstream.telemetry import start_console, start_sampler
+
+    run = rs.init(project=PROJECT, settings={"stats_interval": 0, "console": "off"})
+    sink = io.StringIO()  # the "terminal": the child's real stdout is the harness's
+    settings = {"off": None, "default": 15.0, "fast": 0.1}
+    blocks: dict[str, list[float]] = {k: [] for k in settings}
+    real_stdout, step = sys.stdout, 0
+    try:
+        sys.stdout = sink
+        for r in range(rounds):
+            names = list(settings)
+            names = names[r % 3:] + names[:r % 3]
+            for name in names:
+                interval = settings[name]
+                stops = [] if interval is None else [start_sampler(run, interval, {}), start_console(run, {})]
+                t = time.perf_counter()
+                for _ in range(steps):
+                    _train_step(step)
+                    run.log(row_values(step, metrics))
+                    if step % 20 == 0:
+                        print(f"step {step} loss {1.0 / (step + 1):.4f}")
+                    step += 1
+                blocks[name].append((time.perf_counter() - t) / steps * 1e6)
+                for stop in reversed(stops):
+                    stop()
+                sink.seek(0)
+                sink.truncate()
+    finally:
+        sys.stdout = real_stdout
+    run.finish()
+    off = _median(blocks["off"])
+    return {
+        "off_step_us": off,
+        "default_overhead_pct": 100.0 * (_median(blocks["default"]) - off) / off,
+        "fast_overhead_pct": 100.0 * (_median(blocks["fast"]) - off) / off,
+        "blocks_us": blocks,
+    }
+
+
 def sigkill_trainer(params: dict[str, Any]) -> dict[str, Any]:
     """The trainer killed by :func:`sigkill`: prints its run uid and spool folder, then each step
     after ``log()`` returned it, until killed."""
