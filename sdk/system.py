@@ -14,6 +14,8 @@ from collections.abc import Callable, Iterable
 from typing import Any, Protocol
 
 Emit = Callable[[list[dict[str, Any]]], None]
+CHILDREN_RESCAN = 5.0
+"""Seconds between looks for new child processes (a dead one drops out at once)."""
 
 
 class Source(Protocol):
@@ -34,6 +36,7 @@ class PsutilSource:
         self._proc.cpu_percent(None)
         psutil.cpu_percent(None)
         self._children: dict[int, Any] = {}
+        self._next_scan = 0.0
         self._total_mem = psutil.virtual_memory().total
 
     def _net(self) -> tuple[int, int]:
@@ -51,6 +54,10 @@ class PsutilSource:
             return 0, 0
 
     def _tree(self) -> list[Any]:
+        now = time.monotonic()
+        if now < self._next_scan:  # finding children reads every /proc/<pid>/stat: 70 % of a sample
+            return [self._proc, *self._children.values()]
+        self._next_scan = now + CHILDREN_RESCAN
         try:
             kids = self._proc.children(recursive=True)
         except self._psutil.Error:

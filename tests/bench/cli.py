@@ -39,7 +39,7 @@ FULL = {
     "peer_read_steps": 5_000,
     "read_runs": 10_000,
     "peer_read_runs": 100,  # creating runs costs Aim ~260 ms and MLflow ~100 ms each
-    "telemetry_steps": 2_000,
+    "telemetry_steps": 5_000,
     "telemetry_rounds": 6,
 }
 QUICK = {
@@ -59,8 +59,8 @@ QUICK = {
     "peer_read_steps": 1_000,
     "read_runs": 300,
     "peer_read_runs": 50,
-    "telemetry_steps": 500,
-    "telemetry_rounds": 2,
+    "telemetry_steps": 2_000,
+    "telemetry_rounds": 3,
 }
 
 PEER_MODULES = {"wandb": "wandb", "mlflow-sqlite": "mlflow", "mlflow-file": "mlflow", "aim": "aim"}
