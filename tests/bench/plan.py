@@ -132,6 +132,11 @@ def _server_runs(r: ChildResult, _s: Stack | None) -> dict[str, float]:
     return {"8.server_rss_mb": _m(r, "server_rss_peak_mb")}
 
 
+def _telemetry(r: ChildResult, _s: Stack | None) -> dict[str, float]:
+    return {"9.overhead_pct": _m(r, "fast_overhead_pct"), "9.default_overhead_pct": _m(r, "default_overhead_pct"),
+            "9.step_us": _m(r, "off_step_us")}
+
+
 FEEDS = {
     "_peer_write": (
         "1.log_us",
@@ -162,6 +167,7 @@ FEEDS = {
         "5.filter_sort_peer_ms",
     ),
     "_peer_read_runs": ("5.filter_sort_peer_ms",),
+    "_telemetry": ("9.overhead_pct", "9.default_overhead_pct", "9.step_us"),
 }
 
 
@@ -277,6 +283,15 @@ def build(args: argparse.Namespace) -> list[Task]:
                     _read_runs,
                     child="read_runs",
                     params={"runs": args.read_runs, "peer_runs": args.peer_read_runs},
+                    stack=True,
+                ),
+                Task(
+                    "telemetry",
+                    system,
+                    ("9",),
+                    _telemetry,
+                    child="telemetry",
+                    params={"steps": args.telemetry_steps, "rounds": args.telemetry_rounds, "metrics": m},
                     stack=True,
                 ),
                 Task(
