@@ -132,6 +132,9 @@ FIGURES: tuple[Figure, ...] = (
     Figure("9.step_us", "9", "CPU per training step, sampler and tee off (the baseline)", "µs"),
     Figure("10.stream_bpp", "10", "bytes per point in the stream", "B", Target("<=", 16, "≤ 16 B")),
     Figure("10.duckdb_bpp", "10", "bytes per point in DuckDB (peers: on disk)", "B", Target("<=", 8, "≤ 8 B")),
+    Figure("11.workspace_s", "11", "web: workspace of N runs → all in the table", "s"),
+    Figure("11.workspace_chart_s", "11", "web: workspace of N runs → first chart drawn", "s"),
+    Figure("11.chart_s", "11", "web: run page of an N-point run → chart drawn", "s"),
 )
 
 BY_KEY = {f.key: f for f in FIGURES}

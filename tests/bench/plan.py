@@ -137,6 +137,11 @@ def _telemetry(r: ChildResult, _s: Stack | None) -> dict[str, float]:
             "9.step_us": _m(r, "off_step_us")}
 
 
+def _web(r: ChildResult, _s: Stack | None) -> dict[str, float]:
+    return {"11.workspace_s": _m(r, "workspace_table_s"), "11.workspace_chart_s": _m(r, "workspace_chart_s"),
+            "11.chart_s": _m(r, "chart_s")}
+
+
 FEEDS = {
     "_peer_write": (
         "1.log_us",
@@ -168,6 +173,7 @@ FEEDS = {
     ),
     "_peer_read_runs": ("5.filter_sort_peer_ms",),
     "_telemetry": ("9.overhead_pct", "9.default_overhead_pct", "9.step_us"),
+    "_web": ("11.workspace_s", "11.workspace_chart_s", "11.chart_s"),
 }
 
 
@@ -301,6 +307,15 @@ def build(args: argparse.Namespace) -> list[Task]:
                     _server_runs,
                     child="server_runs",
                     params={"runs": args.server_runs},
+                    stack=True,
+                ),
+                Task(
+                    "web_ui",
+                    system,
+                    ("11",),
+                    _web,
+                    child="web_ui",
+                    params={"runs": args.web_runs, "points": args.web_points, "loads": args.web_loads},
                     stack=True,
                 ),
             ]
