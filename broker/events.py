@@ -221,6 +221,36 @@ class ArtifactBody(_Body):
     upload_id: str | None = None
 
 
+class SystemSample(_Body):
+    ts: float
+    values: dict[StrictStr, float]
+
+
+class SystemBody(_Body):
+    """System-metrics samples of one writer (W&B names: ``system.cpu``, ``system.gpu.0.gpu``...).
+    ``label``: the writer's label in a shared run, if it has one."""
+
+    samples: list[SystemSample]
+    label: str | None = None
+
+
+class OutputLine(_Body):
+    """One console line, or a later state of it (a progress bar redrawn with ``\r``): the last
+    state of a ``(writer, line)`` wins. ``ts`` is when the line began."""
+
+    line: Annotated[StrictInt, Field(ge=0)]
+    stream: Literal["stdout", "stderr"]
+    ts: float
+    text: StrictStr
+
+
+class OutputBody(_Body):
+    """Console lines of one writer, numbered from 0 per writer across both streams."""
+
+    lines: list[OutputLine]
+    label: str | None = None
+
+
 BODIES: dict[str, type[_Body]] = {
     "init": InitBody,
     "log": LogBody,
@@ -239,6 +269,8 @@ BODIES: dict[str, type[_Body]] = {
     "alert_delivery": AlertDeliveryBody,
     "file": FileBody,
     "artifact": ArtifactBody,
+    "system": SystemBody,
+    "output": OutputBody,
 }
 
 

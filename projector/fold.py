@@ -37,6 +37,7 @@ from .lineage import (
 from .packed_rows import decode_log_rows
 from .state import KeyStats, ProjectionState, RunState, SeqSet
 from .summary import Row, config_rows, metric_rows, summary_rows
+from .telemetry import fold_output, fold_system
 from .values import flatten
 
 REAPER_WRITER = "reaper"
@@ -429,6 +430,8 @@ _HANDLERS: dict[str, Handler] = {
     "stop_requested": fold_stop_requested,
     "file": fold_file,
     "artifact": fold_artifact,
+    "system": fold_system,
+    "output": fold_output,
 }
 
 

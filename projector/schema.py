@@ -56,6 +56,17 @@ last one sent: recorded, not delivered), ``writer`` VARCHAR (the writing process
 ``stop_requests`` — one row per acknowledged stop from outside: ``run_uid``, ``requested_at``
 DOUBLE (epoch s), ``requested_by`` VARCHAR (who asked), ``writers`` VARCHAR[] (the run's writers
 that answered), ``request_writer`` VARCHAR (the requester's writer id, ``api:<id>``).
+``system_metrics`` — one row per (sample, key) of the SDK's system-metrics sampler:
+``run_uid``, ``writer`` VARCHAR (the writing process), ``label`` VARCHAR (the writer's label in a
+shared run, else NULL), ``timestamp`` DOUBLE epoch seconds, ``runtime`` DOUBLE (seconds since
+the run's start), ``key`` VARCHAR (W&B's names: ``system.cpu``, ``system.gpu.0.gpu``...),
+``value`` DOUBLE.
+
+``console`` — one row per line the run's process wrote to stdout or stderr: ``run_uid``,
+``writer``, ``label`` VARCHAR, ``stream`` VARCHAR (stdout/stderr), ``line`` BIGINT (numbered from 0
+per writer across both streams), ``timestamp`` DOUBLE (when the line began), ``text`` VARCHAR
+(the line without its newline; a line rewritten with ``\\r`` holds its final state; bytes that
+are not UTF-8 appear as ``\\xNN``).
 
 Views
 -----
@@ -117,7 +128,7 @@ from __future__ import annotations
 
 PUBLIC_TABLES = ("runs", "history", "summary", "config", "metrics", "dead_letters", "run_writers", "alerts",
                  "alert_deliveries", "stop_requests", "files", "artifacts", "artifact_files", "artifact_aliases",
-                 "artifact_alias_moves", "artifact_usage")
+                 "artifact_alias_moves", "artifact_usage", "system_metrics", "console")
 """What users query as tables (``history`` is a view over the internal point tables)."""
 INTERNAL_TABLES = ("projector_checkpoint", "applied", "projector_state", "history_numeric", "history_other",
                    "history_steps", "history_run_ids", "history_key_ids", "history_segments", "history_clock")
@@ -158,6 +169,12 @@ CREATE TABLE IF NOT EXISTS alert_deliveries (
 );
 CREATE TABLE IF NOT EXISTS stop_requests (
     run_uid VARCHAR, requested_at DOUBLE, requested_by VARCHAR, writers VARCHAR[], request_writer VARCHAR
+);
+CREATE TABLE IF NOT EXISTS system_metrics (
+    run_uid VARCHAR, writer VARCHAR, label VARCHAR, timestamp DOUBLE, runtime DOUBLE, key VARCHAR, value DOUBLE
+);
+CREATE TABLE IF NOT EXISTS console (
+    run_uid VARCHAR, writer VARCHAR, label VARCHAR, stream VARCHAR, line BIGINT, timestamp DOUBLE, text VARCHAR
 );
 CREATE TABLE IF NOT EXISTS projector_checkpoint (
     name VARCHAR PRIMARY KEY, stream_seq BIGINT NOT NULL, updated_at TIMESTAMPTZ

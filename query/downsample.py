@@ -32,9 +32,14 @@ _X = {"_step": "h.step::DOUBLE", "_timestamp": "h.timestamp", "_runtime": "h.tim
 
 
 def _points_sql(x_axis: str, keys: Sequence[str] | None, x_min: float | None,
-                x_max: float | None) -> tuple[str, list[Any]]:
+                x_max: float | None, branch: int | None = None) -> tuple[str, list[Any]]:
     where = ["h.run_uid IN (SELECT unnest(?::VARCHAR[]))", "h.value IS NOT NULL", "isfinite(h.value)"]
     params: list[Any] = []
+    source = "history"
+    if branch is not None:  # one branch of a rewound run (archived or current) instead of the visible rows
+        source = "history_branches"
+        where.append("h.branch = ?")
+        params.append(int(branch))
     if keys is not None:
         where.append("h.key IN (SELECT unnest(?::VARCHAR[]))")
         params.append(list(keys))
@@ -45,16 +50,18 @@ def _points_sql(x_axis: str, keys: Sequence[str] | None, x_min: float | None,
     if x_max is not None:
         where.append(f"{x} <= ?")
         params.append(float(x_max))
-    sql = (f"SELECT h.run_uid, h.key, {x} AS x, h.value AS v FROM history h JOIN runs r ON r.run_uid = h.run_uid "
+    sql = (f"SELECT h.run_uid, h.key, {x} AS x, h.value AS v FROM {source} h JOIN runs r ON r.run_uid = h.run_uid "
            f"WHERE {' AND '.join(where)}")
     return sql, params
 
 
 def series(cur: duckdb.DuckDBPyConnection, run_uids: Sequence[str], *, keys: Sequence[str] | None = None,
            x_axis: str = "_step", buckets: int = 1000, x_min: float | None = None,
-           x_max: float | None = None) -> list[dict[str, Any]]:
+           x_max: float | None = None, branch: int | None = None) -> list[dict[str, Any]]:
     """Every numeric series of these runs (or only ``keys``) as ``{"run_uid", "key", "x", "y", "n",
     "sampled"}``, ``x``/``y`` the envelope in x order, ``n`` how many points the range holds.
+    ``branch``: that history branch of each run (see :func:`.reads.branches`) instead of the
+    visible history.
 
     Raises:
         SeriesError: an unknown x axis, too many runs, or a bucket count out of range.
@@ -67,7 +74,7 @@ def series(cur: duckdb.DuckDBPyConnection, run_uids: Sequence[str], *, keys: Seq
         raise SeriesError(f"at most {MAX_RUNS} runs per request, not {len(run_uids)}: ask in several requests")
     if not run_uids:
         return []
-    points, params = _points_sql(x_axis, keys, x_min, x_max)
+    points, params = _points_sql(x_axis, keys, x_min, x_max, branch)
     # bucket = the x itself for short series (every point kept), else its equal-width bucket;
     # arg_min/arg_max keep the x where each bucket's extreme sits
     sql = f"""

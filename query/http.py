@@ -14,6 +14,8 @@
     GET   /api/runs/{entity}/{project}/{run_id}/history/events  SSE: the run's history as it is logged
     GET   /api/runs/{entity}/{project}/{run_id}/summary       {key: value}
     GET   /api/runs/{entity}/{project}/{run_id}/config        {key: value}
+    GET   /api/runs/{entity}/{project}/{run_id}/system        system metrics, one row per sample
+    GET   /api/runs/{entity}/{project}/{run_id}/logs          console lines: JSON, or ?format=text
     POST  /api/sql                                            one sandboxed query: JSON or Arrow IPC
     POST  /api/runs/{entity}/{project}/{run_id}/stop          stop a live run (409 when none answers)
     GET   /api/runs/{entity}/{project}/{run_id}/alerts        the run's alerts with delivery status
@@ -338,6 +340,10 @@ def create_app(core: ServerCore | None = None, *, api_key: str | None = None,
     from .files_http import add_file_routes
 
     add_file_routes(app, api)  # files and artifacts
+
+    from .http_telemetry import add_routes
+
+    add_routes(app, api)  # …/system and …/logs
 
     @app.post("/api/sql", dependencies=api, summary="one sandboxed read-only query",
               responses={200: {"content": {"application/json": {}, ARROW: {}}}})

@@ -108,6 +108,7 @@ class SeriesRequest(BaseModel):
     buckets: int = Field(500, ge=1, le=MAX_BUCKETS, description="x buckets; each keeps its min and max point")
     x_min: float | None = None
     x_max: float | None = None
+    branch: int | None = Field(None, ge=0, description="one history branch of a rewound run (GET …/branches)")
 
 
 class DownloadRequest(BaseModel):
@@ -127,22 +128,23 @@ def _series(cur: Any, entity: str, project: str, req: SeriesRequest) -> dict[str
     uids = _run_uids(cur, entity, project, req.runs)
     by_uid = {uid: rid for rid, uid in uids.items()}
     out = series(cur, list(uids.values()), keys=req.keys, x_axis=req.x, buckets=req.buckets,
-                 x_min=req.x_min, x_max=req.x_max)
+                 x_min=req.x_min, x_max=req.x_max, branch=req.branch)
     for s in out:
         s["run_id"] = by_uid[s.pop("run_uid")]
     return {"x": req.x, "series": out, "missing": sorted(set(req.runs) - set(uids))}
 
 
 def _lineage(cur: Any, entity: str, project: str, run_id: str) -> dict[str, Any] | None:
-    row = cur.execute("SELECT run_uid, origin_kind, origin_run_uid, origin_step FROM runs WHERE entity = ? AND "
-                      "project = ? AND run_id = ? AND path IS NOT NULL", [entity, project, run_id]).fetchone()
+    row = cur.execute("SELECT run_uid, origin_kind, origin_run_uid, origin_step, origin_depth FROM runs WHERE "
+                      "entity = ? AND project = ? AND run_id = ? AND path IS NOT NULL",
+                      [entity, project, run_id]).fetchone()
     if row is None:
         return None
-    uid, kind, origin_uid, origin_step = row
+    uid, kind, origin_uid, origin_step, depth = row
     origin = None
     if origin_uid:
         found = cur.execute("SELECT path, name FROM runs WHERE run_uid = ?", [origin_uid]).fetchone()
-        origin = {"run_uid": origin_uid, "kind": kind, "step": origin_step,
+        origin = {"run_uid": origin_uid, "kind": kind, "step": origin_step, "depth": depth,
                   "path": found[0] if found else None, "name": found[1] if found else None}
     children = [{"path": p, "name": n, "kind": k, "step": s} for p, n, k, s in cur.execute(
         "SELECT path, name, origin_kind, origin_step FROM runs WHERE origin_run_uid = ? AND run_uid <> ? AND "

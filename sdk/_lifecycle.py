@@ -197,6 +197,9 @@ def init(entity: str | None = None, project: str | None = None, id: str | None =
         sys.stderr.write(render_start(RunInfo(name=shown, entity=entity, project=project, id=run_id,
                                               dir=run_dir, mode=s.mode, cwd=Path.cwd())))
         sys.stderr.flush()
+    from .telemetry import attach
+
+    attach(run)  # after the banner: the console tee records the user's output, not ours
     return run
 
 

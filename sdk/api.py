@@ -353,12 +353,15 @@ class Run:
     refresh = load
 
     def history(self, samples: int | None = None, keys: Sequence[str] | None = None, x_axis: str = "_step",
-                pandas: bool = True, format: str | None = None, *, branch: int | None = None,
-                as_of: Any = None) -> Any:
+                pandas: bool = True, format: str | None = None, stream: str = "default", *,
+                branch: int | None = None, as_of: Any = None) -> Any:
         """The run's history, one row per step: ``_step``, ``_timestamp``, ``_runtime`` and each key.
 
         A forked run's history holds its parent's rows up to the fork step (read in place, never
         copied); a rewound run's holds the rows up to the rewind step, then the new ones.
+
+        ``stream="system"``: the system metrics instead, one row per sample: ``_timestamp``,
+        ``_runtime``, ``_writer``, ``_label`` and each key (``system.cpu``, ``system.gpu.0.gpu``...).
 
         Args:
             samples: at most this many rows, evenly spaced (None: every row).
@@ -371,6 +374,12 @@ class Run:
             as_of: the history as it was at that moment, rebuilt from the log: an ``int`` is a stream
                 sequence, a ``datetime``, ``float`` (epoch seconds) or ISO 8601 text a time.
         """
+        if stream == "system":
+            table, _ = self._api.client.arrow("GET", self._url("/system"), {
+                "keys": None if keys is None else ",".join(keys), "samples": samples, "fresh": self._api.fresh})
+            return _to_frame(table, format or ("pandas" if pandas else "arrow"))
+        if stream != "default":
+            raise ValueError(f"stream must be 'default' or 'system', not {stream!r}")
         wanted = None if keys is None else [*keys, *([x_axis] if x_axis not in keys else [])]
         table, _ = self._api.client.arrow("GET", self._url("/history"), {
             "keys": None if wanted is None else ",".join(wanted), "samples": samples, "fresh": self._api.fresh,
@@ -438,6 +447,16 @@ class Run:
 
         reply = self._api.client.json("GET", self._url("/artifacts"), {"role": role, "fresh": self._api.fresh})
         return [ApiArtifact(self._api.client, a) for a in reply["artifacts"]]
+    def logs(self, stream: str | None = None, text: bool = False) -> Any:
+        """The run's console output: a list of lines (dicts with ``writer``, ``label``, ``stream``,
+        ``line``, ``timestamp``, ``text``) in the order they began; ``text=True``: one string, as
+        the terminal showed it. ``stream``: ``"stdout"`` or ``"stderr"`` only."""
+        params = {"stream": stream, "fresh": self._api.fresh}
+        if text:
+            with self._api.client._open("GET", self._url("/logs"), {**params, "format": "text"},
+                                        accept="text/plain") as resp:
+                return resp.read().decode("utf-8")
+        return list(self._api.client.json("GET", self._url("/logs"), params)["lines"])
 
     def update(self, **changes: Any) -> Run:
         """Record edits of name, notes, tags, group or job type (attributes changed on this object,

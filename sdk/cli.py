@@ -317,6 +317,18 @@ def cmd_tail(args: argparse.Namespace, settings: Settings) -> int:
     return EXIT_OK
 
 
+def cmd_logs(args: argparse.Namespace, settings: Settings) -> int:
+    from .logs import print_logs
+    from .query.http_client import quote_path
+
+    entity, project, run_id = _split_path(args.path, 3, "ENTITY/PROJECT/ID")
+    url = f"/api/runs/{quote_path(entity, project, run_id)}/logs"
+    state = print_logs(_api(settings).client, url, _out(), stream=args.stream, follow=args.follow)
+    if args.follow:
+        print(f"runstream: {args.path} is {state}", file=_err(), flush=True)
+    return EXIT_OK
+
+
 EXPORT_PAGE = 200_000
 
 
@@ -541,6 +553,10 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("path", metavar="ENTITY/PROJECT/ID")
     sp.add_argument("--keys", default=None, help="comma-separated keys to show (default: all)")
     sp.add_argument("--after", type=int, default=-1, metavar="STEP", help="start after this step")
+    sp = add("logs", cmd_logs, "print a run's console output (stdout and stderr); --follow until it ends")
+    sp.add_argument("path", metavar="ENTITY/PROJECT/ID")
+    sp.add_argument("--follow", "-f", action="store_true", help="keep printing new lines until the run ends")
+    sp.add_argument("--stream", choices=("stdout", "stderr"), default=None, help="only this stream")
     sp = add("export", cmd_export, "write a project's runs and history to Parquet (runs.parquet, history.parquet)")
     sp.add_argument("path", metavar="ENTITY/PROJECT")
     sp.add_argument("--output", "-o", default=None, metavar="DIR", help="folder (default: ENTITY-PROJECT)")

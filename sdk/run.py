@@ -9,7 +9,7 @@ from __future__ import annotations
 import threading
 import time
 import warnings
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -81,6 +81,8 @@ class Run:
         self._stop_requested: dict[str, Any] | None = None
         """Set by the worker when someone stopped the run from outside (see :mod:`.control`)."""
         self._alerts: Any = None
+        self._closers: list[Callable[[], None]] = []
+        """Stopped first in ``finish()``, in reverse order: the console tee, the system sampler."""
         self.config = Config(config, self._publish_config)
         self.summary = Summary(self._sync_mirror, _NoMirror(), self._publish_summary)
 
@@ -255,6 +257,20 @@ class Run:
             self._seal_from = self._spool.end
         return seq
 
+    def _append_aside(self, type_: str, body: dict[str, Any]) -> int:
+        """Spool an event that need not be ordered with log rows (console lines, system samples):
+        pending rows stay unsealed, so printing every step does not cut log batches to one row."""
+        with self._lock:
+            self._seq += 1
+            seq = self._seq
+            raw = encode_event(envelope(type_, self.uid, self.writer, seq, time.time(), body))
+            if len(raw) > EVENT_LIMIT:
+                self._seq -= 1
+                raise ValueError(f"{type_} event of run {self.path} is {len(raw) / 1e6:.1f} MB; the limit "
+                                 f"is {EVENT_LIMIT / 1e6:.1f} MB")
+            self._spool.append(K_EVENT, pack((seq, type_, raw)))
+        return seq
+
     def _emit(self, type_: str, body: dict[str, Any]) -> None:
         if self._finished:
             raise UsageError(f"run {self.path} is finished")
@@ -365,6 +381,12 @@ class Run:
         """
         if self._finished:
             return
+        while self._closers:
+            try:
+                self._closers.pop()()
+            except Exception as e:  # a failing tee or sampler must not keep the run from finishing
+                warnings.warn(f"runstream: run {self.path}: stopping console or system capture failed: {e}",
+                              stacklevel=2)
         meta = self._metadata_thread
         if meta is not None and meta.is_alive():
             meta.join(METADATA_WAIT)  # a short run still gets its metadata recorded

@@ -11,6 +11,8 @@ from pathlib import Path
 from typing import Any, NamedTuple
 
 MODES = ("online", "offline", "disabled", "shared")
+CONSOLE_MODES = ("auto", "wrap", "off")
+MIN_STATS_INTERVAL = 0.1
 RUNS_FOLDER = "runstream-runs"
 """Folder of local run files (spools) under ``run_dir``; not a valid module name, so it can never
 shadow the ``runstream`` package when a script runs from that directory."""
@@ -82,6 +84,14 @@ class Settings(NamedTuple):
     code_snapshot: bool = True
     """Save ``requirements.txt`` and (in a dirty git work tree) ``diff.patch`` as run files.
     ``RUNSTREAM_CODE_SNAPSHOT=0`` turns it off."""
+    stats_interval: float = 15.0
+    """Seconds between system-metrics samples (CPU, memory, disk, network, GPUs), at least 0.1;
+    0 turns the sampler off. ``RUNSTREAM_STATS_INTERVAL``."""
+    disable_stats: bool = False
+    """Record no system metrics (W&B's ``x_disable_stats``). ``RUNSTREAM_DISABLE_STATS``."""
+    console: str = "auto"
+    """Record the process's stdout and stderr: ``auto`` (or ``wrap``) tees them into the run's
+    ``console`` table; ``off`` records nothing. ``RUNSTREAM_CONSOLE``."""
 
     def replace(self, **changes: Any) -> Settings:
         return self._replace(**changes)
@@ -141,4 +151,9 @@ def load_settings(env: dict[str, str] | None = None, **overrides: Any) -> Settin
         raise ValueError(f"mode must be one of {', '.join(MODES)}, not {s.mode!r}")
     if s.heartbeat_interval <= 0 or s.crash_timeout <= 0:
         raise ValueError("heartbeat_interval and crash_timeout must be positive seconds")
+    if s.stats_interval != 0 and not s.stats_interval >= MIN_STATS_INTERVAL:
+        raise ValueError(f"stats_interval must be at least {MIN_STATS_INTERVAL} seconds, or 0 to turn "
+                         f"system metrics off, not {s.stats_interval!r}")
+    if s.console not in CONSOLE_MODES:
+        raise ValueError(f"console must be one of {', '.join(CONSOLE_MODES)}, not {s.console!r}")
     return s

@@ -54,9 +54,8 @@ def seal_leftovers(spool: Spool) -> int:
             seq, parts, *_ = unpack(rec.body)
             last_seq = max(last_seq, seq + parts - 1)
             tail_start, rows = rec.end, 0
-        elif rec.kind == K_EVENT:
+        elif rec.kind == K_EVENT:  # rows before it may still be unsealed (Run._append_aside)
             last_seq = max(last_seq, unpack(rec.body)[0])
-            tail_start, rows = rec.end, 0
         elif rec.kind == K_ROW:
             rows += 1
     if rows:

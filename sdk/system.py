@@ -14,6 +14,8 @@ from collections.abc import Callable, Iterable
 from typing import Any, Protocol
 
 Emit = Callable[[list[dict[str, Any]]], None]
+CHILDREN_RESCAN = 5.0
+"""Seconds between looks for new child processes (a dead one drops out at once)."""
 
 
 class Source(Protocol):
@@ -34,6 +36,7 @@ class PsutilSource:
         self._proc.cpu_percent(None)
         psutil.cpu_percent(None)
         self._children: dict[int, Any] = {}
+        self._next_scan = 0.0
         self._total_mem = psutil.virtual_memory().total
 
     def _net(self) -> tuple[int, int]:
@@ -51,6 +54,10 @@ class PsutilSource:
             return 0, 0
 
     def _tree(self) -> list[Any]:
+        now = time.monotonic()
+        if now < self._next_scan:  # finding children reads every /proc/<pid>/stat: 70 % of a sample
+            return [self._proc, *self._children.values()]
+        self._next_scan = now + CHILDREN_RESCAN
         try:
             kids = self._proc.children(recursive=True)
         except self._psutil.Error:
@@ -80,8 +87,9 @@ class PsutilSource:
             except ps.Error:
                 continue
         ncpu = ps.cpu_count() or 1
-        out["system.cpu"] = ps.cpu_percent(None)
-        out["system.proc.cpu.percent"] = cpu / ncpu
+        out["system.cpu"] = cpu / ncpu  # W&B: the process's CPU %, normalized by the CPU count
+        for i, pct in enumerate(ps.cpu_percent(None, percpu=True)):
+            out[f"system.cpu.{i}.cpu_percent"] = float(pct)
         out["system.proc.cpu.threads"] = float(threads)
         out["system.proc.memory.rssMB"] = rss / 2**20
         out["system.proc.memory.percent"] = 100.0 * rss / self._total_mem if self._total_mem else 0.0
@@ -89,7 +97,9 @@ class PsutilSource:
         out["system.memory_percent"] = float(vm.percent)
         out["system.proc.memory.availableMB"] = vm.available / 2**20
         try:
-            out[f"system.disk.{self._disk_path}.usagePercent"] = float(ps.disk_usage(self._disk_path).percent)
+            du = ps.disk_usage(self._disk_path)
+            out[f"system.disk.{self._disk_path}.usagePercent"] = float(du.percent)
+            out[f"system.disk.{self._disk_path}.usageGB"] = du.used / 2**30
         except (OSError, ps.Error):
             pass
         r, w = self._disk()
@@ -105,12 +115,17 @@ class NvmlSource:
     """Per GPU: utilization, memory, temperature, power and clocks (``system.gpu.<i>.*``).
 
     Raises RuntimeError from the constructor when NVML or a GPU is not available.
+
+    Args:
+        nvml: the NVML bindings (default: ``pynvml``, from nvidia-ml-py); tests pass a stub device.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, nvml: Any = None) -> None:
         try:
-            import pynvml
+            if nvml is None:
+                import pynvml as nvml
 
+            pynvml = nvml
             pynvml.nvmlInit()
             count = pynvml.nvmlDeviceGetCount()
         except Exception as e:  # no library, no driver, no device
@@ -133,6 +148,7 @@ class NvmlSource:
                 ("enforcedPowerLimitWatts", lambda h=h: n.nvmlDeviceGetEnforcedPowerLimit(h) / 1000.0),
                 ("smClock", lambda h=h: n.nvmlDeviceGetClockInfo(h, n.NVML_CLOCK_SM)),
                 ("memoryClock", lambda h=h: n.nvmlDeviceGetClockInfo(h, n.NVML_CLOCK_MEM)),
+                ("graphicsClock", lambda h=h: n.nvmlDeviceGetClockInfo(h, n.NVML_CLOCK_GRAPHICS)),
             ):
                 try:
                     out[p + name] = float(read())
@@ -150,11 +166,11 @@ class NvmlSource:
         return out
 
 
-def default_sources() -> list[Source]:
+def default_sources(nvml: Any = None) -> list[Source]:
     """psutil always; NVML when a GPU answers (skipped cleanly otherwise)."""
     sources: list[Source] = [PsutilSource()]
     try:
-        sources.append(NvmlSource())
+        sources.append(NvmlSource(nvml))
     except RuntimeError:
         pass
     return sources
@@ -164,16 +180,20 @@ class Sampler(threading.Thread):
     """Samples every ``interval`` seconds and emits batches of ``{"ts", "values"}`` samples.
 
     Args:
-        sources: what to read; a source that raises is reported once and dropped.
+        sources: what to read, or a function returning it, called on the sampler's thread (so
+            importing psutil and starting NVML never delay ``init()``); a source that raises is
+            reported once and dropped.
         emit: receives a list of samples, at most every ``flush_every`` samples.
         clock: wall-clock time of a sample; ``wait(seconds) -> bool`` returns True to stop.
     """
 
-    def __init__(self, sources: Iterable[Source], emit: Emit, interval: float, *, flush_every: int = 4,
+    def __init__(self, sources: Iterable[Source] | Callable[[], Iterable[Source]], emit: Emit, interval: float,
+                 *, flush_every: int = 4,
                  clock: Callable[[], float] = time.time, wait: Callable[[float], bool] | None = None,
                  on_error: Callable[[str], None] | None = None) -> None:
         super().__init__(name="runstream-system", daemon=True)
-        self.sources = list(sources)
+        self._make_sources = sources if callable(sources) else None
+        self.sources: list[Source] = [] if callable(sources) else list(sources)
         self.emit = emit
         self.interval = max(0.1, float(interval))
         self.flush_every = max(1, flush_every)
@@ -202,6 +222,13 @@ class Sampler(threading.Thread):
             self.emit(batch)
 
     def run(self) -> None:
+        if self._make_sources is not None:
+            try:
+                self.sources = list(self._make_sources())
+            except Exception as e:
+                self.sources = []
+                if self.on_error:
+                    self.on_error(f"system metrics are off: the sources failed to start: {e}")
         while not self.wait(self.interval):
             self.sample_once()
             if len(self._pending) >= self.flush_every:

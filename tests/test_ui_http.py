@@ -48,9 +48,25 @@ def project(nats_server: NatsServer, tmp_path_factory: pytest.TempPathFactory) -
 def client(project: dict[str, Any], nats_server: NatsServer) -> Iterator[TestClient]:
     settings = load_settings(env={"RUNSTREAM_DIR": str(project["base"] / "srv")})
     config = ServerConfig(dir=project["base"] / "srv", nats_url=nats_server.url, name=unique("u"), settings=settings)
-    with TestClient(create_app(config=config)) as c:
+    with TestClient(create_app(config=config)) as c, pytest.MonkeyPatch.context() as mp:
         assert c.get("/api/projects", params={"fresh": "true", "entity": project["entity"]}).json()["projects"]
+        project["rw_entity"] = unique("uirw")  # an entity of its own: the other tests count runs
+        _rewound_run(project["rw_entity"], mp, config.name)
         yield c
+
+
+def _rewound_run(entity: str, mp: pytest.MonkeyPatch, server: str) -> None:
+    """``q/rw``: steps 0-3, rewound to step 1 (a rewind asks the server for the run's state)."""
+    import runstream
+
+    mp.setenv("RUNSTREAM_SERVER_NAME", server)
+    run = runstream.init(entity=entity, project="q", id="rw")
+    for i in range(4):
+        run.log({"loss": float(i)})
+    run.finish()
+    run = runstream.init(entity=entity, project="q", resume_from="rw?_step=1")
+    run.log({"loss": 9.0})
+    run.finish()
 
 
 def test_pages_and_static_files_carry_strict_headers(client: TestClient, project: dict[str, Any]) -> None:
@@ -108,6 +124,24 @@ def test_series_keeps_spikes_and_caps_points(client: TestClient, project: dict[s
     assert {s["key"] for s in every} == {"acc", "train/loss"} and all(v >= 0 for s in every for v in s["x"])
     bad = client.post(url, json={"runs": ["long"], "x": "epoch"})
     assert bad.status_code == 400 and "_step, _runtime, _timestamp" in bad.json()["error"]
+
+
+def test_series_of_one_branch_of_a_rewound_run(client: TestClient, project: dict[str, Any]) -> None:
+    e = project["rw_entity"]
+    url = f"/api/ui/projects/{e}/q/series"
+
+    def points(**extra: Any) -> tuple[list[float], list[float]]:
+        (s,) = client.post(url, json={"runs": ["rw"], "keys": ["loss"], **extra}).json()["series"]
+        return s["x"], s["y"]
+
+    assert points() == ([0, 1, 2], [0, 1, 9])
+    assert points(branch=0) == ([0, 1, 2, 3], [0, 1, 2, 3])
+    assert points(branch=1) == points()
+    assert client.post(url, json={"runs": ["rw"], "keys": ["loss"], "branch": 7}).json()["series"] == []
+    assert client.post(url, json={"runs": ["rw"], "branch": -1}).status_code == 422
+    lineage = client.get(f"/api/ui/runs/{e}/q/rw/lineage").json()
+    assert lineage["origin"]["kind"] == "rewind" and lineage["origin"]["step"] == 1
+    assert lineage["origin"]["path"] == f"{e}/q/rw" and lineage["origin"]["depth"] is not None
 
 
 def test_lineage_and_uid_redirect(client: TestClient, project: dict[str, Any]) -> None:

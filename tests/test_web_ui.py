@@ -1,7 +1,9 @@
 """The web app in a real headless Chromium (Debian's ``chromium`` driven by Playwright) against a real
 ``runstream server`` subprocess, NATS and DuckDB: home, workspace (search, filter, sort, group,
-charts), the run page (notes and tags persisted through a replay), live updates of a run logging
-in another process (down to it turning crashed), the SQL page, and an XSS battery.
+charts), the run page (notes and tags persisted through a replay; System, Logs, Files and
+Artifacts tabs; a fork's inherited segment and a rewound run's branches), live updates of a run
+logging in another process (down to it turning crashed, or killed from the Stop button), the SQL
+page, and an XSS battery.
 
 Every page fails its test on a JavaScript dialog, an uncaught error or a console error (a CSP
 violation is one). Screenshots go to docs/screenshots/. Without Chromium the module is skipped.
@@ -55,7 +57,9 @@ def site(nats_server: NatsServer, tmp_path_factory: pytest.TempPathFactory) -> I
     base = tmp_path_factory.mktemp("webui")
     env = {"RUNSTREAM_NATS_URL": nats_server.url, "RUNSTREAM_DIR": str(base / "data"),
            "RUNSTREAM_RUN_DIR": str(base / "work"), "RUNSTREAM_QUIET": "1", "RUNSTREAM_HTTP_PORT": "0",
-           "RUNSTREAM_HEARTBEAT_INTERVAL": "0.5", "RUNSTREAM_CRASH_TIMEOUT": "3"}
+           "RUNSTREAM_HEARTBEAT_INTERVAL": "0.5", "RUNSTREAM_CRASH_TIMEOUT": "3",
+           # seeded runs record exactly what the tests give them (the tele run turns the console on)
+           "RUNSTREAM_CONSOLE": "off", "RUNSTREAM_DISABLE_STATS": "1", "RUNSTREAM_CODE_SNAPSHOT": "0"}
     mp = pytest.MonkeyPatch()
     for k, v in env.items():
         mp.setenv(k, v)
@@ -77,10 +81,74 @@ def site(nats_server: NatsServer, tmp_path_factory: pytest.TempPathFactory) -> I
     for i in range(3):
         run.log({"<svg onload=alert(6)>": float(i)})
     run.finish()
-    yield {"url": url, "entity": entity, "srv": srv, "env": {**os.environ, **env, "RUNSTREAM_SERVER_NAME": srv.name},
-           "base": base}
+    _seed_lineage(entity)
+    full_env = {**os.environ, **env, "RUNSTREAM_SERVER_NAME": srv.name}
+    work = base / "tele"
+    work.mkdir()
+    subprocess.run([sys.executable, "-c", TELE_CHILD, entity], env={**full_env, "RUNSTREAM_CONSOLE": "auto"},
+                   cwd=work, check=True, capture_output=True, timeout=120)
+    yield {"url": url, "entity": entity, "srv": srv, "env": full_env, "base": base}
     mp.undo()
     assert srv.stop() == 0, srv.log.read_text()
+
+
+def _seed_lineage(entity: str) -> None:
+    """Project ``lineage``: ``base`` (steps 0-9), ``forked`` from it at step 4 (own steps 5-7), and
+    ``rew`` (steps 0-9) rewound to step 5 (new steps 6-7), so its first branch is archived."""
+    import runstream
+
+    run = runstream.init(entity=entity, project="lineage", id="base", name="base")
+    for i in range(10):
+        run.log({"loss": float(10 - i)})
+    run.finish()
+    run = runstream.init(entity=entity, project="lineage", id="forked", name="forked", fork_from="base?_step=4")
+    for v in (0.5, 0.4, 0.3):
+        run.log({"loss": v})
+    run.finish()
+    run = runstream.init(entity=entity, project="lineage", id="rew", name="rew")
+    for i in range(10):
+        run.log({"loss": float(10 - i)})
+    run.finish()
+    run = runstream.init(entity=entity, project="lineage", resume_from="rew?_step=5")
+    for v in (20.0, 21.0):
+        run.log({"loss": v})
+    run.finish()
+
+
+TELE_NOTES = "<script>alert(7)</script>\nsecond line: <b>not bold</b>\n"
+# a run with console output, system samples, files and artifacts (console on, in its own process);
+# the system samples are spooled the way the sampler spools them, with known values
+TELE_CHILD = textwrap.dedent("""
+    import sys, time
+    from pathlib import Path
+    import runstream
+    entity = sys.argv[1]
+    Path("digits.csv").write_text("x,y\\n1,2\\n")
+    maker = runstream.init(entity=entity, project="tele", id="maker", name="maker")
+    art = runstream.Artifact("digits", type="dataset", description="two digits")
+    art.add_file("digits.csv")
+    maker.log_artifact(art, aliases=["best"])
+    maker.finish()
+    run = runstream.init(entity=entity, project="tele", id="tele", name="tele")
+    run.use_artifact("digits:latest")
+    print("epoch 0 loss 0.5")
+    print("epoch 1 loss 0.25")
+    print("<b>not bold</b> warning", file=sys.stderr)
+    t0 = time.time()
+    run._append_aside("system", {"samples": [
+        {"ts": t0 + i, "values": {"system.cpu": 10.0 + i, "system.gpu.0.temp": 40.0 + i, "system.gpu.1.temp": 50.0 + i,
+                                  "system.proc.memory.rssMB": 100.0 + i}} for i in range(5)]})
+    Path("notes.txt").write_text(%r)
+    Path("weights.bin").write_bytes(bytes(range(256)) * 4)
+    run.save("notes.txt", policy="now")
+    run.save("weights.bin", policy="now")
+    model = runstream.Artifact("model", type="model")
+    model.add_file("weights.bin")
+    model.add_reference("s3://bucket/raw.tar")
+    run.log_artifact(model, aliases=["best"])
+    run.log({"loss": 0.25})
+    run.finish()
+""") % TELE_NOTES
 
 
 @pytest.fixture
@@ -207,7 +275,6 @@ def test_run_page_edits_persist_through_replay(site: dict[str, Any], page: Any) 
     expect(page.locator("#config-table tr[data-key=opt] td")).to_have_text("adam")
     expect(page.locator("#summary-table tr[data-key='train/loss'] td")).to_have_text("0.1")
     expect(page.locator("#lineage")).to_have_text("not forked or rewound")
-    expect(page.locator("[data-placeholder=logs]")).to_contain_text("not recorded yet")
     expect(page.locator("#stop-run")).to_be_hidden()  # finished runs cannot be stopped
 
     page.fill("#notes", "the reference run")
@@ -337,3 +404,164 @@ def test_xss_battery_renders_text_and_runs_no_script(site: dict[str, Any], page:
         bold: document.querySelectorAll('#main b, #main i, #main svg[onload]').length,
     })""")
     assert injected == {"imgs": 0, "scripts": 0, "handlers": 0, "jsLinks": 0, "bold": 0}
+
+
+def test_run_tabs_empty_states_say_what_to_do(site: dict[str, Any], page: Any) -> None:
+    from playwright.sync_api import expect
+
+    page.goto(f"{site['url']}/{site['entity']}/ws/runs/alpha-2#files")
+    expect(page.locator("#files-empty")).to_contain_text('Save some with run.save("model.pt")')
+    page.click("[data-tab=artifacts]")
+    expect(page.locator("#artifacts-output-empty")).to_contain_text("run.log_artifact(")
+    expect(page.locator("#artifacts-input-empty")).to_contain_text('run.use_artifact("mnist:latest")')
+    page.click("[data-tab=logs]")
+    expect(page.locator("#logs-empty")).to_contain_text("RUNSTREAM_CONSOLE=off")
+    page.click("[data-tab=system]")
+    expect(page.locator("#system-empty")).to_contain_text("RUNSTREAM_STATS_INTERVAL")
+
+
+def test_system_logs_files_and_artifacts_tabs(site: dict[str, Any], page: Any) -> None:
+    from playwright.sync_api import expect
+
+    base = f"{site['url']}/{site['entity']}/tele/runs/tele"
+    page.goto(base + "#system")
+    expect(page.locator("#system-status")).to_have_text("5 samples")
+    gpu = page.locator(".chart[data-key='gpu/system.gpu.*.temp']")
+    page.wait_for_function("el => el.data && el.data.length === 2", arg=gpu.element_handle())
+    traces = gpu.evaluate("el => el.data.map(t => [t.name, t.y])")
+    assert traces == [["#0", [40, 41, 42, 43, 44]], ["#1", [50, 51, 52, 53, 54]]]
+    expect(page.locator(".chart[data-key='cpu/system.cpu']")).to_be_visible()
+    expect(page.locator(".chart[data-key='proc/system.proc.memory.rssMB']")).to_be_visible()
+    expect(page.locator("details[data-section=gpu]")).to_be_visible()
+    _shot(page, "run-system.png")
+
+    page.click("[data-tab=logs]")
+    lines = page.locator("#log-lines .log-line")
+    expect(lines).to_have_text(["epoch 0 loss 0.5", "epoch 1 loss 0.25", "<b>not bold</b> warning"])
+    expect(page.locator("#log-lines .log-line.stderr")).to_have_text("<b>not bold</b> warning")
+    page.fill("#log-search", "EPOCH")
+    expect(page.locator("#log-count")).to_have_text("2 of 3 lines match")
+    expect(lines).to_have_count(2)
+    page.fill("#log-search", "")
+    expect(lines).to_have_count(3)
+    _shot(page, "run-logs.png")
+    with page.expect_download() as info:
+        page.click("#log-download")
+    assert info.value.suggested_filename == "tele-output.log"
+    assert Path(info.value.path()).read_text() == "epoch 0 loss 0.5\nepoch 1 loss 0.25\n<b>not bold</b> warning\n"
+
+    page.click("[data-tab=files]")
+    expect(page.locator("#files-table tbody tr")).to_have_count(2)
+    expect(page.locator("tr[data-file='weights.bin'] td").nth(1)).to_have_text("1.0 KB")
+    page.click("tr[data-file='notes.txt'] a.preview")
+    expect(page.locator("#preview-text")).to_have_text(TELE_NOTES)  # the markup stays text
+    _shot(page, "run-files.png")
+    page.click("tr[data-file='weights.bin'] a.preview")
+    expect(page.locator("#preview-note")).to_contain_text("Not a text file")
+    with page.expect_download() as info:
+        page.click("tr[data-file='notes.txt'] button.download")
+    assert info.value.suggested_filename == "notes.txt"
+    assert Path(info.value.path()).read_text() == TELE_NOTES
+
+    page.click("[data-tab=artifacts]")
+    model = page.locator("#artifacts-output-table tr[data-artifact='model:v0']")
+    expect(model.locator("td").nth(1)).to_have_text("model")
+    expect(model.locator(".aliases .tag")).to_have_text(["best", "latest"])
+    digits = page.locator("#artifacts-input-table tr[data-artifact='digits:v0']")
+    expect(digits.locator(".aliases .tag")).to_have_text(["best", "latest"])
+    model.locator("button.toggle").click()
+    manifest = page.locator("#artifacts-output-table tr.manifest-row").first
+    expect(manifest.locator("tr[data-path='weights.bin'] button.download")).to_be_visible()
+    expect(manifest.locator("tr[data-path='raw.tar']")).to_contain_text("s3://bucket/raw.tar")
+    _shot(page, "run-artifacts.png")
+    with page.expect_download() as info:
+        manifest.locator("tr[data-path='weights.bin'] button.download").click()
+    assert Path(info.value.path()).read_bytes() == bytes(range(256)) * 4
+    digits.locator("button.toggle").click()
+    producer = page.locator("#artifacts-input-table tr.manifest-row a", has_text="/tele/maker")
+    expect(producer).to_have_text(f"{site['entity']}/tele/maker")
+    producer.click()
+    expect(page.locator("#run-name")).to_have_text("maker")
+
+
+def test_forked_run_draws_its_inherited_segment_and_links_the_parent(site: dict[str, Any], page: Any) -> None:
+    from playwright.sync_api import expect
+
+    e = site["entity"]
+    page.goto(f"{site['url']}/{e}/lineage/runs/forked#charts")
+    chart = page.locator(".chart[data-key=loss]")
+    page.wait_for_function("el => el.data && el.data.length === 2", arg=chart.element_handle())
+    drawn = chart.evaluate("el => el.data.map(t => [t.meta, t.line.dash || 'solid', t.x, t.y])")
+    assert drawn == [["inherited", "dot", [0, 1, 2, 3, 4], [10, 9, 8, 7, 6]],
+                     ["own", "solid", [4, 5, 6, 7], [6, 0.5, 0.4, 0.3]]]
+    assert chart.evaluate("el => el.layout.shapes.map(s => s.x0)") == [4]
+    expect(chart.locator(".annotation-text")).to_have_text("fork of base")
+    _shot(page, "run-fork.png")
+    page.click("[data-tab=overview]")
+    expect(page.locator("#origin")).to_contain_text("forked from base")
+    expect(page.locator("#origin")).to_contain_text("at step 4")
+    page.click("#origin-link")
+    expect(page.locator("#run-name")).to_have_text("base")
+    expect(page.locator("#lineage .child")).to_have_text("fork: forked from step 4")
+
+
+def test_rewound_run_offers_its_archived_branch(site: dict[str, Any], page: Any) -> None:
+    from playwright.sync_api import expect
+
+    page.goto(f"{site['url']}/{site['entity']}/lineage/runs/rew#charts")
+    expect(page.locator("#branch option")).to_have_text(["current (steps 0–7)", "archived 0 (steps 0–9)"])
+    chart = page.locator(".chart[data-key=loss]")
+    page.wait_for_function("el => el.data && el.data.length === 1 && el.data[0].x.length === 8",
+                           arg=chart.element_handle())
+    assert chart.evaluate("el => el.data[0].y") == [10, 9, 8, 7, 6, 5, 20, 21]
+    assert chart.evaluate("el => el.layout.shapes.map(s => s.x0)") == [5]
+    page.select_option("#branch", "0")
+    page.wait_for_function("el => el.data[0].x.length === 10", arg=chart.element_handle())
+    assert chart.evaluate("el => el.data[0].y") == [10, 9, 8, 7, 6, 5, 4, 3, 2, 1]
+    page.click("[data-tab=overview]")
+    expect(page.locator("#origin")).to_contain_text("rewound at step 5")
+
+
+STOP_CHILD = textwrap.dedent("""
+    import sys, time
+    import runstream
+    run = runstream.init(entity=sys.argv[1], project="stop", id="victim", name="victim")
+    print("ready", flush=True)
+    i = 0
+    try:
+        while True:  # a trainer: logs until someone stops it
+            print(f"tick {i}", flush=True)
+            run.log({"loss": 1.0 / (i + 1)})
+            i += 1
+            time.sleep(0.05)
+    except KeyboardInterrupt:
+        print("interrupted: cleaning up", flush=True)
+        raise
+""")
+
+
+def test_stop_button_kills_a_live_run_and_its_logs_follow(site: dict[str, Any], page: Any) -> None:
+    from playwright.sync_api import expect
+
+    child = subprocess.Popen([sys.executable, "-c", STOP_CHILD, site["entity"]],
+                             env={**site["env"], "RUNSTREAM_CONSOLE": "auto"}, text=True,
+                             stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, cwd=site["base"])
+    try:
+        assert child.stdout is not None
+        assert child.stdout.readline().strip() == "ready"
+        page.goto(f"{site['url']}/{site['entity']}/stop/runs/victim#logs")
+        expect(page.locator("#run-state .badge")).to_have_text("running")
+        expect(page.locator("#log-lines .log-line", has_text="tick 3")).to_have_count(1)  # arrives while it runs
+        expect(page.locator("#stop-run")).to_be_visible()
+        page.click("#stop-run")
+        expect(page.locator("#stop-msg")).to_contain_text("Stop requested")
+        expect(page.locator("#run-state .badge")).to_have_text("killed", timeout=60_000)
+        expect(page.locator("#stop-run")).to_be_hidden()
+        # the lines the trainer printed while it stopped arrive too (then Python's traceback)
+        expect(page.locator("#log-lines .log-line", has_text="interrupted: cleaning up")).to_have_count(1)
+        expect(page.locator("#log-lines .log-line").last).to_have_text("KeyboardInterrupt")
+        assert child.wait(60) != 0
+    finally:
+        if child.poll() is None:
+            child.kill()
+        child.communicate(timeout=30)

@@ -67,7 +67,9 @@ const RSCharts = (() => {
   /**
    * A charts panel in `root`. set(state) redraws: state = {series: [{run_id, key, x, y, sampled}],
    * runs: Map run_id → {name, color}, groups: null | [{name, color, members: [run_id]}], x: "_step",
-   * smoothing: 0…0.99, log: bool}. onZoom(key, lo, hi) is called when a chart's x range changes
+   * smoothing: 0…0.99, log: bool, inherited: null | the fork step (a forked run's points up to it are its
+   * parent's: drawn dotted), markers: [{x, label}] (dashed vertical lines on the _step axis)}.
+   * onZoom(key, lo, hi) is called when a chart's x range changes
    * (lo/hi null when reset), so the caller can fetch that range at full resolution.
    */
   function panel(root, onZoom) {
@@ -101,15 +103,46 @@ const RSCharts = (() => {
           out.push({ x: s.x, y: s.y, mode: "lines", line: { color: run.color, width: 1 }, opacity: 0.25,
                      hoverinfo: "skip", showlegend: false, type: "scatter" });
         }
-        out.push({ x: s.x, y: smooth(s.y, state.smoothing), mode: "lines", name, line: { color: run.color, width: 1.5 },
-                   type: "scatter" });
+        const y = smooth(s.y, state.smoothing);
+        const cut = inheritedCut(s.x);
+        if (cut > 0) {
+          // a forked run: the parent's rows up to the fork step, dotted and faded, then the run's own
+          out.push({ x: s.x.slice(0, cut), y: y.slice(0, cut), mode: "lines", name: `${name} (inherited)`,
+                     line: { color: run.color, width: 1.5, dash: "dot" }, opacity: 0.55, type: "scatter",
+                     meta: "inherited" });
+          if (cut < s.x.length) {
+            out.push({ x: s.x.slice(cut - 1), y: y.slice(cut - 1), mode: "lines", name,
+                       line: { color: run.color, width: 1.5 }, type: "scatter", meta: "own" });
+          }
+          continue;
+        }
+        out.push({ x: s.x, y, mode: "lines", name, line: { color: run.color, width: 1.5 }, type: "scatter" });
       }
       return out;
+    }
+
+    /** How many leading points of a series are inherited (x ≤ state.inherited on the _step axis). */
+    function inheritedCut(xs) {
+      if (state.inherited === null || state.inherited === undefined || state.x !== "_step") return 0;
+      let i = 0;
+      while (i < xs.length && xs[i] <= state.inherited) i++;
+      return i;
+    }
+
+    function markers() {
+      const list = state.x === "_step" ? state.markers || [] : [];
+      return {
+        shapes: list.map((m) => ({ type: "line", xref: "x", yref: "paper", x0: m.x, x1: m.x, y0: 0, y1: 1,
+                                   line: { color: "#888", width: 1, dash: "dash" } })),
+        annotations: list.map((m) => ({ x: m.x, xref: "x", y: 1, yref: "paper", text: plotlyText(m.label),
+                                        showarrow: false, xanchor: "left", yanchor: "top", font: { size: 10, color: "#666" } })),
+      };
     }
 
     function layout(key, chart) {
       const xr = chart && chart.range ? { range: chart.range, autorange: false } : { autorange: true };
       return {
+        ...markers(),
         title: { text: plotlyText(key), font: { size: 13 }, x: 0.02 },
         margin: { l: 50, r: 10, t: 30, b: 35 }, height: 260, showlegend: false, hovermode: "closest",
         xaxis: { title: { text: state.x, font: { size: 11 } }, ...xr },

@@ -1,5 +1,6 @@
 // runstream web app: one run — Overview (metadata, editable notes and tags, config, summary, lineage),
-// Charts (live while the run logs), and placeholders for the tabs whose endpoints are not built yet.
+// Charts (live while the run logs; a fork's inherited segment dotted, a rewound run's branches), the
+// System, Logs, Files and Artifacts tabs (run_tabs.js), and the Stop button of a running run.
 "use strict";
 
 (async () => {
@@ -38,6 +39,7 @@
       tabBar.querySelector(`[data-tab="${t}"]`).classList.toggle("active", t === want);
     }
     if (want === "charts") ensureCharts();
+    if (tabs[want]) tabs[want].show();
   }
   window.addEventListener("hashchange", showTab);
 
@@ -52,10 +54,13 @@
   async function stop() {
     stopBtn.disabled = true;
     try {
-      await rs.api("POST", `${runApi}/stop`, {});
-      stopMsg.textContent = "Stop requested: the run ends at its next check (state killed).";
+      const res = await rs.api("POST", `${runApi}/stop`, { requested_by: "web" });
+      const n = (res.writers || []).length;
+      stopMsg.textContent = `Stop requested: ${n || "the"} process${n === 1 || !n ? "" : "es"} got a KeyboardInterrupt; the run ends killed.`;
     } catch (e) {
-      if (e.status === 404 || e.status === 405) {
+      if (e.status === 409) {
+        stopMsg.textContent = `Not stopped: ${e.message}`;
+      } else if (e.status === 404 || e.status === 405) {
         stopBtn.title = `This server cannot stop runs yet (it answered ${e.status})`;
         stopMsg.textContent = "Stopping runs is not available on this server.";
       } else {
@@ -140,13 +145,20 @@
   renderTags();
   renderStop();
 
-  rs.api("GET", `/api/ui/runs/${rs.enc(entity, project, runId)}/lineage`).then((lin) => {
+  const lineage = rs.api("GET", `/api/ui/runs/${rs.enc(entity, project, runId)}/lineage`).catch(() => null);
+  lineage.then((lin) => {
+    if (!lin) { lineageCell.textContent = "unknown (the lineage could not be loaded)"; return; }
     const parts = [];
     if (lin.origin) {
       const o = lin.origin;
-      parts.push(h("div", { class: "origin" }, `${o.kind || "origin"} of `,
-        h("a", { href: `/runs/by-uid/${encodeURIComponent(o.run_uid)}` }, o.path || o.run_uid),
-        o.step === null || o.step === undefined ? "" : ` at step ${o.step}`));
+      const at = o.step === null || o.step === undefined ? "" : ` at step ${o.step}`;
+      if (o.kind === "rewind" && o.path === `${entity}/${project}/${runId}`) {
+        parts.push(h("div", { class: "origin", id: "origin" }, `rewound${at}: earlier branches are archived (Charts: branch)`));
+      } else {
+        parts.push(h("div", { class: "origin", id: "origin" }, o.kind === "fork" ? "forked from " : `${o.kind || "origin"} of `,
+          h("a", { href: `/runs/by-uid/${encodeURIComponent(o.run_uid)}`, id: "origin-link" }, o.name && o.path ? `${o.name} (${o.path})` : o.path || o.run_uid),
+          at, o.kind === "fork" ? "; the parent's history up to that step is drawn dotted on the charts" : ""));
+      }
     }
     for (const c of lin.children) {
       const [ce, cp, ...cid] = (c.path || "").split("/");
@@ -154,35 +166,66 @@
         c.step === null || c.step === undefined ? "" : ` from step ${c.step}`));
     }
     lineageCell.replaceChildren(...(parts.length ? parts : ["not forked or rewound"]));
-  }).catch((e) => { lineageCell.textContent = `unknown (${e.message})`; });
+  });
 
-  // -- placeholders -----------------------------------------------------------------------------
+  // -- system, logs, files, artifacts -----------------------------------------------------------
 
-  for (const [t, what] of [["system", "System metrics"], ["logs", "Console logs"], ["files", "Files"], ["artifacts", "Artifacts"]]) {
-    panes[t].append(h("p", { class: "placeholder", "data-placeholder": t }, `${what}: not recorded yet. This server has no endpoint for them so far.`));
-  }
+  const ctx = { runApi, entity, project, runId, routes, isLive: () => run.state === "running" };
+  const tabs = Object.fromEntries(["system", "logs", "files", "artifacts"].map((t) => [t, RSRunTabs[t](panes[t], ctx)]));
 
   // -- charts -----------------------------------------------------------------------------------
 
   const xBox = h("select", { id: "x-axis" }, ["_step", "_runtime", "_timestamp"].map((x) => h("option", { value: x }, x)));
   const smoothBox = h("input", { id: "smoothing", type: "range", min: 0, max: 0.99, step: 0.01, value: 0 });
   const logBox = h("input", { id: "log-scale", type: "checkbox" });
+  const branchBox = h("select", { id: "branch", title: "A rewind archives the branch it cut: show one of them" });
+  const branchLabel = h("label", { id: "branch-label", hidden: true }, " branch ", branchBox);
   const chartRoot = h("div", { id: "charts" });
   panes.charts.append(h("div", { class: "toolbar" }, h("label", {}, "x ", xBox), h("label", {}, " smoothing ", smoothBox),
-    h("label", {}, logBox, " log scale")), chartRoot);
+    h("label", {}, logBox, " log scale"), branchLabel), chartRoot);
+  let origin = null; // {kind, step, name, path} of a forked or rewound run
   const colour = RSCharts.colour(0);
   let panel = null, series = [], chartsLoaded = false;
   const runsMap = () => new Map([[runId, { name: run.name || runId, color: colour }]]);
-  const chartState = () => ({ series, runs: runsMap(), groups: null, x: xBox.value, smoothing: Number(smoothBox.value), log: logBox.checked });
+  function chartState() {
+    const branch = branchBox.value === "" ? null : Number(branchBox.value);
+    let inherited = null;
+    const markers = [];
+    if (origin && origin.step !== null && origin.step !== undefined) {
+      if (origin.kind === "fork") {
+        inherited = origin.step;
+        markers.push({ x: origin.step, label: `fork of ${origin.name || origin.path || "parent"}` });
+      } else if (origin.kind === "rewind" && branch === null) {
+        markers.push({ x: origin.step, label: "rewind" });
+      }
+    }
+    return { series, runs: runsMap(), groups: null, x: xBox.value, smoothing: Number(smoothBox.value), log: logBox.checked,
+             inherited, markers };
+  }
 
   async function loadSeries(extra) {
-    const res = await rs.api("POST", `/api/ui/projects/${rs.enc(entity, project)}/series`, { runs: [runId], x: xBox.value, buckets: 1000, ...extra });
+    const branch = branchBox.value === "" ? {} : { branch: Number(branchBox.value) };
+    const res = await rs.api("POST", `/api/ui/projects/${rs.enc(entity, project)}/series`, { runs: [runId], x: xBox.value, buckets: 1000, ...branch, ...extra });
     return res.series;
+  }
+
+  async function loadBranches() {
+    if (!routes["GET /api/runs/{}/{}/{}/branches"]) return;
+    let res;
+    try { res = await rs.api("GET", `${runApi}/branches`); } catch { return; }
+    const list = res.branches || [];
+    if (list.length < 2) return;
+    const range = (b) => (b.steps ? `steps ${b.min_step}–${b.max_step}` : "no steps");
+    branchBox.replaceChildren(...list.slice().reverse().map((b) => h("option", { value: b.current ? "" : String(b.branch) },
+      b.current ? `current (${range(b)})` : `archived ${b.branch} (${range(b)})`)));
+    branchLabel.hidden = false;
   }
 
   async function ensureCharts() {
     if (chartsLoaded) return;
     chartsLoaded = true;
+    const [lin] = await Promise.all([lineage, loadBranches()]);
+    origin = lin && lin.origin ? lin.origin : null;
     panel = RSCharts.panel(chartRoot, async (key, lo, hi) => {
       const extra = lo === null ? { keys: [key] } : { keys: [key], x_min: Number(lo), x_max: Number(hi) };
       panel.replaceKey(key, await loadSeries(extra));
@@ -200,6 +243,7 @@
     }
   }
   xBox.addEventListener("change", reloadCharts);
+  branchBox.addEventListener("change", reloadCharts);
   smoothBox.addEventListener("input", () => panel && panel.set(chartState()));
   logBox.addEventListener("change", () => panel && panel.set(chartState()));
 
@@ -207,7 +251,7 @@
 
   let drawQueued = false;
   function appendRow(row) {
-    if (!chartsLoaded) return; // the charts load everything when first opened
+    if (!chartsLoaded || branchBox.value !== "") return; // the charts load everything when first opened
     const x = row[xBox.value];
     if (typeof x !== "number") return;
     for (const [k, v] of Object.entries(row)) {
@@ -225,7 +269,9 @@
 
   function setState(state) {
     if (state === run.state) return;
+    const ended = run.state === "running";
     run.state = state;
+    if (ended) for (const t of Object.values(tabs)) if (t.ended) t.ended(); // their last lines, files, samples
     badge.replaceChildren(rs.stateBadge(state));
     document.querySelector('[data-field="state"] td').replaceChildren(rs.stateBadge(state));
     renderStop();

@@ -39,6 +39,11 @@ FULL = {
     "peer_read_steps": 5_000,
     "read_runs": 10_000,
     "peer_read_runs": 100,  # creating runs costs Aim ~260 ms and MLflow ~100 ms each
+    "telemetry_steps": 5_000,
+    "telemetry_rounds": 6,
+    "web_runs": 1_000,
+    "web_points": 100_000,
+    "web_loads": 3,
 }
 QUICK = {
     "reps": 1,
@@ -57,6 +62,11 @@ QUICK = {
     "peer_read_steps": 1_000,
     "read_runs": 300,
     "peer_read_runs": 50,
+    "telemetry_steps": 2_000,
+    "telemetry_rounds": 3,
+    "web_runs": 200,
+    "web_points": 10_000,
+    "web_loads": 1,
 }
 
 PEER_MODULES = {"wandb": "wandb", "mlflow-sqlite": "mlflow", "mlflow-file": "mlflow", "aim": "aim"}
@@ -82,6 +92,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--peer-read-steps", type=int, help="steps of the history read by every system (row 5)")
     p.add_argument("--read-runs", type=int, help="runs in the project filtered and sorted (row 5)")
     p.add_argument("--peer-read-runs", type=int, help="runs in the project every system filters (row 5)")
+    p.add_argument("--telemetry-steps", type=int, help="training steps per block of row 9 (a block per setting)")
+    p.add_argument("--telemetry-rounds", type=int, help="rounds of row 9's interleaved blocks (off, 15 s, 0.1 s)")
+    p.add_argument("--web-runs", type=int, help="runs of the project whose workspace page loads (row 11)")
+    p.add_argument("--web-points", type=int, help="points of the run whose chart page loads (row 11)")
+    p.add_argument("--web-loads", type=int, help="timed page loads per figure, after a warm-up (row 11)")
     p.add_argument("--probe-interval", type=float, default=0.05, help="seconds between latency polls (row 2)")
     p.add_argument("--systems", default=",".join(SYSTEMS), help=f"comma list of {', '.join(SYSTEMS)}")
     p.add_argument("--rows", default=",".join(ROWS), help="comma list of the issue's rows to run")

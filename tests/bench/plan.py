@@ -137,6 +137,16 @@ def _server_runs(r: ChildResult, _s: Stack | None) -> dict[str, float]:
     return {"8.server_rss_mb": _m(r, "server_rss_peak_mb")}
 
 
+def _telemetry(r: ChildResult, _s: Stack | None) -> dict[str, float]:
+    return {"9.overhead_pct": _m(r, "fast_overhead_pct"), "9.default_overhead_pct": _m(r, "default_overhead_pct"),
+            "9.step_us": _m(r, "off_step_us")}
+
+
+def _web(r: ChildResult, _s: Stack | None) -> dict[str, float]:
+    return {"11.workspace_s": _m(r, "workspace_table_s"), "11.workspace_chart_s": _m(r, "workspace_chart_s"),
+            "11.chart_s": _m(r, "chart_s")}
+
+
 FEEDS = {
     "_peer_write": (
         "1.log_us",
@@ -168,6 +178,8 @@ FEEDS = {
         "5.filter_sort_peer_ms",
     ),
     "_peer_read_runs": ("5.filter_sort_peer_ms",),
+    "_telemetry": ("9.overhead_pct", "9.default_overhead_pct", "9.step_us"),
+    "_web": ("11.workspace_s", "11.workspace_chart_s", "11.chart_s"),
 }
 
 
@@ -295,12 +307,30 @@ def build(args: argparse.Namespace) -> list[Task]:
                     stack=True,
                 ),
                 Task(
+                    "telemetry",
+                    system,
+                    ("9",),
+                    _telemetry,
+                    child="telemetry",
+                    params={"steps": args.telemetry_steps, "rounds": args.telemetry_rounds, "metrics": m},
+                    stack=True,
+                ),
+                Task(
                     "server_runs",
                     system,
                     ("8",),
                     _server_runs,
                     child="server_runs",
                     params={"runs": args.server_runs},
+                    stack=True,
+                ),
+                Task(
+                    "web_ui",
+                    system,
+                    ("11",),
+                    _web,
+                    child="web_ui",
+                    params={"runs": args.web_runs, "points": args.web_points, "loads": args.web_loads},
                     stack=True,
                 ),
             ]

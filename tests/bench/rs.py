@@ -22,6 +22,7 @@ from typing import Any
 from .errors import NotBuilt
 from .peers import mark_phase_end
 from .stats import percentile, write_phases
+from .web import web_ui as web_ui  # row 11, run by name like the scenarios here
 
 PROJECT = "bench"
 
@@ -120,6 +121,73 @@ def hotpath(params: dict[str, Any]) -> dict[str, Any]:
         "flushed_s": t4 - t_first,
         "stored_points": counts.get(run.uid, (0, 0))[0],
         "check_count": counts.get(run.uid, (0, 0))[0] == points,
+    }
+
+
+def _train_step(i: int) -> float:
+    """Stand-in for a training step's work: ~0.5 ms of pure-Python arithmetic (holds the GIL, so
+    a sampler thread competing for it shows)."""
+    acc = 0.0
+    for k in range(2_000):
+        acc += (i * k % 7) * 0.5
+    return acc
+
+
+def telemetry(params: dict[str, Any]) -> dict[str, Any]:
+    """Row 9: µs per training step (work + ``log()``, a line printed every 20 steps) with the
+    system sampler and the console tee off, at the default 15 s interval, and at 0.1 s — one run,
+    one process, blocks of each setting interleaved in rotated order. The figures use the process's
+    CPU time per step (all its threads: the sampler's and the tee's work counts, other processes'
+    does not) and each setting's fastest block: on this shared 2-core machine the wall time of a
+    block swings by ±30 % (measured), burying a percent-sized effect. Wall times are kept too."""
+    import io
+    import sys
+
+    steps, rounds, metrics = int(params["steps"]), int(params["rounds"]), int(params["metrics"])
+    rs = _import_runstream()
+    from runstream.telemetry import start_console, start_sampler
+
+    run = rs.init(project=PROJECT, settings={"stats_interval": 0, "console": "off"})
+    sink = io.StringIO()  # the "terminal": the child's real stdout is the harness's
+    settings = {"off": None, "default": 15.0, "fast": 0.1}
+    blocks: dict[str, list[float]] = {k: [] for k in settings}
+    wall: dict[str, list[float]] = {k: [] for k in settings}
+    real_stdout, step = sys.stdout, 0
+    try:
+        sys.stdout = sink
+        for _ in range(steps):  # warm-up, not counted: first batches, the metadata thread
+            _train_step(step)
+            run.log(row_values(step, metrics))
+            step += 1
+        for r in range(rounds):
+            names = list(settings)
+            names = names[r % 3:] + names[:r % 3]
+            for name in names:
+                interval = settings[name]
+                stops = [] if interval is None else [start_sampler(run, interval, {}), start_console(run, {})]
+                t, c = time.perf_counter(), time.process_time()
+                for _ in range(steps):
+                    _train_step(step)
+                    run.log(row_values(step, metrics))
+                    if step % 20 == 0:
+                        print(f"step {step} loss {1.0 / (step + 1):.4f}")
+                    step += 1
+                blocks[name].append((time.process_time() - c) / steps * 1e6)
+                wall[name].append((time.perf_counter() - t) / steps * 1e6)
+                for stop in reversed(stops):
+                    stop()
+                sink.seek(0)
+                sink.truncate()
+    finally:
+        sys.stdout = real_stdout
+    run.finish()
+    off = min(blocks["off"])
+    return {
+        "off_step_us": off,
+        "default_overhead_pct": 100.0 * (min(blocks["default"]) - off) / off,
+        "fast_overhead_pct": 100.0 * (min(blocks["fast"]) - off) / off,
+        "blocks_cpu_us": blocks,
+        "blocks_wall_us": wall,
     }
 
 

@@ -1,0 +1,61 @@
+"""What a run records besides what the user logs: system metrics and console output.
+
+:func:`attach` starts, per the run's settings, the system-metrics :class:`~runstream.system.Sampler`
+(``system`` events) and the :class:`~runstream.capture.ConsoleCapture` tee (``output`` events),
+and registers them to be stopped first thing in ``Run.finish()``, so their last samples and lines
+are spooled before the ``finish`` event. Both spool with ``Run._append_aside``: they never cut
+the user's log batches.
+"""
+
+from __future__ import annotations
+
+import sys
+from typing import Any
+
+from .capture import ConsoleCapture, batches
+from .output import LineUpdate
+
+FLUSH_SECONDS = 1.0
+"""Samples are batched into one ``system`` event per about this many seconds (one per sample at
+the default 15 s interval; ten at 0.1 s)."""
+
+
+def attach(run: Any) -> None:
+    """Start the sampler and the console tee of ``run`` as its settings say."""
+    s = run.settings
+    label = getattr(run, "label", None)
+    extra = {} if label is None else {"label": label}
+    if not s.disable_stats and s.stats_interval > 0:
+        run._closers.append(start_sampler(run, s.stats_interval, extra))
+    if s.console != "off":
+        run._closers.append(start_console(run, extra))
+
+
+def start_sampler(run: Any, interval: float, extra: dict[str, Any], sources: Any = None) -> Any:
+    """A started sampler spooling ``system`` events into ``run``; returns its ``stop``."""
+    from .system import Sampler, default_sources
+
+    def emit(samples: list[dict[str, Any]]) -> None:
+        if not run._finished:
+            run._append_aside("system", {"samples": samples, **extra})
+
+    def warn(message: str) -> None:
+        sys.stderr.write(f"runstream: run {run.path}: {message}\n")
+
+    sampler = Sampler(sources or default_sources, emit, interval,
+                      flush_every=max(1, round(FLUSH_SECONDS / interval)), on_error=warn)
+    sampler.start()
+    return sampler.stop
+
+
+def start_console(run: Any, extra: dict[str, Any]) -> Any:
+    """A started console tee spooling ``output`` events into ``run``; returns its ``stop``."""
+
+    def sink(updates: list[LineUpdate]) -> None:
+        if run._finished:
+            return
+        for group in batches(updates):
+            lines = [{"line": u.line, "stream": u.stream, "ts": u.ts, "text": u.text} for u in group]
+            run._append_aside("output", {"lines": lines, **extra})
+
+    return ConsoleCapture(sink).start().stop
