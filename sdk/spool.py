@@ -21,6 +21,9 @@ Record kinds:
 * ``B`` batch marker ``(seq, parts, timestamp, start, end)`` — rows in ``[start, end)`` form the
   ``log`` event(s) ``seq .. seq + parts - 1``
 * ``E`` event ``(seq, type, envelope bytes)`` — any other event, already encoded
+* ``L`` console line ``(line, stream, ts, text)`` — one line's state, spooled by the tee as written
+* ``C`` console marker ``(seq, timestamp, count)`` — the ``L`` records since the previous ``C``
+  form the ``output`` event ``seq`` (a line's last state in them wins)
 """
 
 from __future__ import annotations
@@ -42,6 +45,7 @@ MAGIC = b"RSSPOOL1"
 DATA_START = 4096
 INITIAL_SIZE = 1 << 22
 K_KEYS, K_ROW, K_BATCH, K_EVENT = b"K"[0], b"R"[0], b"B"[0], b"E"[0]
+K_LINE, K_LINES = b"L"[0], b"C"[0]
 _LEN = struct.Struct("<I")
 _U64 = struct.Struct("<Q")
 
