@@ -154,6 +154,10 @@ class RunState:
     deleted: list[str] = field(default_factory=list)
     metrics: dict[str, dict[str, Any]] = field(default_factory=dict)
     applied: dict[str, SeqSet] = field(default_factory=dict)
+    console_top: dict[str, int] | None = field(default_factory=dict)
+    """Per writer, the highest console line number stored: a higher one is new (appended), a lower
+    one may replace a stored row (the rare upsert). None in a state stored before it was kept:
+    unknown, so every line of that run is upserted."""
 
     def to_bytes(self) -> bytes:
         d = {f.name: getattr(self, f.name) for f in fields(self)}
@@ -166,6 +170,7 @@ class RunState:
         d = msgpack.unpackb(data, raw=False, strict_map_key=False)
         d["stats"] = {k: KeyStats.from_list(v) for k, v in d["stats"].items()}
         d["applied"] = {w: SeqSet(s) for w, s in d["applied"].items()}
+        d.setdefault("console_top", None)
         return cls(**d)
 
 
