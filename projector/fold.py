@@ -113,11 +113,30 @@ class Changes:
     order; a store inserts them by column name. Add with :meth:`append`."""
     upserts: dict[str, tuple[tuple[str, ...], list[dict[str, Any]]]] = field(default_factory=dict)
     """``table → (key columns, rows)``: each row replaces the stored rows with the same key values
-    (a later row of the same key in this batch wins). Add with :meth:`upsert`."""
+    (a later row of the same key in this batch wins). Add with :meth:`upsert`; a store runs upserts
+    before appends, so a key must not be queued both ways in one batch."""
+    keyed: dict[str, dict[tuple[Any, ...], int]] = field(default_factory=dict)
+    """``table → key → index in appends[table]`` of rows queued with :meth:`append_once`."""
 
     def append(self, table: str, *rows: dict[str, Any]) -> None:
         """Queue ``rows`` (column name → value) for insertion into the side table ``table``."""
         self.appends.setdefault(table, []).extend(rows)
+
+    def append_once(self, table: str, key: tuple[Any, ...], row: dict[str, Any]) -> None:
+        """Queue ``row`` for insertion, replacing a row queued in this batch under the same ``key``
+        (for rows known to be new to the table: no DELETE needed)."""
+        index = self.keyed.setdefault(table, {})
+        rows = self.appends.setdefault(table, [])
+        at = index.get(key)
+        if at is None:
+            index[key] = len(rows)
+            rows.append(row)
+        else:
+            rows[at] = row
+
+    def queued(self, table: str, key: tuple[Any, ...]) -> bool:
+        """Whether :meth:`append_once` queued a row under ``key`` in this batch."""
+        return key in self.keyed.get(table, ())
 
     def upsert(self, table: str, keys: tuple[str, ...], *rows: dict[str, Any]) -> None:
         """Queue ``rows`` replacing the rows of ``table`` with equal ``keys`` columns."""

@@ -169,6 +169,10 @@ class RunState:
     """Writer → its ``run_writers`` row (shared mode and sessions)."""
     depth: int = 0
     """Fork depth: 0 for a run that is no fork, the parent's + 1 otherwise."""
+    console_top: dict[str, int] | None = field(default_factory=dict)
+    """Per writer, the highest console line number stored: a higher one is new (appended), a lower
+    one may replace a stored row (the rare upsert). None in a state stored before it was kept:
+    unknown, so every line of that run is upserted."""
 
     def to_bytes(self) -> bytes:
         d = {f.name: getattr(self, f.name) for f in fields(self)}
@@ -181,6 +185,7 @@ class RunState:
         d = msgpack.unpackb(data, raw=False, strict_map_key=False)
         d["stats"] = {k: KeyStats.from_list(v) for k, v in d["stats"].items()}
         d["applied"] = {w: SeqSet(s) for w, s in d["applied"].items()}
+        d.setdefault("console_top", None)
         return cls(**d)
 
 

@@ -33,12 +33,27 @@ def fold_system(rs: RunState, ev: Event, ctx: Context) -> None:
 
 
 def fold_output(rs: RunState, ev: Event, ctx: Context) -> None:
-    """One ``console`` row per line; a line's later state replaces the earlier."""
+    """One ``console`` row per line; a line's later state replaces the earlier.
+
+    Lines are numbered upwards per writer, so a line above the highest one stored
+    (``rs.console_top``) is new and is appended; a later state of it in the same batch replaces
+    the queued row. Only a line at or below the top that is not queued in this batch (one stored
+    unfinished and completed in a later event, or written on the other stream while this one was
+    open) goes through the upsert, whose DELETE scans the table: the rare path.
+    """
     b: Any = ev.body
-    rows = [
-        {"run_uid": rs.run_uid, "writer": ev.writer, "label": b.label, "stream": ln.stream, "line": ln.line,
-         "timestamp": ln.ts, "text": ln.text}
-        for ln in b.lines
-    ]
-    if rows:
-        ctx.changes.upsert("console", CONSOLE_KEY, *rows)
+    changes = ctx.changes
+    writer = ev.writer
+    known = rs.console_top
+    top = -1 if known is None else known.get(writer, -1)
+    for ln in b.lines:
+        key = (rs.run_uid, writer, ln.line)
+        row = {"run_uid": rs.run_uid, "writer": writer, "label": b.label, "stream": ln.stream, "line": ln.line,
+               "timestamp": ln.ts, "text": ln.text}
+        if known is not None and (ln.line > top or changes.queued("console", key)):
+            changes.append_once("console", key, row)
+            top = max(top, ln.line)
+        else:
+            changes.upsert("console", CONSOLE_KEY, row)
+    if known is not None and top >= 0:
+        known[writer] = top

@@ -1,4 +1,4 @@
-"""The console tee: stdout and stderr of the training process, recorded as ``output`` events.
+"""The console tee: stdout and stderr of the training process, recorded as console lines.
 
 ``write`` of ``sys.stdout`` and ``sys.stderr`` (and of their binary ``buffer``) is wrapped on the
 stream objects themselves, so everything holding a reference to them (a ``logging`` handler made
@@ -28,8 +28,6 @@ from typing import Any
 from .output import LineAssembler, LineUpdate, sanitize
 
 Sink = Callable[[list[LineUpdate]], None]
-EVENT_TEXT_BYTES = 256 * 1024
-"""Text per ``output`` event, about: more lines go into further events."""
 TICK = 0.1
 
 
@@ -181,18 +179,3 @@ class ConsoleCapture:
             except Exception as e:
                 self._fail(e)
                 return
-
-
-def batches(updates: list[LineUpdate], limit: int = EVENT_TEXT_BYTES) -> list[list[LineUpdate]]:
-    """Split updates into groups of about ``limit`` bytes of text (one ``output`` event each)."""
-    out: list[list[LineUpdate]] = [[]]
-    size = 0
-    for u in updates:
-        n = len(u.text.encode("utf-8"))  # sanitized: always encodable; a line is at most ~400 KB
-        if out[-1] and size + n > limit:
-            out.append([])
-            size = 0
-        out[-1].append(u)
-        size += n + 32
-    return [b for b in out if b]
-

@@ -1,4 +1,5 @@
-"""From spool records to publishable events: the one place rows become columnar ``log`` bodies.
+"""From spool records to publishable events: the one place rows become ``log``/``log_rows`` bodies
+and console lines become ``output`` bodies.
 
 Used by the live worker and by ``runstream sync`` alike, so a spool re-sent after a crash yields
 byte-for-byte the events (and message ids) it would have yielded live.
@@ -11,7 +12,7 @@ from typing import Any, NamedTuple
 
 from .broker.codec import encode_event, encode_log_body, envelope, flatten, pack, unpack
 from .broker.names import run_subject
-from .spool import _LEN, DATA_START, K_BATCH, K_EVENT, K_KEYS, K_ROW, K_UPLOAD, Spool
+from .spool import _LEN, DATA_START, K_BATCH, K_EVENT, K_KEYS, K_LINE, K_LINES, K_ROW, K_UPLOAD, Spool
 
 EVENT_LIMIT = 900_000
 """Bytes of one event, under the 1 MiB default ``max_payload`` of a NATS server."""
@@ -21,7 +22,11 @@ VALUE_LIMIT = 256 * 1024
 """One non-numeric value may not be larger than this once encoded."""
 SEAL_ROWS = 2000
 SEAL_BYTES = 256 * 1024
-
+SEAL_LINES = 2000
+"""Console line states per ``output`` event at most (the worker's timer seals sooner)."""
+SEAL_LINE_BYTES = 256 * 1024
+"""Spooled console bytes after which an ``output`` event is sealed at once: with one line at most
+64 Ki characters (~384 KB sanitized, worst case), an event stays under :data:`EVENT_LIMIT`."""
 
 
 class Outgoing(NamedTuple):
@@ -83,6 +88,9 @@ class Outbox:
         self.cursor = DATA_START
         self.spans: list[tuple[int, int]] = []
         """Where the rows read since the last batch marker lie in the spool."""
+        self.line_spans: list[tuple[int, int]] = []
+        """Where the console lines read since the last console marker lie."""
+        self.label: str | None = meta.get("label")
         self.last_seq = 0
         self.saw_finish = False
 
@@ -117,6 +125,14 @@ class Outbox:
                 spans.clear()
                 out.extend(self._log_events(seq, parts, ts, rows, kids))
                 self.last_seq = seq + parts - 1
+            elif kind == K_LINE:
+                self.line_spans.append((off + 5, end))
+            elif kind == K_LINES:
+                seq, ts, _count = unpack(mm[off + 5:end])
+                lines = [mm[a:b] for a, b in self.line_spans]
+                self.line_spans.clear()
+                out.append(self._output_event(seq, ts, lines))
+                self.last_seq = seq
             elif kind == K_EVENT:
                 seq, type_, payload = unpack(mm[off + 5:end])
                 out.append(Outgoing(seq, type_, run_subject(self.entity, self.run_uid, type_), payload))
@@ -172,6 +188,20 @@ class Outbox:
                 for k, v in _flat_items(keysets.get(kid, ()), values):
                     last.setdefault(k, v)
         return {"last": last, "series": series, "batch": seq}
+
+    # -- console lines ---------------------------------------------------------------------------
+
+    def _output_event(self, seq: int, ts: float, raws: list[bytes]) -> Outgoing:
+        """One ``output`` event of the sealed console lines: each line once, in its last state
+        (a progress bar redrawn within the batch collapses), in the order the lines first appear."""
+        lines: dict[int, dict[str, Any]] = {}
+        for raw in raws:
+            line, stream, lts, text = unpack(raw)
+            lines[line] = {"line": line, "stream": stream, "ts": lts, "text": text}
+        body: dict[str, Any] = {"lines": list(lines.values())}
+        if self.label is not None:
+            body["label"] = self.label
+        return self._event("output", seq, ts, body, run_subject(self.entity, self.run_uid, "output"), None)
 
     def _event(self, type_: str, seq: int, ts: float, body: dict[str, Any], subject: str,
                columns: dict[str, Any] | None) -> Outgoing:

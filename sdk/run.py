@@ -9,16 +9,16 @@ from __future__ import annotations
 import threading
 import time
 import warnings
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
-from .broker.codec import encode_event, envelope, flatten, pack
+from .broker.codec import encode_event, envelope, flatten, pack, packer
 from .config import Config, Summary
 from .errors import UsageError
-from .outbox import EVENT_LIMIT, SEAL_BYTES, SEAL_ROWS, check_row, split_keys
+from .outbox import EVENT_LIMIT, SEAL_BYTES, SEAL_LINE_BYTES, SEAL_LINES, SEAL_ROWS, check_row, split_keys
 from .settings import Settings
-from .spool import K_BATCH, K_EVENT, K_KEYS, K_ROW, Spool
+from .spool import K_BATCH, K_EVENT, K_KEYS, K_LINE, K_LINES, K_ROW, Spool
 from .worker import Worker
 
 METADATA_WAIT = 3.0
@@ -72,6 +72,11 @@ class Run:
         self.label: str | None = None
         """This writer's label in shared mode."""
         self.resumed = False
+        self._pending_lines = 0
+        self._line_bytes = 0
+        self._line_pack = packer().pack
+        """Console lines are packed under the spool lock (the tee may write from any thread), with
+        their own packer: ``log()`` uses ``_pack`` outside the lock."""
         self._warned_backwards = False
         self._finished = False
         self.exit_code: int | None = None
@@ -231,21 +236,49 @@ class Run:
         self._seal_bytes = 0
         self._batch_kids = set()
 
+    def _seal_lines_locked(self) -> None:
+        """Close the pending console lines into one ``output`` event (a ``C`` marker)."""
+        if not self._pending_lines:
+            return
+        self._seq += 1
+        self._spool.append(K_LINES, self._line_pack((self._seq, time.time(), self._pending_lines)))
+        self._pending_lines = 0
+        self._line_bytes = 0
+
     def _seal(self, wait: bool = True) -> None:
-        """Seal pending rows into a batch. ``wait=False`` (the worker's timer) gives up when the
-        logging thread holds the lock: a busy logger seals by itself every SEAL_ROWS rows, and
-        waiting would only queue the worker behind it (a lock convoy under the GIL)."""
+        """Seal pending rows into a batch, then pending console lines into an ``output`` event.
+        ``wait=False`` (the worker's timer) gives up when the logging thread holds the lock: a busy
+        logger seals by itself every SEAL_ROWS rows, and waiting would only queue the worker behind
+        it (a lock convoy under the GIL)."""
         if not self._lock.acquire(wait):
             return
         try:
             self._seal_locked()
+            self._seal_lines_locked()
         finally:
             self._lock.release()
 
+    def _append_lines(self, lines: Iterable[tuple[int, str, float, str]]) -> None:
+        """Spool console line states ``(line, stream, ts, text)`` as cheap ``L`` records, at once (a
+        kill loses none); the worker's timer, a size bound or the next event seals them into one
+        ``output`` event. Pending log rows stay unsealed, so printing every step keeps full batches."""
+        spool = self._spool
+        with self._lock:
+            pack = self._line_pack
+            for line in lines:
+                payload = pack(line)
+                spool.append(K_LINE, payload)
+                self._pending_lines += 1
+                self._line_bytes += len(payload)
+                if self._pending_lines >= SEAL_LINES or self._line_bytes >= SEAL_LINE_BYTES:
+                    self._seal_lines_locked()
+
     def _append_event(self, type_: str, body: dict[str, Any]) -> int:
-        """Spool one non-log event after sealing pending rows (so order is kept); return its seq."""
+        """Spool one non-log event after sealing pending rows and console lines (so order is kept);
+        return its seq."""
         with self._lock:
             self._seal_locked()
+            self._seal_lines_locked()
             self._seq += 1
             seq = self._seq
             raw = encode_event(envelope(type_, self.uid, self.writer, seq, time.time(), body))
@@ -258,8 +291,8 @@ class Run:
         return seq
 
     def _append_aside(self, type_: str, body: dict[str, Any]) -> int:
-        """Spool an event that need not be ordered with log rows (console lines, system samples):
-        pending rows stay unsealed, so printing every step does not cut log batches to one row."""
+        """Spool an event that need not be ordered with log rows (system samples): pending rows
+        stay unsealed, so sampling does not cut log batches short."""
         with self._lock:
             self._seq += 1
             seq = self._seq

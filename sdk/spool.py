@@ -25,6 +25,9 @@ Record kinds:
   the intent, recorded before any byte is uploaded; the ``file``/``artifact`` events that carry
   its ``upload_id`` say it was done (see :mod:`runstream.uploads`), so ``runstream sync`` does
   what a killed process left undone
+* ``L`` console line ``(line, stream, ts, text)`` — one line's state, spooled by the tee as written
+* ``C`` console marker ``(seq, timestamp, count)`` — the ``L`` records since the previous ``C``
+  form the ``output`` event ``seq`` (a line's last state in them wins)
 """
 
 from __future__ import annotations
@@ -47,6 +50,7 @@ DATA_START = 4096
 INITIAL_SIZE = 1 << 22
 K_KEYS, K_ROW, K_BATCH, K_EVENT = b"K"[0], b"R"[0], b"B"[0], b"E"[0]
 K_UPLOAD = b"U"[0]
+K_LINE, K_LINES = b"L"[0], b"C"[0]
 _LEN = struct.Struct("<I")
 _U64 = struct.Struct("<Q")
 

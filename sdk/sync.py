@@ -39,28 +39,39 @@ def find_spools(root: Path) -> list[Path]:
 
 
 def seal_leftovers(spool: Spool) -> int:
-    """Turn rows spooled after the last batch marker (a killed writer's tail) into a batch.
+    """Seal what a killed writer spooled after its last markers: rows into a batch, console lines
+    into an ``output`` event (in that order), exactly as the live writer would have sealed them.
 
-    Returns the number of rows sealed. Markers are appended as the same writer, continuing its seq.
+    Returns the number of rows and lines sealed. Markers are appended as the same writer,
+    continuing its seq, so a second sync finds nothing left to seal.
     """
     from .broker.codec import pack, unpack
-    from .spool import DATA_START, K_EVENT, K_ROW
+    from .spool import DATA_START, K_EVENT, K_LINE, K_LINES, K_ROW
 
     last_seq = 0
     tail_start = DATA_START
-    rows = 0
+    rows = lines = 0
     for rec in spool.records():
         if rec.kind == K_BATCH:
             seq, parts, *_ = unpack(rec.body)
             last_seq = max(last_seq, seq + parts - 1)
             tail_start, rows = rec.end, 0
-        elif rec.kind == K_EVENT:  # rows before it may still be unsealed (Run._append_aside)
+        elif rec.kind == K_LINES:
+            last_seq = max(last_seq, unpack(rec.body)[0])
+            lines = 0
+        elif rec.kind == K_EVENT:  # rows and lines before it may still be unsealed (Run._append_aside)
             last_seq = max(last_seq, unpack(rec.body)[0])
         elif rec.kind == K_ROW:
             rows += 1
+        elif rec.kind == K_LINE:
+            lines += 1
+    now = time.time()
     if rows:
-        spool.append(K_BATCH, pack((last_seq + 1, 1, time.time(), tail_start, spool.end)))
-    return rows
+        last_seq += 1
+        spool.append(K_BATCH, pack((last_seq, 1, now, tail_start, spool.end)))
+    if lines:
+        spool.append(K_LINES, pack((last_seq + 1, now, lines)))
+    return rows + lines
 
 
 def sync_paths(paths: Iterable[Path | str], settings: Settings, *, progress: Progress | None = None,

@@ -1,10 +1,10 @@
 """What a run records besides what the user logs: system metrics and console output.
 
 :func:`attach` starts, per the run's settings, the system-metrics :class:`~runstream.system.Sampler`
-(``system`` events) and the :class:`~runstream.capture.ConsoleCapture` tee (``output`` events),
-and registers them to be stopped first thing in ``Run.finish()``, so their last samples and lines
-are spooled before the ``finish`` event. Both spool with ``Run._append_aside``: they never cut
-the user's log batches.
+(``system`` events) and the :class:`~runstream.capture.ConsoleCapture` tee (console lines,
+sealed into ``output`` events by the worker), and registers them to be stopped first thing in
+``Run.finish()``, so their last samples and lines are spooled before the ``finish`` event. Neither
+cuts the user's log batches short.
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ from __future__ import annotations
 import sys
 from typing import Any
 
-from .capture import ConsoleCapture, batches
+from .capture import ConsoleCapture
 from .output import LineUpdate
 
 FLUSH_SECONDS = 1.0
@@ -28,7 +28,7 @@ def attach(run: Any) -> None:
     if not s.disable_stats and s.stats_interval > 0:
         run._closers.append(start_sampler(run, s.stats_interval, extra))
     if s.console != "off":
-        run._closers.append(start_console(run, extra))
+        run._closers.append(start_console(run))
 
 
 def start_sampler(run: Any, interval: float, extra: dict[str, Any], sources: Any = None) -> Any:
@@ -48,14 +48,18 @@ def start_sampler(run: Any, interval: float, extra: dict[str, Any], sources: Any
     return sampler.stop
 
 
-def start_console(run: Any, extra: dict[str, Any]) -> Any:
-    """A started console tee spooling ``output`` events into ``run``; returns its ``stop``."""
+def start_console(run: Any, streams: dict[str, Any] | None = None, **capture: Any) -> Any:
+    """A started console tee spooling each line state into ``run`` as it is written (one cheap
+    spool record; the worker seals them into one ``output`` event per flush); returns its ``stop``.
+    The writer's label, if any, comes from the spool's meta (``runstream sync`` sees the same).
+
+    Args:
+        streams: name → stream object (default ``sys.stdout`` and ``sys.stderr``).
+        capture: passed to :class:`~runstream.capture.ConsoleCapture` (``clock``, ``tick``).
+    """
 
     def sink(updates: list[LineUpdate]) -> None:
-        if run._finished:
-            return
-        for group in batches(updates):
-            lines = [{"line": u.line, "stream": u.stream, "ts": u.ts, "text": u.text} for u in group]
-            run._append_aside("output", {"lines": lines, **extra})
+        if not run._finished:
+            run._append_lines([(u.line, u.stream, u.ts, u.text) for u in updates])
 
-    return ConsoleCapture(sink).start().stop
+    return ConsoleCapture(sink, streams, **capture).start().stop

@@ -1,13 +1,22 @@
-"""Console lines: the pure line assembler (carriage returns, bounded redraws, long lines) and the
-tee on stream objects, with an injected clock and no flusher thread."""
+"""Console lines: the pure line assembler (carriage returns, bounded redraws, long lines), the
+tee on stream objects, with an injected clock and no flusher thread, and the lines' way through
+the spool into batched ``output`` events (live and after a kill)."""
 
 from __future__ import annotations
 
 import io
+from pathlib import Path
 from typing import Any
 
-from runstream.capture import ConsoleCapture, batches
+from runstream.broker.codec import decode_event
+from runstream.capture import ConsoleCapture
+from runstream.outbox import SEAL_LINES, SEAL_ROWS, Outbox, Outgoing
 from runstream.output import LineAssembler, LineUpdate, sanitize
+from runstream.run import Run
+from runstream.settings import load_settings
+from runstream.spool import Spool
+from runstream.sync import seal_leftovers
+from runstream.telemetry import start_console
 
 
 def _texts(updates: list[LineUpdate]) -> list[tuple[int, str, str, bool]]:
@@ -132,8 +141,88 @@ def test_one_object_for_both_streams_is_recorded_once() -> None:
     assert [u.text for u in got] == ["once"]
 
 
-def test_batches_bound_the_text_per_event() -> None:
-    ups = [LineUpdate(i, "stdout", 0.0, "x" * 1000, True) for i in range(10)]
-    groups: list[Any] = batches(ups, limit=3200)  # ~1032 bytes each with the per-line overhead
-    assert [len(g) for g in groups] == [3, 3, 3, 1]
-    assert [u for g in groups for u in g] == ups
+# -- console lines in the spool: one cheap record per line state, one `output` event per seal ------
+
+
+def _run(tmp_path: Path, label: str | None = None) -> Run:
+    """A Run on its own spool with no worker: nothing seals but the size bounds and explicit calls."""
+    meta = {"run_uid": "u" * 26, "writer": "w1", "entity": "e", "project": "p", "run_id": "r", "name": "n",
+            "mode": "offline", "created": 0.0, "pid": 1}
+    if label is not None:
+        meta["label"] = label
+    spool = Spool.create(tmp_path / "run" / "spool-w1.rsp", meta)
+    return Run(settings=load_settings({}), entity="e", project="p", run_id="r", name="n", uid="u" * 26,
+               writer="w1", run_dir=tmp_path / "run", spool=spool, config={}, tags=[], notes=None, group=None,
+               job_type=None, mode="offline", start_time=0.0)
+
+
+def _outputs(events: list[Outgoing]) -> list[dict[str, Any]]:
+    return [decode_event(ev.payload)["b"] for ev in events if ev.type == "output"]
+
+
+def test_thirty_thousand_prints_become_a_bounded_number_of_output_events(tmp_path: Path) -> None:
+    run = _run(tmp_path)
+    out, err = Terminal(), Terminal()
+    stop = start_console(run, {"stdout": out, "stderr": err}, clock=lambda: 5.0, tick=0)
+    n = 30_000
+    for i in range(n):
+        run.log({"i": i})
+        print(f"step {i}", file=out)  # type: ignore[arg-type]
+        if i % 1000 == 0:
+            print(f"warn {i}", file=err)  # type: ignore[arg-type]
+    stop()
+    run._seal()
+    events = Outbox(run._spool).poll()
+    outputs = _outputs(events)
+    assert len(outputs) <= (n + n // 1000) // SEAL_LINES + 1  # not one event per print
+    assert [ev.seq for ev in events] == list(range(1, len(events) + 1))  # every event, in seq order
+    lines = [ln for body in outputs for ln in body["lines"]]
+    assert [ln["line"] for ln in lines] == list(range(n + n // 1000))  # each line once, in order
+    assert [ln["text"] for ln in lines if ln["stream"] == "stdout"] == [f"step {i}" for i in range(n)]
+    assert sum(1 for ev in events if ev.type == "log_rows") == n // SEAL_ROWS  # log batches stay full
+    assert all("label" not in body for body in outputs)
+
+
+def test_a_redrawn_line_collapses_to_its_last_state_within_one_event(tmp_path: Path) -> None:
+    run = _run(tmp_path, label="rank0")
+    clock = [0.0]
+    out = Terminal()
+    stop = start_console(run, {"stdout": out}, clock=lambda: clock[0], tick=0)
+    flush_due = stop.__self__.flush_due
+    for i in range(30):  # 3 s of a bar: spooled at 0, 1, 2 s
+        clock[0] = i / 10
+        out.write(f"\r{i:3d}/30")
+        flush_due()
+    run._seal()
+    out.write("\r 30/30\n")
+    print("after", file=out)  # type: ignore[arg-type]
+    stop()
+    run._seal()
+    first, second = _outputs(Outbox(run._spool).poll())
+    assert first == {"lines": [{"line": 0, "stream": "stdout", "ts": 0.0, "text": " 20/30"}], "label": "rank0"}
+    assert [(ln["line"], ln["text"]) for ln in second["lines"]] == [(0, " 30/30"), (1, "after")]
+
+
+def test_sync_seals_a_killed_writers_lines_once_and_as_the_live_writer_would(tmp_path: Path) -> None:
+    run = _run(tmp_path)
+    out = Terminal()
+    stop = start_console(run, {"stdout": out}, clock=lambda: 1.0, tick=0)
+    print("sealed", file=out)  # type: ignore[arg-type]
+    run.log({"x": 1})
+    run._seal()
+    print("left", file=out)  # type: ignore[arg-type]
+    run.log({"x": 2})
+    out.write("over")  # the kill comes here: an unfinished line, spooled, never sealed
+    path = run._spool.path
+    run._spool.close()
+    stop.__self__.active = False  # the "dead" process writes no more
+    spool = Spool.open(path)
+    try:
+        assert seal_leftovers(spool) == 3  # one row, two lines
+        assert seal_leftovers(spool) == 0  # a second sync has nothing left to seal
+        events = Outbox(spool).poll()
+    finally:
+        spool.close()
+    assert [(ev.seq, ev.type) for ev in events] == [(1, "log_rows"), (2, "output"), (3, "log_rows"), (4, "output")]
+    texts = [ln["text"] for body in _outputs(events) for ln in body["lines"]]
+    assert texts == ["sealed", "left", "over"]

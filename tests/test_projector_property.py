@@ -54,6 +54,8 @@ def event(draw: st.DrawFn) -> tuple[str, bytes]:
                 "heartbeat",
                 "finish",
                 "crashed",
+                "output",
+                "output",
                 "garbage",
             ]
         )
@@ -114,6 +116,10 @@ def event(draw: st.DrawFn) -> tuple[str, bytes]:
             "state": draw(st.sampled_from(["finished", "failed", "killed"])),
             "runtime": 5.0,
         }
+    elif kind == "output":  # line numbers repeat and go down: appends, in-batch replacements, upserts
+        body = {"lines": draw(st.lists(st.fixed_dictionaries({
+            "line": st.integers(0, 5), "stream": st.sampled_from(["stdout", "stderr"]),
+            "ts": st.floats(1000, 2000), "text": st.text(max_size=3)}), max_size=4))}
     elif kind == "crashed":
         writer = "reaper"
         body = {"last_heartbeat": ts - 100, "timeout": 50.0}
@@ -239,3 +245,50 @@ def test_a_file_written_with_history_as_a_table_is_rebuilt_from_the_log() -> Non
             assert store.con.execute("SELECT count(*) FROM history").fetchone() == (0,)
         finally:
             store.close()
+
+
+def _output(seq: int, lines: list[tuple[int, str]], writer: str = "w1") -> Record:
+    body = {"lines": [{"line": n, "stream": "stdout", "ts": 1000.0 + n, "text": t} for n, t in lines]}
+    return Record(seq, run_subject("e", UIDS[0], "output"), encode_event(envelope("output", UIDS[0], writer, seq,
+                                                                                   1000.0, body)), 1000.0)
+
+
+def test_new_console_lines_are_appended_and_only_a_completed_one_is_replaced() -> None:
+    with tempfile.TemporaryDirectory() as d:
+        store = Store(Path(d) / "p.duckdb")
+        state = store.load()
+        first = fold(state, [_output(1, [(0, "a"), (1, "load"), (1, "loadi")]), _output(2, [(2, "b")])])
+        assert first.upserts == {}  # new lines only: no DELETE
+        assert [r["text"] for r in first.appends["console"]] == ["a", "loadi", "b"]  # one row a line
+        store.apply(first)
+        later = fold(state, [_output(3, [(1, "loading done"), (2, "b!"), (3, "c")]), _output(4, [(3, "c!"), (4, "d")])])
+        assert [r["line"] for r in later.upserts["console"][1]] == [1, 2]  # lines stored unfinished
+        assert [(r["line"], r["text"]) for r in later.appends["console"]] == [(3, "c!"), (4, "d")]
+        store.apply(later)
+        other = fold(state, [_output(5, [(0, "w2 line")], writer="w2")])
+        assert other.upserts == {}  # numbering is per writer
+        store.apply(other)
+        rows = store.con.execute("SELECT writer, line, text FROM console ORDER BY writer, line").fetchall()
+        store.close()
+    assert rows == [("w1", 0, "a"), ("w1", 1, "loading done"), ("w1", 2, "b!"), ("w1", 3, "c!"), ("w1", 4, "d"),
+                    ("w2", 0, "w2 line")]
+
+
+@settings(max_examples=80, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    events=st.lists(st.tuples(st.sampled_from(["w1", "w2"]), st.lists(
+        st.tuples(st.integers(0, 6), st.text(max_size=2)), max_size=4)), min_size=1, max_size=12),
+    cuts=st.lists(st.integers(0, 100), max_size=6),
+    restart_at=st.integers(0, 6),
+)
+def test_console_rows_are_each_lines_last_state_whatever_the_batches(
+    events: list[tuple[str, list[tuple[int, str]]]], cuts: list[int], restart_at: int
+) -> None:
+    records = [_output(i + 1, lines, writer) for i, (writer, lines) in enumerate(events)]
+    last: dict[tuple[str, int], str] = {}
+    for writer, lines in events:
+        for n, text in lines:
+            last[(writer, n)] = text
+    with tempfile.TemporaryDirectory() as d:
+        got = project_incrementally(Path(d) / "inc.duckdb", records, cuts, restart_at, overlap=1)["console"]
+    assert sorted((r[1], r[4], r[6]) for r in got) == sorted((w, n, t) for (w, n), t in last.items())

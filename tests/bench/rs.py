@@ -164,7 +164,7 @@ def telemetry(params: dict[str, Any]) -> dict[str, Any]:
             names = names[r % 3:] + names[:r % 3]
             for name in names:
                 interval = settings[name]
-                stops = [] if interval is None else [start_sampler(run, interval, {}), start_console(run, {})]
+                stops = [] if interval is None else [start_sampler(run, interval, {}), start_console(run)]
                 t, c = time.perf_counter(), time.process_time()
                 for _ in range(steps):
                     _train_step(step)
