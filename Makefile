@@ -37,12 +37,13 @@ demo: $(STAMP)
 
 # pytest exits 5 when it collected no tests: that is a failure here (a typo in PYTEST_ARGS or a
 # broken test path must not pass CI), but with its own message. ruff runs even when tests fail,
-# so one run reports both; the target fails if either does.
+# so one run reports both; then mypy (make typecheck). The target fails if any of them does.
 test: $(STAMP)
 	@status=0; \
 	$(PY) -m pytest -q $(PYTEST_ARGS) || status=$$?; \
 	if [ $$status -eq 5 ]; then echo "make test: pytest collected no tests (exit 5)" >&2; fi; \
 	$(PY) -m ruff check . || { rc=$$?; [ $$status -ne 0 ] || status=$$rc; }; \
+	$(MAKE) --no-print-directory typecheck || { rc=$$?; [ $$status -ne 0 ] || status=$$rc; }; \
 	if [ $$status -ne 0 ]; then echo "make test: FAILED (exit $$status)" >&2; fi; \
 	exit $$status
 

@@ -61,7 +61,8 @@ def console_lines(cur: duckdb.DuckDBPyConnection, run_uid: str, *, stream: str |
         after: ``{writer: line}``: only lines numbered above it for that writer (to follow a run).
         limit: at most this many lines.
     """
-    where, params = ["c.run_uid = ?"], [run_uid]
+    where: list[str] = ["c.run_uid = ?"]
+    params: list[Any] = [run_uid]
     if stream is not None:
         where.append("c.stream = ?")
         params.append(stream)

@@ -123,8 +123,9 @@ class NvmlSource:
     def __init__(self, nvml: Any = None) -> None:
         try:
             if nvml is None:
-                import pynvml as nvml
+                import pynvml as default_nvml
 
+                nvml = default_nvml
             pynvml = nvml
             pynvml.nvmlInit()
             count = pynvml.nvmlDeviceGetCount()
