@@ -116,6 +116,22 @@ class MetaBody(_Body):
     job_type: str | None = None
 
 
+class MoveBody(_Body):
+    """The run moved to ``entity/project/run_id`` (same entity) from ``from_path``. Recorded by the
+    server (writer ``api:<id>``) after claiming the new path; the events keep their subjects."""
+
+    entity: str
+    project: str
+    run_id: str
+    from_path: str
+
+
+class DeleteBody(_Body):
+    """Tombstone: the run is deleted. The server then purges the run's earlier events from the
+    stream (this one stays, so a replay knows); the projector drops the run's rows and every later
+    event of the run. It carries nothing of the run: deleted data must go."""
+
+
 BODIES: dict[str, type[_Body]] = {
     "init": InitBody,
     "log": LogBody,
@@ -128,6 +144,8 @@ BODIES: dict[str, type[_Body]] = {
     "finish": FinishBody,
     "crashed": CrashedBody,
     "meta": MetaBody,
+    "move": MoveBody,
+    "delete": DeleteBody,
 }
 
 

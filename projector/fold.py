@@ -22,6 +22,7 @@ from runstream.broker.names import parse_subject
 
 from .errors import EventRejected
 from .history import LogRows, log_rows
+from .lifecycle import delete_run, drop_if_deleted, drop_late, move_run
 from .packed_rows import decode_log_rows
 from .state import KeyStats, ProjectionState, RunState, SeqSet
 from .summary import Row, config_rows, metric_rows, summary_rows
@@ -98,6 +99,14 @@ class Changes:
     upserts: dict[str, tuple[tuple[str, ...], list[dict[str, Any]]]] = field(default_factory=dict)
     """``table → (key columns, rows)``: each row replaces the stored rows with the same key values
     (a later row of the same key in this batch wins). Add with :meth:`upsert`."""
+    purged: list[str] = field(default_factory=list)
+    """Runs deleted in this batch (a ``delete`` tombstone): the store purges every row they have
+    (:meth:`~.store.Store.purge_run`)."""
+    dropped: int = 0
+    """Events of deleted runs that arrived after their tombstone, dropped (not dead-lettered:
+    deleted data must go)."""
+    late: list[tuple[str, int]] = field(default_factory=list)
+    """``(run_uid, stream_seq)`` of those dropped events, for the server to purge from the stream."""
 
     def append(self, table: str, *rows: dict[str, Any]) -> None:
         """Queue ``rows`` (column name → value) for insertion into the side table ``table``."""
@@ -133,6 +142,8 @@ def fold(state: ProjectionState, records: Iterable[Record | tuple[Any, ...]]) ->
         try:
             _fold_one(state, rec, changes)
         except EventRejected as e:
+            if drop_if_deleted(state, rec, changes):
+                continue
             payload = rec.data if isinstance(rec.data, bytes) else _repack(rec.data)
             changes.dead_letters.append(DeadLetter(rec.stream_seq, rec.subject, str(e), payload, rec.time))
     changes.checkpoint = state.checkpoint
@@ -174,6 +185,9 @@ def _decode(rec: Record) -> tuple[str, Event, dict[str, Any]]:
 def _fold_one(state: ProjectionState, rec: Record, changes: Changes) -> None:
     entity, ev, env = _decode(rec)
     rs = state.runs.get(ev.run_uid) or RunState(run_uid=ev.run_uid, entity=entity)
+    if rs.deleted_at is not None and ev.type != "delete":
+        drop_late(rs.run_uid, rec, changes)
+        return
     seqs = rs.applied.get(ev.writer)
     if seqs is not None and ev.seq in seqs:
         changes.skipped += 1
@@ -182,7 +196,7 @@ def _fold_one(state: ProjectionState, rec: Record, changes: Changes) -> None:
         _log(rs, log_rows(ev.run_uid, env["b"]), changes)
     elif ev.type == "log_rows":
         _log(rs, decode_log_rows(ev.run_uid, env["b"]), changes)
-    if ev.writer != REAPER_WRITER and ev.type != "meta":  # an edit from the Api is no sign of life
+    if ev.writer != REAPER_WRITER and ev.type not in ("meta", "move", "delete"):  # edits from the Api: no sign of life
         _heartbeat(rs, ev.ts)
     handler = _HANDLERS.get(ev.type)
     if handler is not None:
@@ -315,6 +329,8 @@ _HANDLERS: dict[str, Handler] = {
     "metadata": _metadata,
     "finish": _finish,
     "crashed": _crashed,
+    "move": move_run,
+    "delete": delete_run,
 }
 
 

@@ -154,6 +154,8 @@ class RunState:
     deleted: list[str] = field(default_factory=list)
     metrics: dict[str, dict[str, Any]] = field(default_factory=dict)
     applied: dict[str, SeqSet] = field(default_factory=dict)
+    deleted_at: float | None = None
+    """Set by a ``delete`` tombstone: the run's data is purged and its later events are dropped."""
 
     def to_bytes(self) -> bytes:
         d = {f.name: getattr(self, f.name) for f in fields(self)}
