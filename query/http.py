@@ -10,6 +10,8 @@
     PATCH /api/runs/{entity}/{project}/{run_id}               edit name/notes/tags/group/job_type (a meta event)
     GET   /api/runs/{entity}/{project}/{run_id}/history       wide history: JSON or Arrow IPC
     GET   /api/runs/{entity}/{project}/{run_id}/history/events  SSE: the run's history as it is logged
+    POST  /api/runs/{entity}/{project}/{run_id}/move          move it to another project (see .http_lifecycle)
+    DELETE /api/runs/{entity}/{project}/{run_id}              delete it; in bulk: /api/projects/.../runs/delete
     GET   /api/runs/{entity}/{project}/{run_id}/summary       {key: value}
     GET   /api/runs/{entity}/{project}/{run_id}/config        {key: value}
     POST  /api/sql                                            one sandboxed query: JSON or Arrow IPC
@@ -18,7 +20,8 @@ Arrow IPC (stream format) is chosen with ``Accept: application/vnd.apache.arrow.
 ``?format=arrow``. ``?fresh=true`` first waits (briefly) until the projection holds what the log
 holds now (read-your-writes). With an API key configured every ``/api`` route needs
 ``Authorization: Bearer <key>``. Errors are ``{"error": message, "kind": ...}`` with 400 (bad
-request or query), 401 (key), 403 (refused by the sandbox), 404, 408 (time limit), 503 (lagging).
+request or query), 401 (key), 403 (refused by the sandbox), 404, 408 (time limit), 409 (a move or
+delete refused), 503 (lagging).
 """
 
 from __future__ import annotations
@@ -36,7 +39,7 @@ from pydantic import BaseModel, Field
 
 from . import protocol
 from .core import ServerCore
-from .errors import ProjectionLagging, QueryError, QueryRefused, QueryTimeout
+from .errors import Conflict, ProjectionLagging, QueryError, QueryRefused, QueryTimeout
 from .filters import FilterError
 from .jsonable import json_value, table_records
 from .live import follow_history, follow_runs
@@ -152,6 +155,8 @@ def _error_status(e: QueryError) -> tuple[int, str]:
         return 503, "lagging"
     if isinstance(e, FilterError):
         return 400, "filter"
+    if isinstance(e, Conflict):
+        return 409, "conflict"
     return 400, "error"
 
 
@@ -292,6 +297,10 @@ def create_app(core: ServerCore | None = None, *, api_key: str | None = None,
 
     for table_name in ("summary", "config"):
         _add_key_values(app, table_name, api)
+
+    from .http_lifecycle import add_lifecycle_routes
+
+    add_lifecycle_routes(app, api)  # move and delete
 
     @app.post("/api/sql", dependencies=api, summary="one sandboxed read-only query",
               responses={200: {"content": {"application/json": {}, ARROW: {}}}})
