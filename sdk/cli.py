@@ -480,6 +480,9 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("paths", nargs="*", metavar="PATH",
                     help="run folders or spools (default: every run under ./runstream)")
     add("demo", cmd_demo, "run a simulated training on the local stack and query it")
+    from .cli_lifecycle import add_lifecycle_commands
+
+    add_lifecycle_commands(add)  # delete, move
     return p
 
 
