@@ -49,6 +49,9 @@ created_at, seconds), ``metrics`` MAP(VARCHAR, DOUBLE) of the step's numeric val
 ``runs_overview`` — ``runs`` plus ``summary`` and ``config`` as MAP(VARCHAR, DOUBLE)
 (numeric values) and ``summary_json``/``config_json`` MAP(VARCHAR, VARCHAR) (the others).
 
+A deleted run (``delete`` tombstone) leaves no row in any public table; see
+:meth:`~.store.Store.purge_run` for what stays internally.
+
 Internal tables
 ---------------
 

@@ -295,7 +295,9 @@ class Store:
     def purge_run(self, run_uid: str) -> None:
         """Delete every row of a run (call inside :meth:`apply`'s transaction): every table with a
         ``run_uid`` column (side tables added later included) but :data:`KEPT_ON_PURGE`, its
-        history points, and the dead letters of its subjects."""
+        history points, and the dead letters of its subjects. :meth:`apply` calls it for each run
+        of ``Changes.purged`` before inserting the batch's ``applied`` rows, so the tombstone's own
+        row stays (as a replay of the purged stream has it)."""
         tables = [r[0] for r in self.con.execute(
             "SELECT DISTINCT c.table_name FROM duckdb_columns() c JOIN duckdb_tables() t USING "
             "(database_name, schema_name, table_name) WHERE c.database_name = current_database() "
