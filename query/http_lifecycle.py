@@ -33,9 +33,9 @@ MAX_RUNS = 100_000
 
 
 class _Selection(BaseModel):
-    run_ids: list[str] | None = Field(None, description="these runs of the project")
-    filters: dict[str, Any] | None = Field(None, description="or the runs matching this filter ({}: all)")
-    wait: bool = Field(True, description="answer once the change is projected (up to 10 s)")
+    run_ids: list[str] | None = Field(default=None, description="these runs of the project")
+    filters: dict[str, Any] | None = Field(default=None, description="or the runs matching this filter ({}: all)")
+    wait: bool = Field(default=True, description="answer once the change is projected (up to 10 s)")
 
 
 class MoveRequest(_Selection):

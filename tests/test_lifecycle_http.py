@@ -230,3 +230,26 @@ def test_bulk_delete_by_filter_and_selection_errors(client: TestClient, env: str
     assert sorted(d["path"] for d in resp.json()["deleted"]) == [f"{env}/p/d1", f"{env}/p/d2"]
     listed = client.get(f"/api/projects/{env}/p/runs", params={"fresh": "true"}).json()
     assert [r["run_id"] for r in listed["runs"]] == ["d3"]
+
+
+def test_sync_of_an_old_spool_after_move_or_delete(client: TestClient, env: str, nats: MiniNats) -> None:
+    import runstream
+    from runstream.settings import load_settings as settings_now
+    from runstream.sync import sync_paths
+
+    dirs = {}
+    for rid in ("m", "d"):
+        with runstream.init(entity=env, project="p", id=rid) as run:
+            run.log({"loss": 1.0})
+        dirs[rid] = run.dir
+    uid_m = run_of(client, f"{env}/p/m")["run_uid"]
+    uid_d = run_of(client, f"{env}/p/d")["run_uid"]
+    assert client.post(f"/api/runs/{env}/p/m/move", json={"project": "q"}).status_code == 200
+    assert client.delete(f"/api/runs/{env}/p/d").status_code == 200
+    before = subjects_of(nats, uid_m)
+    report = sync_paths([dirs["m"], dirs["d"]], settings_now(), include_complete=True)
+    assert report.runs == [f"{env}/p/m"] and len(report.errors) == 1 and "deleted" in report.errors[0]
+    assert subjects_of(nats, uid_m) == before  # re-sent with the same message ids: nothing doubled
+    assert subjects_of(nats, uid_d) == {run_subject(env, uid_d, "delete"): 1}
+    assert run_of(client, f"{env}/q/m")["state"] == "finished"
+    assert client.get(f"/api/runs/{env}/p/m").status_code == 404
