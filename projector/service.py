@@ -79,6 +79,8 @@ class Projector:
         """Called with ``(run_uid, stream_seq)`` of events of deleted runs the fold dropped (the
         server deletes them from the stream); a failure is logged, never stops the projector."""
         self._late: list[tuple[str, int]] = []
+        self.dropped = 0
+        """Events of deleted runs dropped (after their tombstone) since this object was created."""
 
     # -- reading the projection ----------------------------------------------------------------
 
@@ -114,6 +116,7 @@ class Projector:
             raise
         self.points += changes.points
         self._late.extend(changes.late)
+        self.dropped += changes.dropped
         return changes.checkpoint
 
     async def _commit(self, records: list[Record]) -> None:

@@ -190,6 +190,7 @@ def test_a_live_run_deleted_is_not_resurrected(client: TestClient, env: str, nat
     wait_for(lambda: client.get("/api/health", params={"fresh": "true"}).json()["lag"] == 0
              and subjects_of(nats, uid) == tomb, what="late events deleted from the stream")
     assert client.get(f"/api/runs/{env}/p/doomed").status_code == 404
+    assert client.app.state.core.projector.dropped > 0  # type: ignore[attr-defined]
     dead = client.post("/api/sql", json={"sql": f"SELECT count(*) AS n FROM dead_letters WHERE subject LIKE "
                                                 f"'%{uid}%'", "fresh": True})
     assert dead.json()["rows"] == [{"n": 0}]
