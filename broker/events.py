@@ -249,6 +249,20 @@ class OutputBody(_Body):
 
     lines: list[OutputLine]
     label: str | None = None
+class MoveBody(_Body):
+    """The run moved to ``entity/project/run_id`` (same entity) from ``from_path``. Recorded by the
+    server (writer ``api:<id>``) after claiming the new path; the events keep their subjects."""
+
+    entity: str
+    project: str
+    run_id: str
+    from_path: str
+
+
+class DeleteBody(_Body):
+    """Tombstone: the run is deleted. The server then purges the run's earlier events from the
+    stream (this one stays, so a replay knows); the projector drops the run's rows and every later
+    event of the run. It carries nothing of the run: deleted data must go."""
 
 
 BODIES: dict[str, type[_Body]] = {
@@ -271,6 +285,8 @@ BODIES: dict[str, type[_Body]] = {
     "artifact": ArtifactBody,
     "system": SystemBody,
     "output": OutputBody,
+    "move": MoveBody,
+    "delete": DeleteBody,
 }
 
 

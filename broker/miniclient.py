@@ -19,8 +19,9 @@ from typing import Any
 from urllib.parse import unquote, urlparse
 
 from . import wire
-from .errors import BrokerError, BrokerUnavailable, RunExistsError
+from .errors import BrokerError, BrokerUnavailable, RunDeletedError, RunExistsError, RunMovedError
 from .names import PATHS_BUCKET, STREAM, path_key, paths_bucket_config, stream_config
+from .paths import PathEntry, parse_path_value
 
 ERR_STREAM_NOT_FOUND = 10059
 ERR_WRONG_LAST_SEQUENCE = 10071
@@ -253,16 +254,32 @@ class MiniNats:
             self.js_api(f"STREAM.INFO.{name}")  # created meanwhile by another process
 
     def claim_path(self, entity: str, project: str, run_id: str, run_uid: str) -> None:
-        """Create-if-absent of ``path → uid`` in the KV bucket; RunExistsError if taken."""
+        """Create-if-absent of ``path → uid`` in the KV bucket.
+
+        Raises:
+            RunDeletedError: the path was a deleted run's (its id is never reused).
+            RunMovedError: the path was another run's that moved away (the id stays reserved).
+            RunExistsError: the path is another run's (or this run's: callers confirm with
+                :meth:`resolve_path`). A path this run moved away from is no conflict.
+        """
         subject = f"$KV.{PATHS_BUCKET}.{path_key(entity, project, run_id)}"
         try:
             self.js_publish(subject, run_uid.encode(), headers={"Nats-Expected-Last-Subject-Sequence": "0"})
         except JetStreamError as e:
-            if e.err_code == ERR_WRONG_LAST_SEQUENCE:
-                raise RunExistsError(f"{entity}/{project}/{run_id}") from e
-            raise
+            if e.err_code != ERR_WRONG_LAST_SEQUENCE:
+                raise
+            path = f"{entity}/{project}/{run_id}"
+            entry = self.path_entry(entity, project, run_id)
+            if entry is not None and entry.status == "deleted":
+                raise RunDeletedError(path) from e
+            if entry is not None and entry.status == "moved":
+                if entry.uid == run_uid:
+                    return  # this run's old path (e.g. a spool synced after a move): its events carry the uid
+                raise RunMovedError(path, entry.to) from e
+            raise RunExistsError(path) from e
 
-    def resolve_path(self, entity: str, project: str, run_id: str) -> str | None:
+    def path_entry(self, entity: str, project: str, run_id: str) -> PathEntry | None:
+        """The path's KV entry (live, moved or deleted), or None when it was never claimed."""
         subject = f"$KV.{PATHS_BUCKET}.{path_key(entity, project, run_id)}"
         try:
             data = self.js_api(f"STREAM.MSG.GET.KV_{PATHS_BUCKET}", {"last_by_subj": subject})
@@ -270,12 +287,18 @@ class MiniNats:
             if e.code == 404:
                 return None
             raise
-        raw = data.get("message", {}).get("data")
+        msg = data.get("message", {})
+        raw = msg.get("data")
         if not raw:
             return None
         import base64
 
-        return base64.b64decode(raw).decode()
+        return parse_path_value(base64.b64decode(raw), int(msg.get("seq") or 0))
+
+    def resolve_path(self, entity: str, project: str, run_id: str) -> str | None:
+        """The uid the path is a live alias of; None when unclaimed, moved away or deleted."""
+        entry = self.path_entry(entity, project, run_id)
+        return entry.uid if entry is not None and entry.live else None
 
     # -- socket IO -------------------------------------------------------------------------------
 

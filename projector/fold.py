@@ -24,6 +24,7 @@ from .alerts import fold_alert, fold_alert_delivery, fold_stop_requested
 from .errors import EventRejected
 from .files_fold import fold_artifact, fold_file
 from .history import LogRows, log_rows
+from .lifecycle import delete_run, drop_if_deleted, drop_late, move_run
 from .lineage import (
     CLOCK_KEYS,
     MAX_STEP,
@@ -44,7 +45,7 @@ REAPER_WRITER = "reaper"
 """Writer id of crash decisions; its events do not count as heartbeats."""
 
 TERMINAL_STATES = frozenset({"finished", "failed", "killed"})
-NOT_SIGNS_OF_LIFE = frozenset({"meta", "stop_requested", "alert_delivery"})
+NOT_SIGNS_OF_LIFE = frozenset({"meta", "stop_requested", "alert_delivery", "move", "delete"})
 """Event types written by others than the run (the Api, the server): no heartbeat of the run."""
 _AGGS = ("min", "max", "mean", "first")
 
@@ -117,6 +118,14 @@ class Changes:
     before appends, so a key must not be queued both ways in one batch."""
     keyed: dict[str, dict[tuple[Any, ...], int]] = field(default_factory=dict)
     """``table → key → index in appends[table]`` of rows queued with :meth:`append_once`."""
+    purged: list[str] = field(default_factory=list)
+    """Runs deleted in this batch (a ``delete`` tombstone): the store purges every row they have
+    (:meth:`~.store.Store.purge_run`)."""
+    dropped: int = 0
+    """Events of deleted runs that arrived after their tombstone, dropped (not dead-lettered:
+    deleted data must go)."""
+    late: list[tuple[str, int]] = field(default_factory=list)
+    """``(run_uid, stream_seq)`` of those dropped events, for the server to purge from the stream."""
 
     def append(self, table: str, *rows: dict[str, Any]) -> None:
         """Queue ``rows`` (column name → value) for insertion into the side table ``table``."""
@@ -168,6 +177,8 @@ def fold(state: ProjectionState, records: Iterable[Record | tuple[Any, ...]]) ->
         try:
             _fold_one(state, rec, changes)
         except EventRejected as e:
+            if drop_if_deleted(state, rec, changes):
+                continue
             payload = rec.data if isinstance(rec.data, bytes) else _repack(rec.data)
             changes.dead_letters.append(DeadLetter(rec.stream_seq, rec.subject, str(e), payload, rec.time))
     changes.checkpoint = state.checkpoint
@@ -209,6 +220,9 @@ def _decode(rec: Record) -> tuple[str, Event, dict[str, Any]]:
 def _fold_one(state: ProjectionState, rec: Record, changes: Changes) -> None:
     entity, ev, env = _decode(rec)
     rs = state.runs.get(ev.run_uid) or RunState(run_uid=ev.run_uid, entity=entity)
+    if rs.deleted_at is not None and ev.type != "delete":
+        drop_late(rs.run_uid, rec, changes)
+        return
     seqs = rs.applied.get(ev.writer)
     if seqs is not None and ev.seq in seqs:
         changes.skipped += 1
@@ -451,6 +465,8 @@ _HANDLERS: dict[str, Handler] = {
     "artifact": fold_artifact,
     "system": fold_system,
     "output": fold_output,
+    "move": move_run,
+    "delete": delete_run,
 }
 
 

@@ -108,6 +108,8 @@ included), ``created_by`` VARCHAR (run_uid that made the version), ``created_at`
 ``artifact_usage`` — lineage, one row per (run, version, role): ``run_uid``, ``entity``,
 ``project``, ``name``, ``version``, ``role`` VARCHAR (``output``: the run logged it, ``input``:
 the run used it), ``digest`` VARCHAR, ``used_at`` DOUBLE (the latest such event).
+A deleted run (``delete`` tombstone) leaves no row in any public table; see
+:meth:`~.store.Store.purge_run` for what stays internally.
 
 Internal tables
 ---------------

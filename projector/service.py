@@ -9,8 +9,9 @@ the others are cancelled and the error surfaces from ``run()``.
 
 from __future__ import annotations
 
+import logging
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
@@ -30,6 +31,7 @@ from .state import ProjectionState
 from .store import Store
 
 Progress = Callable[[int, int], None]
+log = logging.getLogger("runstream.projector")
 
 _PREFETCH = 8
 """Fetched batches that may wait for the writer (they are then written in one transaction)."""
@@ -73,6 +75,12 @@ class Projector:
         self._advanced = anyio.Event()
         self.points = 0
         """History points written since this object was created."""
+        self.on_late: Callable[[list[tuple[str, int]]], Awaitable[None]] | None = None
+        """Called with ``(run_uid, stream_seq)`` of events of deleted runs the fold dropped (the
+        server deletes them from the stream); a failure is logged, never stops the projector."""
+        self._late: list[tuple[str, int]] = []
+        self.dropped = 0
+        """Events of deleted runs dropped (after their tombstone) since this object was created."""
 
     # -- reading the projection ----------------------------------------------------------------
 
@@ -107,6 +115,8 @@ class Projector:
             self._state = self.store.load()  # the fold ran ahead of what was committed
             raise
         self.points += changes.points
+        self._late.extend(changes.late)
+        self.dropped += changes.dropped
         return changes.checkpoint
 
     async def _commit(self, records: list[Record]) -> None:
@@ -114,6 +124,12 @@ class Projector:
         self._projected = seq
         advanced, self._advanced = self._advanced, anyio.Event()
         advanced.set()
+        late, self._late = self._late, []
+        if late and self.on_late is not None:
+            try:
+                await self.on_late(late)
+            except Exception:
+                log.exception("deleting %d late event(s) of deleted runs from the stream failed", len(late))
 
     async def _connect(self) -> Any:
         nc = await connect(self.nats_url, name="runstream-projector", **self.nats_options)

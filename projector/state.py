@@ -173,6 +173,8 @@ class RunState:
     """Per writer, the highest console line number stored: a higher one is new (appended), a lower
     one may replace a stored row (the rare upsert). None in a state stored before it was kept:
     unknown, so every line of that run is upserted."""
+    deleted_at: float | None = None
+    """Set by a ``delete`` tombstone: the run's data is purged and its later events are dropped."""
 
     def to_bytes(self) -> bytes:
         d = {f.name: getattr(self, f.name) for f in fields(self)}

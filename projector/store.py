@@ -220,6 +220,8 @@ class Store:
                         "received_at": pa.array([_micros(d.received_at) for d in changes.dead_letters], _TS),
                     })
                     self._insert("dead_letters", dl)
+                for uid in changes.purged:
+                    self.purge_run(uid)
                 if changes.applied:
                     ap = changes.applied
                     self._insert("applied", pa.table({
@@ -303,6 +305,28 @@ class Store:
                 values = _value_table({u: per_run[u] for u in stale})
                 if values.num_rows:
                     self._insert(table, values)
+
+    KEPT_ON_PURGE = ("projector_state", "history_run_ids")
+    """Rows a purge leaves: the run's tombstone fold state (so its later events are dropped) and
+    its integer code (codes are handed out by count, so one must never be freed)."""
+
+    def purge_run(self, run_uid: str) -> None:
+        """Delete every row of a run (call inside :meth:`apply`'s transaction): every table with a
+        ``run_uid`` column (side tables added later included) but :data:`KEPT_ON_PURGE`, its
+        history points, and the dead letters of its subjects. :meth:`apply` calls it for each run
+        of ``Changes.purged`` before inserting the batch's ``applied`` rows, so the tombstone's own
+        row stays (as a replay of the purged stream has it)."""
+        tables = [r[0] for r in self.con.execute(
+            "SELECT DISTINCT c.table_name FROM duckdb_columns() c JOIN duckdb_tables() t USING "
+            "(database_name, schema_name, table_name) WHERE c.database_name = current_database() "
+            "AND c.schema_name = 'main' AND c.column_name = 'run_uid' ORDER BY 1").fetchall()]
+        for table in tables:
+            if table not in self.KEPT_ON_PURGE:
+                self.con.execute(f'DELETE FROM "{table}" WHERE run_uid = ?', [run_uid])
+        for table in ("history_numeric", "history_other", "history_steps"):  # every line: uid, uid~branch
+            self.con.execute(f"DELETE FROM {table} WHERE run IN (SELECT id FROM history_run_ids "
+                             "WHERE run_uid = ? OR starts_with(run_uid, ? || '~'))", [run_uid, run_uid])
+        self.con.execute("DELETE FROM dead_letters WHERE split_part(subject, '.', 4) = ?", [run_uid])
 
     def rows(self, table: str, where: str = "", params: Iterable[Any] = ()) -> list[tuple[Any, ...]]:
         """All rows of a table, sorted (a convenience for tests and the CLI)."""

@@ -9,6 +9,7 @@ and in-process tests open it from an ASGI app's lifespan. Leaving the context ca
 from __future__ import annotations
 
 import contextlib
+import functools
 import logging
 import secrets
 import time
@@ -110,6 +111,7 @@ async def open_core(config: ServerConfig) -> AsyncIterator[ServerCore]:
     """
     from ..broker.jetstream import connect
     from ..projector import Projector
+    from .lifecycle import purge_late
     from .rpc import Responder
     from .sandbox import Sandbox
     from .service import ProjectorTask, QueryService
@@ -126,6 +128,7 @@ async def open_core(config: ServerConfig) -> AsyncIterator[ServerCore]:
     except BaseException:
         projector.close()
         raise
+    projector.on_late = functools.partial(purge_late, nc)  # events of deleted runs after their tombstone
     try:
         async with anyio.create_task_group() as tg:
             log.info("projecting %s into %s", config.nats_url, config.db_path)

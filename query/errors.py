@@ -7,6 +7,7 @@
      ├── QueryTimeout               it ran past its time limit and was interrupted
      ├── ProjectionLagging          the projection did not reach the requested stream sequence in time
      ├── NotFound                   no such run or project (HTTP 404)
+     ├── Conflict                   a move or delete refused: path taken, forks left (HTTP 409)
      ├── Unauthorized               the HTTP API wants an API key, or another one (HTTP 401)
      └── RunNotAlive                a stop for a run no live process answers for (HTTP 409)
     runstream.errors.StackError
@@ -26,6 +27,7 @@ __all__ = [
     "QueryRefused",
     "QueryTimeout",
     "NotFound",
+    "Conflict",
     "Unauthorized",
     "ServerUnavailable",
     "RunNotAlive",
@@ -49,6 +51,10 @@ class NotFound(QueryError):
     """No such run or project."""
 
 
+class Conflict(QueryError):
+    """A move or delete was refused and changed nothing: the new path is taken, the run has forks."""
+
+
 class Unauthorized(QueryError):
     """The HTTP API refused the API key (or its absence)."""
 
@@ -66,6 +72,7 @@ _KINDS: dict[str, type[QueryError]] = {
     "timeout": QueryTimeout,
     "lagging": ProjectionLagging,
     "not_found": NotFound,
+    "conflict": Conflict,
     "unauthorized": Unauthorized,
     "not_alive": RunNotAlive,
     "error": QueryError,

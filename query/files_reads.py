@@ -123,6 +123,27 @@ def unreferenced_digests(cur: duckdb.DuckDBPyConnection, digests: set[str], run_
     return set(digests) - {r[0] for r in rows}
 
 
+def only_needed_by(cur: duckdb.DuckDBPyConnection, run_uids: list[str]) -> set[str]:
+    """The objects that only the runs ``run_uids`` need (what deleting all of them frees): their
+    files and logged artifact versions' objects that no other run's file, artifact output or input
+    points at."""
+    if not run_uids:
+        return set()
+    mine = cur.execute("""
+        SELECT sha256 FROM files WHERE list_contains($1, run_uid)
+        UNION SELECT u.digest FROM artifact_usage u WHERE list_contains($1, u.run_uid) AND u.role = 'output'
+        UNION SELECT f.sha256 FROM artifact_usage u JOIN artifact_files f USING (entity, project, name, version)
+              WHERE list_contains($1, u.run_uid) AND u.role = 'output' AND f.sha256 IS NOT NULL
+    """, [list(run_uids)]).fetchall()
+    others = cur.execute("""
+        SELECT sha256 FROM files WHERE NOT list_contains($1, run_uid)
+        UNION SELECT u.digest FROM artifact_usage u WHERE NOT list_contains($1, u.run_uid)
+        UNION SELECT f.sha256 FROM artifact_usage u JOIN artifact_files f USING (entity, project, name, version)
+              WHERE NOT list_contains($1, u.run_uid) AND f.sha256 IS NOT NULL
+    """, [list(run_uids)]).fetchall()
+    return {r[0] for r in mine if r[0]} - {r[0] for r in others}
+
+
 def purge_run_objects(cur: duckdb.DuckDBPyConnection, client: Any, run_uid: str) -> set[str]:
     """Remove from the object store the objects only ``run_uid`` needs; return their digests.
 

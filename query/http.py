@@ -12,6 +12,8 @@
     GET   /api/runs/{entity}/{project}/{run_id}/branches      history branches (rewinds archive them)
     GET   /api/projects/{entity}/{project}/groups/history     a metric's mean/min/max/std per step per group
     GET   /api/runs/{entity}/{project}/{run_id}/history/events  SSE: the run's history as it is logged
+    POST  /api/runs/{entity}/{project}/{run_id}/move          move it to another project (see .http_lifecycle)
+    DELETE /api/runs/{entity}/{project}/{run_id}              delete it; in bulk: /api/projects/.../runs/delete
     GET   /api/runs/{entity}/{project}/{run_id}/summary       {key: value}
     GET   /api/runs/{entity}/{project}/{run_id}/config        {key: value}
     GET   /api/runs/{entity}/{project}/{run_id}/system        system metrics, one row per sample
@@ -27,7 +29,7 @@ Arrow IPC (stream format) is chosen with ``Accept: application/vnd.apache.arrow.
 holds now (read-your-writes). With an API key configured every ``/api`` route needs
 ``Authorization: Bearer <key>``. Errors are ``{"error": message, "kind": ...}`` with 400 (bad
 request or query), 401 (key), 403 (refused by the sandbox), 404, 408 (time limit), 409 (stop of a
-run that is not alive), 503 (lagging).
+run that is not alive; a move or delete refused), 503 (lagging).
 """
 
 from __future__ import annotations
@@ -46,7 +48,7 @@ from pydantic import BaseModel, Field
 
 from . import protocol
 from .core import ServerCore
-from .errors import ProjectionLagging, QueryError, QueryRefused, QueryTimeout, RunNotAlive
+from .errors import Conflict, ProjectionLagging, QueryError, QueryRefused, QueryTimeout, RunNotAlive
 from .filters import FilterError
 from .jsonable import json_value, table_records
 from .live import follow_history, follow_runs
@@ -164,6 +166,8 @@ def _error_status(e: QueryError) -> tuple[int, str]:
         return 400, "filter"
     if isinstance(e, RunNotAlive):
         return 409, "not_alive"
+    if isinstance(e, Conflict):
+        return 409, "conflict"
     return 400, "error"
 
 
@@ -344,6 +348,9 @@ def create_app(core: ServerCore | None = None, *, api_key: str | None = None,
     from .http_telemetry import add_routes
 
     add_routes(app, api)  # …/system and …/logs
+    from .http_lifecycle import add_lifecycle_routes
+
+    add_lifecycle_routes(app, api)  # move and delete
 
     @app.post("/api/sql", dependencies=api, summary="one sandboxed read-only query",
               responses={200: {"content": {"application/json": {}, ARROW: {}}}})

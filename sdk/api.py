@@ -8,6 +8,7 @@
     run = api.run("nico/awesome-project/1jx1ud12")
     df = run.history(keys=["loss"])                          # pandas (pandas=False: Arrow)
     run.tags.append("best"); run.update()                    # a meta event in the log
+    run.move("other-project"); run.delete()                  # move / delete events (lifecycle_client)
     api.sql("SELECT state, count(*) FROM runs GROUP BY ALL")
 
 The URL comes from ``base_url``, else ``RUNSTREAM_API_URL`` (settings ``api_url``), else the local
@@ -222,6 +223,32 @@ class Api:
         params = {"entity": parts[0] if parts else None, "project": parts[1] if len(parts) > 1 else None,
                   "limit": limit, "fresh": self.fresh}
         return list(self.client.json("GET", "/api/alerts", params)["alerts"])
+    def move_runs(self, path: str | None, project: str, *, run_ids: Sequence[str] | None = None,
+                  filters: dict[str, Any] | None = None) -> list[dict[str, Any]]:
+        """Move runs of ``path`` (``"entity/project"``) to ``project`` of the same entity: those with
+        ``run_ids``, else those matching ``filters`` (``{}``: all). Their events stay; their paths
+        change, and their old ids stay reserved for them. Returns ``{from, to, ...}`` per run moved.
+
+        Raises:
+            Conflict: a target path is taken (nothing moved). NotFound: a run id is not there.
+        """
+        from .lifecycle_client import bulk
+
+        return bulk(self, "move", path, run_ids, filters, {"project": project})
+
+    def delete_runs(self, path: str | None, *, run_ids: Sequence[str] | None = None,
+                    filters: dict[str, Any] | None = None) -> list[dict[str, Any]]:
+        """Delete runs of ``path`` (``"entity/project"``): those with ``run_ids``, else those matching
+        ``filters`` (``{}``: all). Their events, rows and objects are purged for good, and their ids
+        can never be used again. Returns ``{path, run_uid, purged, ...}`` per run.
+
+        Raises:
+            Conflict: a run has forks that are not deleted with it (nothing deleted).
+            NotFound: a run id is not there.
+        """
+        from .lifecycle_client import bulk
+
+        return bulk(self, "delete", path, run_ids, filters, {})
 
 
 class Runs:
@@ -269,6 +296,15 @@ class Runs:
 
     def __repr__(self) -> str:
         return f"<Runs {self.entity}/{self.project}>"
+
+    def move(self, project: str) -> list[dict[str, Any]]:
+        """Move every run of this selection (its filters) to ``project``; see :meth:`Api.move_runs`."""
+        return self.api.move_runs(f"{self.entity}/{self.project}", project, filters=self.filters or {})
+
+    def delete(self) -> list[dict[str, Any]]:
+        """Delete every run of this selection (its filters; none: the whole project), for good;
+        see :meth:`Api.delete_runs`."""
+        return self.api.delete_runs(f"{self.entity}/{self.project}", filters=self.filters or {})
 
 
 class Run:
@@ -488,6 +524,27 @@ class Run:
     def alerts(self) -> list[dict[str, Any]]:
         """The run's alerts, newest first, each with ``deliveries`` (per sink: status, attempts, error)."""
         return list(self._api.client.json("GET", self._url("/alerts"), {"fresh": self._api.fresh})["alerts"])
+    def move(self, project: str) -> Run:
+        """Move the run to ``project`` of the same entity (a ``move`` event; its history, config and
+        summary go with it, and its old id stays reserved for it); then reload it there.
+
+        Raises:
+            Conflict: the id is taken in ``project``.
+        """
+        reply = self._api.client.json("POST", self._url("/move"), body={"project": project})
+        if reply["moved"]:
+            self._attrs["project"] = project
+        return self.load()
+
+    def delete(self) -> dict[str, Any]:
+        """Delete the run for good: a tombstone in the log, then its events, rows and objects are
+        purged, and its id can never be used again. Returns what the server did.
+
+        Raises:
+            Conflict: the run has forks (delete them with it: :meth:`Api.delete_runs`).
+        """
+        reply = self._api.client.json("DELETE", self._url())
+        return dict(reply["deleted"][0])
 
     def __repr__(self) -> str:
         return f"<Run {'/'.join(self.path)} ({self.state})>"

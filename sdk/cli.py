@@ -571,6 +571,9 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("path", nargs="?", metavar="PATH",
                     help="ENTITY, ENTITY/PROJECT or ENTITY/PROJECT/ID (default: all)")
     sp.add_argument("--limit", type=int, default=100, help="show at most N alerts (default 100)")
+    from .cli_lifecycle import add_lifecycle_commands
+
+    add_lifecycle_commands(add)  # delete, move
     return p
 
 

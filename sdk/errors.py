@@ -6,6 +6,8 @@
      ├── UsageError          the call itself is wrong (bad id, finished run, bad argument)
      │    └── RunNotFoundError   resume="must", fork_from or resume_from name a run that does not exist
      ├── RunExistsError      (from runstream.broker) a run id is already taken in its project
+     │    ├── RunDeletedError   ... by a deleted run (never reusable)
+     │    └── RunMovedError     ... by a run that moved away (reserved for it)
      ├── StackError          the local stack could not be started or reached
      ├── QueryError          a SQL query was refused or failed on the server
      └── SyncError           a spool could not be sent
