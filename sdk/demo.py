@@ -8,8 +8,13 @@ What it does, in order:
    steps each, ``loss``/``accuracy`` every step, ``val/*`` every 50 steps);
 3. runs one training that diverges and raises inside ``with runstream.init(...)`` → state ``failed``;
 4. runs one training in ``mode="offline"`` (spool only), then sends it with ``sync_paths``;
-5. queries the projection with SQL (read-your-writes) and prints each run's state and best loss;
-6. says how to query further and how to stop the stack, which it leaves running.
+5. forks the first run at step 100 with a lower learning rate (``fork_from``: the fork reads its
+   parent's first 101 steps in place and trains on from step 101);
+6. rewinds the diverged run to step 40 and continues it with a sane learning rate
+   (``resume_from``: same run id, the rows after step 40 stay as an archived branch) → finished;
+7. queries the projection with SQL (read-your-writes) and prints each run's state and best loss;
+8. says how to query further, where the web app is, and how to stop the stack, which it leaves
+   running.
 
 The runs go to ``demo/awesome-project``; their local files under ``<RUNSTREAM_DIR>/demo-runs``.
 Training is in-process, one run at a time (one active run per process).
@@ -55,6 +60,12 @@ TRIALS = (
 )
 DIVERGING = Trial("sgd", 1.5, 32, 5)
 OFFLINE = Trial("adamw", 0.002, 64, 6)
+FORK_STEP = 100
+FORKED = Trial("sgd", 0.01, 32, 7)
+"""The first trial's learning rate, decayed from step 101 on (``fork_from``)."""
+REWIND_STEP = 40
+REWOUND = Trial("sgd", 0.05, 32, 8)
+"""The diverged trial, continued from step 41 with a learning rate that does not blow up."""
 
 
 def curves(trial: Trial, step: int, rng: random.Random) -> tuple[float, float]:
@@ -68,11 +79,11 @@ def curves(trial: Trial, step: int, rng: random.Random) -> tuple[float, float]:
     return max(loss, 1e-4), accuracy
 
 
-def train(run: Any, trial: Trial) -> None:
-    """Log ``STEPS`` steps of a simulated training to ``run``."""
+def train(run: Any, trial: Trial, start: int = 0) -> None:
+    """Log the steps ``start`` … ``STEPS - 1`` of a simulated training to ``run``."""
     rng = random.Random(trial.seed)
     best = 0.0
-    for step in range(STEPS):
+    for step in range(start, STEPS):
         loss, acc = curves(trial, step, rng)
         row: dict[str, Any] = {"loss": loss, "accuracy": acc, "epoch": step * 10 // STEPS}
         if step % 50 == 49:
@@ -154,6 +165,26 @@ def main(out: TextIO | None = None) -> int:
     say(f"demo: synced {offline.path}: {report.events_sent} events sent")
     expected[offline.id] = "finished"
 
+    first = next(iter(expected))
+    say(f"\ndemo: forking run {first} at step {FORK_STEP} with learning_rate={FORKED.learning_rate} "
+        f"(fork_from=\"{first}?_step={FORK_STEP}\")")
+    with runstream.init(entity=ENTITY, project=PROJECT, config={"learning_rate": FORKED.learning_rate},
+                        dir=files, fork_from=f"{first}?_step={FORK_STEP}", group="sweep-1", job_type="train",
+                        tags=["demo", "fork"]) as fork:
+        train(fork, FORKED, start=fork.step)
+    say(f"demo: run {fork.path} ({fork.name}) → {fork.state}: steps 0-{FORK_STEP} read from {first}, "
+        f"{FORK_STEP + 1}-{STEPS - 1} its own")
+    expected[fork.id] = "finished"
+
+    say(f"\ndemo: rewinding the diverged run {failing.id} to step {REWIND_STEP} with "
+        f"learning_rate={REWOUND.learning_rate} (resume_from=\"{failing.id}?_step={REWIND_STEP}\")")
+    with runstream.init(entity=ENTITY, project=PROJECT, config={"learning_rate": REWOUND.learning_rate},
+                        dir=files, resume_from=f"{failing.id}?_step={REWIND_STEP}") as rewound:
+        train(rewound, REWOUND, start=rewound.step)
+    say(f"demo: run {rewound.path} → {rewound.state}; its steps after {REWIND_STEP} before the rewind stay "
+        "readable as branch 0 (Api().run(path).history(branch=0))")
+    expected[failing.id] = "finished"
+
     return _report(settings, expected, say)
 
 
@@ -161,7 +192,7 @@ def results_sql(run_ids: list[str]) -> str:
     """The demo's query: state, optimizer, learning rate and best loss of the given runs."""
     ids = ", ".join("'" + i.replace("'", "''") + "'" for i in run_ids)
     return f"""
-SELECT r.run_id AS id, r.name, r.state, r.mode,
+SELECT r.run_id AS id, r.name, r.state, r.mode, r.origin_kind AS origin,
        replace(opt.value_json, '"', '') AS optimizer, lr.value AS learning_rate,
        round(min(h.value), 4) AS best_loss, max(h.step) AS last_step
 FROM runs r
@@ -195,7 +226,14 @@ def _report(settings: Any, expected: dict[str, str], say: Any) -> int:
     say(f"  runstream runs {ENTITY}/{PROJECT}")
     say(f"  runstream show {ENTITY}/{PROJECT}/{first}")
     say(f"  runstream sql \"SELECT name, state, runtime FROM runs WHERE project = '{PROJECT}'\"")
+    say("  runstream ui                      # the web app: workspace, charts, run pages")
     if settings.embedded:
+        from runstream import stack
+
+        try:
+            say(f"The web app is at {stack.http_url(settings).rstrip('/')}/")
+        except Exception:  # the URL is a convenience; the demo's result does not depend on it
+            pass
         say(f"The local stack keeps running (data in {settings.dir}); stop it with: runstream down")
     return 1 if wrong else 0
 

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from runstream.demo import DIVERGING, PROJECT, STEPS, TRIALS, curves, results_sql
+from runstream.demo import DIVERGING, FORK_STEP, PROJECT, STEPS, TRIALS, curves, results_sql
 
 
 @pytest.fixture
@@ -35,20 +35,23 @@ def test_demo_end_to_end(demo_env: dict[str, str], tmp_path: Path) -> None:
     out, err = proc.stdout, proc.stderr
 
     assert "demo: local stack running" in out
-    assert out.count("→ finished") == len(TRIALS)
-    assert out.count("→ failed") == 1
+    assert out.count("→ finished") == len(TRIALS) + 2  # the trials, the fork, the rewound run
+    assert out.count("→ failed") == 1  # before its rewind
     assert "demo: the training raised Diverged" in out
     assert "demo: synced demo/awesome-project/" in out
-    assert "runstream runs demo/awesome-project" in out
+    assert "fork_from=" in out and "resume_from=" in out
+    assert "runstream runs demo/awesome-project" in out and "runstream ui" in out
+    assert "The web app is at http://127.0.0.1:" in out
     assert "stop it with: runstream down" in out
-    # the SQL table: six runs, one failed, one offline
+    # the SQL table: seven runs, all finished (the diverged one after its rewind), one offline
     table = out.split("(SQL over DuckDB):", 1)[1].split("Query it:", 1)[0]
     rows = [line for line in table.strip().splitlines()[2:] if line.strip()]
-    assert len(rows) == len(TRIALS) + 2, table
-    assert sum(" failed " in r for r in rows) == 1 and sum(" offline " in r for r in rows) == 1
+    assert len(rows) == len(TRIALS) + 3, table
+    assert sum(" failed " in r for r in rows) == 0 and sum(" offline " in r for r in rows) == 1
+    assert sum(" fork " in r for r in rows) == 1 and sum(" rewind " in r for r in rows) == 1
 
     # the SDK's own terminal output, with the runstream: prefix
-    assert err.count("runstream: Syncing run ") == len(TRIALS) + 1
+    assert err.count("runstream: Syncing run ") == len(TRIALS) + 3
     assert err.count("runstream: Offline run ") == 1
     assert "runstream: Run history:" in err and "runstream: Run summary:" in err
 
@@ -56,14 +59,22 @@ def test_demo_end_to_end(demo_env: dict[str, str], tmp_path: Path) -> None:
     assert not (tmp_path / "runstream-runs").exists()
     assert list((tmp_path / "data" / "demo-runs" / "runstream-runs").iterdir())
 
-    # the stack stays up and answers the CLI
+    # the stack stays up and answers the CLI: the fork holds its parent's first 101 steps, unchanged
     sql = subprocess.run(
         [sys.executable, "-m", "runstream.cli", "sql", "--format", "csv",
          f"SELECT state, count(*) AS n FROM runs WHERE project = '{PROJECT}' GROUP BY state ORDER BY state"],
         env=demo_env, cwd=tmp_path, capture_output=True, text=True, timeout=120)
     assert sql.returncode == 0, sql.stderr
     lines = sql.stdout.strip().splitlines()
-    assert lines[1:] == ["failed,1", f"finished,{len(TRIALS) + 1}"], sql.stdout
+    assert lines[1:] == [f"finished,{len(TRIALS) + 3}"], sql.stdout
+    same = subprocess.run(
+        [sys.executable, "-m", "runstream.cli", "sql", "--format", "csv",
+         "SELECT count(*) AS n FROM history f JOIN runs r ON r.run_uid = f.run_uid AND r.origin_kind = 'fork' "
+         "JOIN history p ON p.run_uid = r.origin_run_uid AND p.step = f.step AND p.key = f.key "
+         f"WHERE f.key = 'loss' AND f.value = p.value AND r.project = '{PROJECT}'"],
+        env=demo_env, cwd=tmp_path, capture_output=True, text=True, timeout=120)
+    assert same.returncode == 0, same.stderr
+    assert same.stdout.strip().splitlines()[1:] == [str(FORK_STEP + 1)], same.stdout
 
 
 def test_simulated_curves_learn() -> None:
