@@ -97,6 +97,12 @@ def test_cross_site_writes_are_refused_and_plain_clients_pass(client: TestClient
         resp = client.patch(url, json={"notes": "pwned"}, headers=headers)
         assert resp.status_code == 403 and "cross-site PATCH refused" in resp.json()["error"]
         assert client.post("/api/sql", json={"sql": "SELECT 1"}, headers=headers).status_code == 403
+        assert client.delete(url, headers=headers).status_code == 403  # the web app's move and delete
+        assert client.post(f"{url}/move", json={"project": "q"}, headers=headers).status_code == 403
+        for op in ("move", "delete"):
+            bulk = client.post(f"/api/projects/{project['entity']}/p/runs/{op}",
+                               json={"project": "q", "run_ids": ["short"]}, headers=headers)
+            assert bulk.status_code == 403 and "cross-site POST refused" in bulk.json()["error"]
     same = client.patch(url, json={"notes": "mine"}, headers={"Origin": "http://testserver",
                                                               "Sec-Fetch-Site": "same-origin"})
     assert same.status_code == 200

@@ -1,9 +1,9 @@
 """The web app in a real headless Chromium (Debian's ``chromium`` driven by Playwright) against a real
 ``runstream server`` subprocess, NATS and DuckDB: home, workspace (search, filter, sort, group,
-charts), the run page (notes and tags persisted through a replay; System, Logs, Files and
-Artifacts tabs; a fork's inherited segment and a rewound run's branches), live updates of a run
-logging in another process (down to it turning crashed, or killed from the Stop button), the SQL
-page, and an XSS battery.
+charts; moving and deleting selected runs, refusals shown), the run page (notes and tags persisted
+through a replay; System, Logs, Files and Artifacts tabs; a fork's inherited segment and a rewound
+run's branches), live updates of a run logging in another process (down to it turning crashed, or
+killed from the Stop button), the SQL page, and an XSS battery.
 
 Every page fails its test on a JavaScript dialog, an uncaught error or a console error (a CSP
 violation is one). Screenshots go to docs/screenshots/. Without Chromium the module is skipped.
@@ -253,11 +253,108 @@ def test_workspace_search_filter_sort_group_and_charts(site: dict[str, Any], pag
     page.click("#bulk-add-tag")
     expect(page.locator("tr[data-run=alpha-2] td[data-col=tags]")).to_have_text("picked")
     expect(page.locator("tr[data-run=beta-2] td[data-col=tags]")).to_have_text("sweeppicked")
-    # move and delete are not served yet: disabled, saying why
-    expect(page.locator("#bulk-move")).to_be_disabled()
-    expect(page.locator("#bulk-delete")).to_have_attribute("title", "This server has no delete endpoint "
-                                                                    "(DELETE /api/runs/{entity}/{project}/{id}): not "
-                                                                    "available yet")
+
+
+def _seed(entity: str, project: str, *ids: str, fork_of: str | None = None) -> None:
+    """Short finished runs ``ids`` in ``entity/project`` (three steps each; with ``fork_of``, forked
+    from that run of the project at step 1)."""
+    import runstream
+
+    for run_id in ids:
+        fork = f"{fork_of}?_step=1" if fork_of else None
+        run = runstream.init(entity=entity, project=project, id=run_id, name=run_id, fork_from=fork)
+        for i in range(3):
+            run.log({"loss": 1.0 / (i + 1)})
+        run.finish()
+
+
+def _select(pg: Any, *run_ids: str) -> None:
+    for run_id in run_ids:
+        pg.locator(f"tr[data-run='{run_id}'] input.select").check()
+
+
+def test_move_selected_runs_to_another_project(site: dict[str, Any], page: Any, allowed_console: list[str]) -> None:
+    from playwright.sync_api import expect
+
+    allowed_console.append("status of 400 (Bad Request)")  # the illegal project name below, on purpose
+    e = site["entity"]
+    _seed(e, "mv", "m-1", "m-2", "m-3")
+    page.goto(f"{site['url']}/{e}/mv")
+    expect(page.locator("#run-count")).to_have_text("3 runs")
+    _select(page, "m-1", "m-2")
+    page.click("#bulk-move")
+    expect(page.locator("#confirm-runs li")).to_have_text([f"m-2 {e}/mv/m-2", f"m-1 {e}/mv/m-1"])  # table order
+    page.fill("#move-project", "bad/name")
+    page.click("#confirm-move")
+    expect(page.locator("#action-msg.error")).to_contain_text("Could not move: cannot move to project 'bad/name'")
+    expect(page.locator("#run-count")).to_have_text("3 runs")  # nothing moved
+
+    page.fill("#move-project", "mv-archive")
+    page.press("#move-project", "Enter")
+    expect(page.locator("#action-msg")).to_have_text("Moved 2 runs to mv-archive.")
+    expect(page.locator("#run-count")).to_have_text("1 run")
+    assert _rows(page) == ["m-3"]
+    expect(page.locator("#bulk")).to_be_hidden()  # the moved runs left the selection
+    page.click("#moved-to")
+    expect(page.locator("#run-count")).to_have_text("2 runs")
+    assert sorted(_rows(page)) == ["m-1", "m-2"]
+    assert page.request.get(f"{site['url']}/api/runs/{e}/mv/m-1").status == 404
+
+
+def test_delete_asks_first_and_cancelling_deletes_nothing(site: dict[str, Any], page: Any) -> None:
+    from playwright.sync_api import expect
+
+    e = site["entity"]
+    _seed(e, "del", "d-1", "d-2")
+    page.goto(f"{site['url']}/{e}/del")
+    expect(page.locator("#run-count")).to_have_text("2 runs")
+    _select(page, "d-1")
+    page.click("#bulk-delete")
+    confirm = page.locator("#bulk-confirm")
+    expect(confirm).to_contain_text("Delete 1 run? This cannot be undone.")
+    expect(confirm).to_contain_text("can only be deleted together with its forks")
+    expect(page.locator("#confirm-runs li")).to_have_text([f"d-1 {e}/del/d-1"])
+    _shot(page, "workspace-delete.png")
+    page.click("#confirm-cancel")
+    expect(confirm).to_be_hidden()
+    page.reload()
+    expect(page.locator("#run-count")).to_have_text("2 runs")  # cancelled: nothing deleted
+
+    _select(page, "d-1")
+    page.click("#bulk-delete")
+    page.click("#confirm-delete")
+    expect(page.locator("#action-msg")).to_have_text("Deleted 1 run.")
+    expect(page.locator("#run-count")).to_have_text("1 run")
+    assert _rows(page) == ["d-2"]
+    assert page.request.get(f"{site['url']}/api/runs/{e}/del/d-1").status == 404
+
+
+def test_deleting_a_parent_without_its_fork_is_refused(site: dict[str, Any], page: Any,
+                                                       allowed_console: list[str]) -> None:
+    from playwright.sync_api import expect
+
+    allowed_console.append("status of 409 (Conflict)")  # the refusal, on purpose
+    e = site["entity"]
+    _seed(e, "fam", "parent")
+    _seed(e, "fam", "child", fork_of="parent")
+    page.goto(f"{site['url']}/{e}/fam")
+    expect(page.locator("#run-count")).to_have_text("2 runs")
+    _select(page, "parent")
+    page.click("#bulk-delete")
+    page.click("#confirm-delete")
+    expect(page.locator("#action-msg.error")).to_contain_text(
+        f"Could not delete: refusing to delete runs whose forks read their history: {e}/fam/parent has fork "
+        f"{e}/fam/child")
+    expect(page.locator("#confirm-delete")).to_be_enabled()  # still asking: select the fork too, or cancel
+    assert sorted(_rows(page)) == ["child", "parent"]
+
+    _select(page, "child")  # a different selection: the confirmation closes, ask again
+    expect(page.locator("#bulk-confirm")).to_be_hidden()
+    page.click("#bulk-delete")
+    expect(page.locator("#confirm-runs li")).to_have_count(2)
+    page.click("#confirm-delete")
+    expect(page.locator("#action-msg")).to_have_text("Deleted 2 runs.")
+    expect(page.locator("#run-count")).to_have_text("0 runs")
 
 
 def test_run_page_edits_persist_through_replay(site: dict[str, Any], page: Any) -> None:

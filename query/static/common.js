@@ -38,9 +38,18 @@ const rs = (() => {
   const runHref = (e, p, id) => `/${enc(e, p)}/runs/${enc(id)}`;
   const projectHref = (e, p) => `/${enc(e, p)}`;
 
+  /** The server's words: our {"error": ...}, or FastAPI's list of what a request body got wrong (422). */
+  function errorText(status, body) {
+    if (body && typeof body.error === "string") return body.error;
+    if (body && Array.isArray(body.detail)) {
+      return body.detail.map((d) => `${(d.loc || []).filter((l) => l !== "body").join(".") || "request"}: ${d.msg}`).join("; ");
+    }
+    return `HTTP ${status}`;
+  }
+
   class ApiError extends Error {
     constructor(status, body) {
-      super((body && body.error) || `HTTP ${status}`);
+      super(errorText(status, body));
       this.status = status;
       this.kind = body && body.kind;
       this.body = body;

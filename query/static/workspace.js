@@ -16,7 +16,8 @@
     runs: [], total: 0, search: "", filters: load("filters", []), order: load("order", "-created_at"),
     groupBy: load("groupBy", ""), columns: load("columns", []), visible: load("visible", null),
     colours: load("colours", {}), selected: new Set(), expanded: new Set(), x: load("x", "_step"),
-    smoothing: load("smoothing", 0), log: load("log", false), routes: {},
+    smoothing: load("smoothing", 0), log: load("log", false),
+    pending: null,  // the move or delete being confirmed: {kind, runs} (the runs it acts on, fixed when asked)
   };
 
   document.title = `${project} · runstream`;
@@ -37,16 +38,17 @@
   const countLabel = h("span", { id: "run-count", class: "muted" });
 
   const tagBox = h("input", { id: "bulk-tag", placeholder: "tag", size: 10 });
-  const moveBox = h("input", { id: "bulk-project", placeholder: "project", size: 12 });
   const bulkMsg = h("span", { id: "bulk-msg", class: "muted" });
   const addTagBtn = h("button", { id: "bulk-add-tag", onclick: () => retag(true) }, "Add tag");
   const rmTagBtn = h("button", { id: "bulk-remove-tag", onclick: () => retag(false) }, "Remove tag");
-  const moveBtn = h("button", { id: "bulk-move", onclick: () => move() }, "Move");
-  const deleteBtn = h("button", { id: "bulk-delete", class: "danger", onclick: () => askDelete() }, "Delete");
-  const confirmBox = h("span", { id: "bulk-confirm", hidden: true });
+  const moveBtn = h("button", { id: "bulk-move", onclick: () => ask("move") }, "Move…");
+  const deleteBtn = h("button", { id: "bulk-delete", class: "danger", onclick: () => ask("delete") }, "Delete…");
   const bulk = h("div", { id: "bulk", class: "bulk", hidden: true },
-    h("span", { id: "selected-count" }), tagBox, addTagBtn, rmTagBtn, h("span", { class: "sep" }, "|"), moveBox, moveBtn,
-    deleteBtn, confirmBox, bulkMsg);
+    h("span", { id: "selected-count" }), tagBox, addTagBtn, rmTagBtn, h("span", { class: "sep" }, "|"), moveBtn,
+    deleteBtn, bulkMsg);
+  // outside the bulk bar, which hides once the moved or deleted runs leave the selection
+  const confirmPanel = h("div", { id: "bulk-confirm", class: "confirm", role: "dialog", hidden: true });
+  const actionMsg = h("div", { id: "action-msg", role: "status", hidden: true });
 
   const table = h("table", { id: "runs-table", class: "grid runs" });
   const chartsTitle = h("h2", { id: "charts-title" }, "Charts");
@@ -62,7 +64,7 @@
       h("div", { class: "toolbar" }, "Filter ", fieldBox, opBox, valueBox,
         h("button", { id: "filter-add", onclick: () => addFilter() }, "Add filter"), fieldList, chips),
       h("div", { class: "toolbar" }, "Group by ", groupBox, " Add column ", columnBox),
-      bulk, h("div", { class: "table-wrap" }, table)),
+      bulk, confirmPanel, actionMsg, h("div", { class: "table-wrap" }, table)),
     h("section", { class: "charts-pane" },
       h("div", { class: "toolbar" }, chartsTitle, h("label", {}, "x ", xBox),
         h("label", {}, " smoothing ", smoothBox, smoothLabel), h("label", {}, logBox, " log scale")),
@@ -345,16 +347,11 @@
     const n = st.selected.size;
     bulk.hidden = n === 0;
     document.getElementById("selected-count").textContent = `${n} selected`;
-    const moveOk = st.routes["POST /api/runs/{}/{}/{}/move"], delOk = st.routes["DELETE /api/runs/{}/{}/{}"];
-    disable(moveBtn, !moveOk, "This server has no move endpoint (POST /api/runs/{entity}/{project}/{id}/move): not available yet");
-    disable(moveBox, !moveOk, moveBtn.title);
-    disable(deleteBtn, !delOk, "This server has no delete endpoint (DELETE /api/runs/{entity}/{project}/{id}): not available yet");
+    // a confirmation lists the runs it acts on: a different selection closes it
+    if (st.pending && !sameIds(st.pending.runs, selectedRuns())) closeConfirm();
   }
 
-  function disable(el, off, why) {
-    el.disabled = !!off;
-    if (off) el.title = why; else el.removeAttribute("title");
-  }
+  const sameIds = (a, b) => { const ids = new Set(a.map((r) => r.run_id)); return a.length === b.length && b.every((r) => ids.has(r.run_id)); };
 
   function setVisible(ids, on) {
     const v = visibleSet();
@@ -396,43 +393,98 @@
     fetchRuns();
   }
 
-  function unavailable(e, btn, what) {
-    if (e instanceof rs.ApiError && (e.status === 405 || (e.status === 404 && !e.kind))) {
-      disable(btn, true, `This server cannot ${what} runs yet (it answered ${e.status})`);
-      return true;
+  // Move and delete act on the selected runs in one bulk call, so the server checks them all before
+  // changing anything (a taken target path, or a fork left behind, refuses the whole call with 409).
+
+  function ask(kind) {
+    const runs = selectedRuns();
+    if (!runs.length) return;
+    st.pending = { kind, runs };
+    showMessage(null);
+    const n = runs.length, noun = `${n} run${n === 1 ? "" : "s"}`;
+    const list = h("ul", { id: "confirm-runs" }, runs.map((r) => h("li", { "data-run": r.run_id },
+      h("strong", {}, r.name || r.run_id), h("span", { class: "muted" }, ` ${entity}/${project}/${r.run_id}`))));
+    const cancel = h("button", { id: "confirm-cancel", onclick: () => closeConfirm() }, "Cancel");
+    if (kind === "move") {
+      const target = h("input", { id: "move-project", list: "move-projects", placeholder: "project", size: 18,
+                                  "aria-label": "Project to move to" });
+      const known = h("datalist", { id: "move-projects" });
+      const go = h("button", { id: "confirm-move", onclick: () => move(runs, target.value.trim(), go) }, `Move ${noun}`);
+      target.addEventListener("keydown", (ev) => { if (ev.key === "Enter") go.click(); });
+      confirmPanel.replaceChildren(h("p", {}, `Move ${noun} to another project of ${entity}: `, target, known, " ", go, " ", cancel),
+        list, h("p", { class: "muted" }, "Their history, config, summary, files and artifacts go with them; their old paths stop resolving."));
+      projectOptions(known);
+      confirmPanel.hidden = false;
+      target.focus();
+    } else {
+      const go = h("button", { id: "confirm-delete", class: "danger", onclick: () => remove(runs, go) }, `Delete ${noun} for good`);
+      confirmPanel.replaceChildren(h("p", {}, h("strong", {}, `Delete ${noun}?`), " This cannot be undone."), list,
+        h("p", {}, "Their history, config, summary, console output, and the files and artifacts only they use are removed, and " +
+                   "their ids can never be used again. A run that has forks can only be deleted together with its forks: " +
+                   "select those too."),
+        h("p", {}, go, " ", cancel));
+      confirmPanel.hidden = false;
+      cancel.focus();
     }
-    return false;
   }
 
-  async function move() {
-    const dest = moveBox.value.trim();
-    if (!dest) { bulkMsg.textContent = "Type the project to move to."; return; }
+  function closeConfirm() {
+    st.pending = null;
+    confirmPanel.hidden = true;
+    confirmPanel.replaceChildren();
+  }
+
+  /** The result of a move or delete under the table's toolbar; errors (the server's text) in red. */
+  function showMessage(text, isError) {
+    actionMsg.hidden = !text;
+    actionMsg.className = isError ? "error" : "notice";
+    actionMsg.replaceChildren(...(text ? [text].flat() : []));
+  }
+
+  async function projectOptions(list) {
     try {
-      for (const r of selectedRuns()) await rs.api("POST", `${runApi(r)}/move`, { project: dest });
-      bulkMsg.textContent = `Moved ${st.selected.size} run(s) to ${dest}.`;
-      st.selected.clear();
+      const data = await rs.api("GET", `/api/projects?entity=${encodeURIComponent(entity)}`);
+      list.replaceChildren(...data.projects.filter((p) => p.project !== project).map((p) => h("option", { value: p.project })));
+    } catch { /* only suggestions: the input still takes any name */ }
+  }
+
+  /** The runs acted on leave the selection and the charts' settings of this project. */
+  function forget(runIds) {
+    for (const id of runIds) { st.selected.delete(id); delete st.colours[id]; }
+    st.visible = (st.visible || []).filter((id) => !runIds.includes(id));
+    save("visible", st.visible);
+    save("colours", st.colours);
+  }
+
+  async function move(runs, dest, btn) {
+    if (!dest) { showMessage("Type the project to move the runs to.", true); return; }
+    if (dest === project) { showMessage(`The runs are in ${project} already.`, true); return; }
+    btn.disabled = true;
+    try {
+      const res = await rs.api("POST", `${base}/runs/move`, { project: dest, run_ids: runs.map((r) => r.run_id) });
+      closeConfirm();
+      forget(runs.map((r) => r.run_id));
+      const n = res.moved.length;
+      showMessage([`Moved ${n} run${n === 1 ? "" : "s"} to `, h("a", { href: rs.projectHref(entity, dest), id: "moved-to" }, dest),
+                   res.projected ? "." : " (the table catches up once the server has applied it)."]);
     } catch (e) {
-      bulkMsg.textContent = unavailable(e, moveBtn, "move") ? "Moving runs is not available on this server." : `Could not move: ${e.message}`;
+      btn.disabled = false;
+      showMessage(`Could not move: ${e.message}`, true);
     }
     fetchRuns();
   }
 
-  function askDelete() {
-    const n = st.selected.size;
-    confirmBox.replaceChildren(`Delete ${n} run(s) and their history for good? `,
-      h("button", { id: "bulk-delete-confirm", class: "danger", onclick: () => doDelete() }, "Delete for good"),
-      h("button", { onclick: () => { confirmBox.hidden = true; } }, "Cancel"));
-    confirmBox.hidden = false;
-  }
-
-  async function doDelete() {
-    confirmBox.hidden = true;
+  async function remove(runs, btn) {
+    btn.disabled = true;
     try {
-      for (const r of selectedRuns()) await rs.api("DELETE", runApi(r));
-      bulkMsg.textContent = `Deleted ${st.selected.size} run(s).`;
-      st.selected.clear();
+      const res = await rs.api("POST", `${base}/runs/delete`, { run_ids: runs.map((r) => r.run_id) });
+      closeConfirm();
+      forget(runs.map((r) => r.run_id));
+      const n = res.deleted.length;
+      showMessage(`Deleted ${n} run${n === 1 ? "" : "s"}${res.projected ? "." : " (the table catches up once the server has applied it)."}`);
     } catch (e) {
-      bulkMsg.textContent = unavailable(e, deleteBtn, "delete") ? "Deleting runs is not available on this server." : `Could not delete: ${e.message}`;
+      btn.disabled = false;
+      showMessage(`Could not delete: ${e.message}`, true);
     }
     fetchRuns();
   }
@@ -476,7 +528,6 @@
     requestAnimationFrame(() => { renderQueued = false; render(); });
   }
 
-  st.routes = await rs.routes();
   await fetchRuns();
   rs.follow(`${base}/runs/events`, { run: liveRun, error: () => {} });
 })();
