@@ -10,12 +10,13 @@ PYTEST_ARGS ?=
 BENCH_ARGS ?=
 
 .DEFAULT_GOAL := help
-.PHONY: help demo test lint typecheck bench bench-quick up down status clean distclean
+.PHONY: help demo test lint typecheck screenshots bench bench-quick up down status clean distclean
 
 help:
 	@echo "make demo         start the local stack and run a simulated training (runstream demo)"
 	@echo "make test         run the test suite and ruff (PYTEST_ARGS=... to pass pytest options)"
 	@echo "make lint         ruff + mypy"
+	@echo "make screenshots  re-take the README's screenshots (browser tests, needs chromium)"
 	@echo "make bench        benchmarks (installs the [bench] extra; BENCH_ARGS=... to pass options)"
 	@echo "make bench-quick  a short benchmark run"
 	@echo "make up|down|status  manage the local stack (nats-server + runstream server)"
@@ -46,6 +47,10 @@ test: $(STAMP)
 	$(MAKE) --no-print-directory typecheck || { rc=$$?; [ $$status -ne 0 ] || status=$$rc; }; \
 	if [ $$status -ne 0 ]; then echo "make test: FAILED (exit $$status)" >&2; fi; \
 	exit $$status
+
+# the browser tests again, saving their screenshots where the README shows them (needs chromium)
+screenshots: $(STAMP)
+	RUNSTREAM_SCREENSHOTS=docs/screenshots $(PY) -m pytest -q tests/test_web_ui.py
 
 lint: $(STAMP) typecheck
 	$(PY) -m ruff check .

@@ -6,7 +6,8 @@ run's branches), live updates of a run logging in another process (down to it tu
 killed from the Stop button), the SQL page, and an XSS battery.
 
 Every page fails its test on a JavaScript dialog, an uncaught error or a console error (a CSP
-violation is one). Screenshots go to docs/screenshots/. Without Chromium the module is skipped.
+violation is one). Screenshots go to build/screenshots/ (``make screenshots``: docs/screenshots/, the
+README's). Without Chromium the module is skipped.
 """
 
 from __future__ import annotations
@@ -28,7 +29,10 @@ from tests.query_helpers import start_server, unique
 CHROMIUM = Path("/usr/bin/chromium")
 FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
          "--disable-background-networking", "--disable-component-update", "--disable-sync"]
-SHOTS = Path(__file__).resolve().parent.parent / "docs" / "screenshots"
+SHOTS = Path(os.environ.get("RUNSTREAM_SCREENSHOTS")
+             or Path(__file__).resolve().parent.parent / "build" / "screenshots")
+"""Where the tests save their screenshots: ``build/screenshots`` (ignored by git); ``make
+screenshots`` points it at ``docs/screenshots``, the ones the README shows."""
 XSS_NAME = "<img src=x onerror=alert(1)>"
 XSS_TAGS = ["<script>alert(2)</script>", "javascript:alert(3)"]
 XSS_NOTES = '<a href="javascript:alert(4)">click</a><img src=x onerror=alert(5)>'
