@@ -96,9 +96,8 @@ def test_resume_auto_continues_a_killed_run_of_the_same_directory(env: dict[str,
         for i in range(6):
             run.log({{"loss": float(i)}})
         print(run.id, flush=True)
-        import time
-        while True:
-            time.sleep(1)
+        import threading
+        threading.Event().wait()  # alive until the test kills it
     """, child_env, work)
     assert proc.stdout is not None
     run_id = proc.stdout.readline().strip()
