@@ -10,7 +10,6 @@ no other run needs, and purge those with :func:`runstream.broker.objects.ObjectS
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
 import duckdb
@@ -37,13 +36,9 @@ def run_file(cur: duckdb.DuckDBPyConnection, run_uid: str, name: str) -> dict[st
 
 
 def _artifact(row: dict[str, Any]) -> dict[str, Any]:
-    out = dict(row)
-    if isinstance(out.get("metadata"), str):
-        try:
-            out["metadata"] = json.loads(out["metadata"])
-        except ValueError:
-            pass
-    return out
+    from .reads import with_metadata
+
+    return with_metadata(row)
 
 
 def artifact_version(cur: duckdb.DuckDBPyConnection, entity: str, project: str, name: str,

@@ -112,14 +112,20 @@ def run_row(cur: duckdb.DuckDBPyConnection, entity: str, project: str, run_id: s
     return parse_run(rows[0]) if rows else None
 
 
-def parse_run(row: dict[str, Any]) -> dict[str, Any]:
-    """A ``runs`` row with ``metadata`` parsed from its JSON text and ``tags`` as a list."""
+def with_metadata(row: dict[str, Any]) -> dict[str, Any]:
+    """A copy of ``row`` with its ``metadata`` JSON text parsed (left as is if it is not JSON)."""
     out = dict(row)
     if isinstance(out.get("metadata"), str):
         try:
             out["metadata"] = json.loads(out["metadata"])
         except ValueError:
             pass
+    return out
+
+
+def parse_run(row: dict[str, Any]) -> dict[str, Any]:
+    """A ``runs`` row with ``metadata`` parsed from its JSON text and ``tags`` as a list."""
+    out = with_metadata(row)
     out["tags"] = list(out.get("tags") or [])
     return out
 

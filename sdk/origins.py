@@ -187,33 +187,33 @@ class Planner:
                              "pick a step it logged")
         return info
 
+    def _cut(self, kind: str, what: str, entity: str, project: str, run_id: str,
+             step: float) -> tuple[str, dict[str, Any], dict[str, Any]]:
+        """The run a fork or rewind starts from, and its ``origin``: the run's uid, what the server
+        knows of it up to ``step``, the origin record."""
+        path = f"{entity}/{project}/{run_id}"
+        self._send_leftovers(entity, project, run_id)
+        uid = self.client.resolve_path(entity, project, run_id)
+        if uid is None:
+            raise RunNotFoundError(f"{what}: there is no run {path} to {kind}")
+        info = self._at(uid, step, what, path)
+        origin = {"kind": kind, "run_uid": uid, "path": path, "step": step, "stats": info.get("stats") or {},
+                  "last_step": info.get("step_last"), "runtime": info.get("step_runtime") or 0.0}
+        return uid, info, origin
+
     def _fork(self, entity: str, project: str, run_id: str, new_uid: str, parent_id: str, step: float) -> Plan:
-        parent_path = f"{entity}/{project}/{parent_id}"
-        self._send_leftovers(entity, project, parent_id)
-        parent = self.client.resolve_path(entity, project, parent_id)
-        if parent is None:
-            raise RunNotFoundError(f"fork_from: there is no run {parent_path} to fork")
-        info = self._at(parent, step, "fork_from", parent_path)
+        _parent, info, origin = self._cut("fork", "fork_from", entity, project, parent_id, step)
+        origin["depth"] = int(info.get("depth") or 0) + 1
         cut = math.floor(step)
-        origin = {"kind": "fork", "run_uid": parent, "path": parent_path, "step": step,
-                  "stats": info.get("stats") or {}, "last_step": info.get("step_last"),
-                  "runtime": info.get("step_runtime") or 0.0, "depth": int(info.get("depth") or 0) + 1}
         return Plan(uid=new_uid, run_id=run_id, origin=origin, first_step=cut + 1, min_step=cut + 1,
                     existing=info)
 
     def _rewind(self, entity: str, project: str, run_id: str, step: float) -> Plan:
         path = f"{entity}/{project}/{run_id}"
-        self._send_leftovers(entity, project, run_id)
-        uid = self.client.resolve_path(entity, project, run_id)
-        if uid is None:
-            raise RunNotFoundError(f"resume_from: there is no run {path} to rewind")
-        info = self._at(uid, step, "resume_from", path)
+        uid, info, origin = self._cut("rewind", "resume_from", entity, project, run_id, step)
         if info.get("state") == "running":
             raise UsageError(f"resume_from: run {path} is still running; finish or stop it before rewinding "
                              "it (or wait until the server marks it crashed)")
         cut = math.floor(step)
-        origin = {"kind": "rewind", "run_uid": uid, "path": path, "step": step,
-                  "stats": info.get("stats") or {}, "last_step": info.get("step_last"),
-                  "runtime": info.get("step_runtime") or 0.0}
         return Plan(uid=uid, run_id=run_id, origin=origin, claim=False, first_step=cut + 1, min_step=cut + 1,
                     existing=info)

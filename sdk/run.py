@@ -279,14 +279,7 @@ class Run:
         with self._lock:
             self._seal_locked()
             self._seal_lines_locked()
-            self._seq += 1
-            seq = self._seq
-            raw = encode_event(envelope(type_, self.uid, self.writer, seq, time.time(), body))
-            if len(raw) > EVENT_LIMIT:
-                self._seq -= 1
-                raise ValueError(f"{type_} event of run {self.path} is {len(raw) / 1e6:.1f} MB; the limit "
-                                 f"is {EVENT_LIMIT / 1e6:.1f} MB")
-            self._spool.append(K_EVENT, pack((seq, type_, raw)))
+            seq = self._spool_event_locked(type_, body)
             self._seal_from = self._spool.end
         return seq
 
@@ -294,14 +287,17 @@ class Run:
         """Spool an event that need not be ordered with log rows (system samples): pending rows
         stay unsealed, so sampling does not cut log batches short."""
         with self._lock:
-            self._seq += 1
-            seq = self._seq
-            raw = encode_event(envelope(type_, self.uid, self.writer, seq, time.time(), body))
-            if len(raw) > EVENT_LIMIT:
-                self._seq -= 1
-                raise ValueError(f"{type_} event of run {self.path} is {len(raw) / 1e6:.1f} MB; the limit "
-                                 f"is {EVENT_LIMIT / 1e6:.1f} MB")
-            self._spool.append(K_EVENT, pack((seq, type_, raw)))
+            return self._spool_event_locked(type_, body)
+
+    def _spool_event_locked(self, type_: str, body: dict[str, Any]) -> int:
+        """Encode one event with the next seq and append it to the spool (lock held)."""
+        seq = self._seq + 1
+        raw = encode_event(envelope(type_, self.uid, self.writer, seq, time.time(), body))
+        if len(raw) > EVENT_LIMIT:
+            raise ValueError(f"{type_} event of run {self.path} is {len(raw) / 1e6:.1f} MB; the limit "
+                             f"is {EVENT_LIMIT / 1e6:.1f} MB")
+        self._seq = seq
+        self._spool.append(K_EVENT, pack((seq, type_, raw)))
         return seq
 
     def _emit(self, type_: str, body: dict[str, Any]) -> None:

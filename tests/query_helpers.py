@@ -56,6 +56,36 @@ def start_server(nats: NatsServer, base: Path, env: dict[str, str]) -> ServerPro
     return srv
 
 
+def http_server(nats: NatsServer, base: Path, **extra: str) -> Iterator[tuple[ServerProc, str]]:
+    """Body of a module-scoped ``server`` fixture: a server subprocess with an HTTP API on a free
+    port (``extra``: more ``RUNSTREAM_*`` settings, e.g. an API key); yields it and its HTTP URL,
+    and stops it cleanly after the module."""
+    import os
+
+    from runstream.query.server import read_http_url
+
+    env = {"RUNSTREAM_NATS_URL": nats.url, "RUNSTREAM_DIR": str(base / "data"),
+           "RUNSTREAM_RUN_DIR": str(base / "work"), "RUNSTREAM_QUIET": "1", "RUNSTREAM_HTTP_PORT": "0", **extra}
+    srv = start_server(nats, base, {**os.environ, **env})
+    url = read_http_url(srv.dir, srv.proc.pid)
+    assert url, srv.log.read_text()
+    yield srv, url
+    assert srv.stop() == 0, srv.log.read_text()
+
+
+def use_server(server: tuple[ServerProc, str], rs_env: dict[str, str], monkeypatch: pytest.MonkeyPatch,
+               **extra: str) -> dict[str, str]:
+    """Point this test's SDK, Api and CLI at ``server`` (its HTTP URL and RPC name, plus
+    ``extra`` settings); return the environment for child processes."""
+    srv, url = server
+    env = {"RUNSTREAM_API_URL": url, "RUNSTREAM_SERVER_NAME": srv.name, **extra}
+    for k, v in env.items():
+        monkeypatch.setenv(k, v)
+    from tests.sdk_helpers import env_with
+
+    return env_with({**rs_env, **env})
+
+
 def serve_for_test(nats_server: NatsServer, tmp_path: Path, rs_env: dict[str, str],
                    monkeypatch: pytest.MonkeyPatch) -> Iterator[ServerProc]:
     """Body of a ``query_server`` fixture: a server of this test, stopped (cleanly) after it."""
@@ -83,4 +113,4 @@ def unique(prefix: str) -> str:
     return f"{prefix}-{uuid.uuid4().hex[:8]}"
 
 
-__all__ = ["ServerProc", "log_run", "serve_for_test", "start_server", "unique"]
+__all__ = ["ServerProc", "http_server", "log_run", "serve_for_test", "start_server", "unique", "use_server"]

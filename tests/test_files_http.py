@@ -16,29 +16,19 @@ from runstream.api import Api
 from runstream.broker import NatsServer
 from runstream.cli import main as cli_main
 from runstream.query.errors import NotFound
-from runstream.query.server import read_http_url
 
-from .query_helpers import ServerProc, start_server, unique
+from .query_helpers import ServerProc, http_server, unique, use_server
 
 
 @pytest.fixture(scope="module")
 def server(nats_server: NatsServer, tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[ServerProc, str]]:
-    base = tmp_path_factory.mktemp("files-http")
-    env = {"RUNSTREAM_NATS_URL": nats_server.url, "RUNSTREAM_DIR": str(base / "data"),
-           "RUNSTREAM_RUN_DIR": str(base / "work"), "RUNSTREAM_QUIET": "1", "RUNSTREAM_HTTP_PORT": "0"}
-    srv = start_server(nats_server, base, {**os.environ, **env})
-    url = read_http_url(srv.dir, srv.proc.pid)
-    assert url
-    yield srv, url
-    assert srv.stop() == 0, srv.log.read_text()
+    yield from http_server(nats_server, tmp_path_factory.mktemp("files-http"))
 
 
 @pytest.fixture
 def logged(server: tuple[ServerProc, str], rs_env: dict[str, str], tmp_path: Path,
            monkeypatch: pytest.MonkeyPatch) -> tuple[str, Path]:
-    srv, url = server
-    monkeypatch.setenv("RUNSTREAM_API_URL", url)
-    monkeypatch.setenv("RUNSTREAM_SERVER_NAME", srv.name)
+    use_server(server, rs_env, monkeypatch)
     entity = unique("fh")
     src = tmp_path / "src"
     (src / "ckpt").mkdir(parents=True)

@@ -17,31 +17,19 @@ from runstream.api import Api
 from runstream.broker import NatsServer
 from runstream.errors import RunNotFoundError, UsageError
 from runstream.query.client import QueryClient
-from runstream.query.server import read_http_url
 from tests.conftest import wait_for
-from tests.query_helpers import ServerProc, start_server, unique
+from tests.query_helpers import ServerProc, http_server, unique, use_server
 from tests.sdk_helpers import env_with, spawn
 
 
 @pytest.fixture(scope="module")
 def server(nats_server: NatsServer, tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[ServerProc, str]]:
-    base = tmp_path_factory.mktemp("lifecycle")
-    env = {"RUNSTREAM_NATS_URL": nats_server.url, "RUNSTREAM_DIR": str(base / "data"), "RUNSTREAM_QUIET": "1",
-           "RUNSTREAM_HTTP_PORT": "0"}
-    srv = start_server(nats_server, base, {**os.environ, **env})
-    url = read_http_url(srv.dir, srv.proc.pid)
-    assert url
-    yield srv, url
-    assert srv.stop() == 0, srv.log.read_text()
+    yield from http_server(nats_server, tmp_path_factory.mktemp("lifecycle"))
 
 
 @pytest.fixture
 def env(server: tuple[ServerProc, str], rs_env: dict[str, str], monkeypatch: pytest.MonkeyPatch) -> dict[str, str]:
-    srv, url = server
-    extra = {"RUNSTREAM_API_URL": url, "RUNSTREAM_SERVER_NAME": srv.name}
-    for k, v in extra.items():
-        monkeypatch.setenv(k, v)
-    return {**rs_env, **extra}
+    return use_server(server, rs_env, monkeypatch)
 
 
 def rows(path: str, key: str = "loss", **kwargs: Any) -> list[tuple[int, Any]]:

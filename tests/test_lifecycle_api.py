@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import io
-import os
 from collections.abc import Iterator
 
 import pytest
@@ -14,27 +13,17 @@ from runstream.cli import main as cli_main
 from runstream.cli_lifecycle import plan_lines
 from runstream.lifecycle_client import forks_first
 from runstream.query.errors import Conflict, NotFound
-from runstream.query.server import read_http_url
-from tests.query_helpers import ServerProc, log_run, start_server, unique
+from tests.query_helpers import ServerProc, http_server, log_run, unique, use_server
 
 
 @pytest.fixture(scope="module")
 def server(nats_server: NatsServer, tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[ServerProc, str]]:
-    base = tmp_path_factory.mktemp("life-api")
-    env = {"RUNSTREAM_NATS_URL": nats_server.url, "RUNSTREAM_DIR": str(base / "data"),
-           "RUNSTREAM_RUN_DIR": str(base / "work"), "RUNSTREAM_QUIET": "1", "RUNSTREAM_HTTP_PORT": "0"}
-    srv = start_server(nats_server, base, {**os.environ, **env})
-    url = read_http_url(srv.dir, srv.proc.pid)
-    assert url
-    yield srv, url
-    assert srv.stop() == 0, srv.log.read_text()
+    yield from http_server(nats_server, tmp_path_factory.mktemp("life-api"))
 
 
 @pytest.fixture
 def entity(server: tuple[ServerProc, str], rs_env: dict[str, str], monkeypatch: pytest.MonkeyPatch) -> str:
-    srv, url = server
-    monkeypatch.setenv("RUNSTREAM_API_URL", url)
-    monkeypatch.setenv("RUNSTREAM_SERVER_NAME", srv.name)
+    use_server(server, rs_env, monkeypatch)
     return unique("lapi")
 
 

@@ -3,7 +3,6 @@ server subprocess over HTTP, real NATS and real training subprocesses."""
 
 from __future__ import annotations
 
-import os
 import signal
 from collections.abc import Iterator
 from pathlib import Path
@@ -15,30 +14,18 @@ from runstream.api import Api
 from runstream.broker import NatsServer
 from runstream.cli import main as cli_main
 from runstream.query.errors import NotFound, RunNotAlive
-from runstream.query.server import read_http_url
 from tests.conftest import wait_for
-from tests.query_helpers import ServerProc, log_run, start_server, unique
-from tests.sdk_helpers import env_with
+from tests.query_helpers import ServerProc, http_server, log_run, unique, use_server
 
 
 @pytest.fixture(scope="module")
 def server(nats_server: NatsServer, tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[ServerProc, str]]:
-    base = tmp_path_factory.mktemp("stop")
-    env = {"RUNSTREAM_NATS_URL": nats_server.url, "RUNSTREAM_DIR": str(base / "data"),
-           "RUNSTREAM_RUN_DIR": str(base / "work"), "RUNSTREAM_QUIET": "1", "RUNSTREAM_HTTP_PORT": "0"}
-    srv = start_server(nats_server, base, {**os.environ, **env})
-    url = read_http_url(srv.dir, srv.proc.pid)
-    assert url
-    yield srv, url
-    assert srv.stop() == 0, srv.log.read_text()
+    yield from http_server(nats_server, tmp_path_factory.mktemp("stop"))
 
 
 @pytest.fixture
 def env(server: tuple[ServerProc, str], rs_env: dict[str, str], monkeypatch: pytest.MonkeyPatch) -> dict[str, str]:
-    srv, url = server
-    monkeypatch.setenv("RUNSTREAM_API_URL", url)
-    monkeypatch.setenv("RUNSTREAM_SERVER_NAME", srv.name)
-    return env_with({**rs_env, "RUNSTREAM_API_URL": url, "RUNSTREAM_SERVER_NAME": srv.name})
+    return use_server(server, rs_env, monkeypatch)
 
 
 TRAIN = """

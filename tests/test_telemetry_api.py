@@ -4,7 +4,6 @@ server subprocess; the follow loop's hold-back of unfinished lines with a script
 from __future__ import annotations
 
 import io
-import os
 import urllib.request
 from collections.abc import Iterator
 from typing import Any
@@ -16,30 +15,20 @@ from runstream.api import Api
 from runstream.broker import NatsServer
 from runstream.cli import main as cli_main
 from runstream.logs import print_logs
-from runstream.query.server import read_http_url
-from tests.query_helpers import ServerProc, start_server, unique
+from tests.query_helpers import ServerProc, http_server, unique, use_server
 
 from .conftest import wait_for
 
 
 @pytest.fixture(scope="module")
 def server(nats_server: NatsServer, tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[ServerProc, str]]:
-    base = tmp_path_factory.mktemp("telemetry-api")
-    env = {"RUNSTREAM_NATS_URL": nats_server.url, "RUNSTREAM_DIR": str(base / "data"),
-           "RUNSTREAM_RUN_DIR": str(base / "work"), "RUNSTREAM_QUIET": "1", "RUNSTREAM_HTTP_PORT": "0"}
-    srv = start_server(nats_server, base, {**os.environ, **env})
-    url = read_http_url(srv.dir, srv.proc.pid)
-    assert url
-    yield srv, url
-    assert srv.stop() == 0, srv.log.read_text()
+    yield from http_server(nats_server, tmp_path_factory.mktemp("telemetry-api"))
 
 
 @pytest.fixture
 def recorded(server: tuple[ServerProc, str], rs_env: dict[str, str], monkeypatch: pytest.MonkeyPatch) -> str:
     """A finished run of this process with system samples and console lines; returns its path."""
-    srv, url = server
-    monkeypatch.setenv("RUNSTREAM_API_URL", url)
-    monkeypatch.setenv("RUNSTREAM_SERVER_NAME", srv.name)
+    use_server(server, rs_env, monkeypatch)
     entity = unique("tel")
     run = runstream.init(entity=entity, project="p", id="r", settings={"stats_interval": 0.1})
     path = f"{entity}/p/r"
