@@ -184,9 +184,6 @@ def init(entity: str | None = None, project: str | None = None, id: str | None =
                 f"logging to the spool in {run_dir} and sending when the broker is back",
                 stacklevel=2,
             )
-    run._metadata_thread = threading.Thread(target=_record_metadata, args=(run,), daemon=True,
-                                            name="runstream-metadata")
-    run._metadata_thread.start()
     with _state_lock:
         _active = run
     _install_hooks()
@@ -200,6 +197,9 @@ def init(entity: str | None = None, project: str | None = None, id: str | None =
     from .telemetry import attach
 
     attach(run)  # after the banner: the console tee records the user's output, not ours
+    run._metadata_thread = threading.Thread(target=_record_metadata, args=(run,), daemon=True,
+                                            name="runstream-metadata")  # starts what attach deferred
+    run._metadata_thread.start()
     return run
 
 
@@ -258,8 +258,14 @@ def _abandon(run: Any, worker: Worker) -> None:
 
 
 def _record_metadata(run: Any) -> None:
-    """On a background thread: start the code snapshot's uploader (its imports cost ~10 ms, kept
-    off ``init()``), then collect and record the run's metadata."""
+    """On a background thread: start what ``init()`` deferred (the sampler, the console flusher),
+    the code snapshot's uploader (its imports cost ~10 ms, kept off ``init()``), then collect and
+    record the run's metadata."""
+    for start in run._deferred:
+        try:
+            start()
+        except Exception as e:  # system metrics and the console's flusher are best effort
+            sys.stderr.write(f"runstream: run {run.path}: {e}\n")
     if run.settings.code_snapshot and not run._finished:
         try:
             from .run_files import uploader

@@ -60,17 +60,27 @@ class ConsoleCapture:
 
     # -- starting and stopping -------------------------------------------------------------------
 
-    def start(self) -> ConsoleCapture:
+    def start(self, flusher: bool = True) -> ConsoleCapture:
+        """Put the tee in place; ``flusher=False`` leaves the thread that hands out unfinished
+        lines to :meth:`start_flusher` (called later, from another thread)."""
         for name, stream in self.streams.items():
             self._patch(stream, name, binary=False)
             buffer = getattr(stream, "buffer", None)
             if buffer is not None:
                 self._patch(buffer, name, binary=True)
         self.active = True
-        if self._tick > 0:
-            self._thread = threading.Thread(target=self._flusher, name="runstream-console", daemon=True)
-            self._thread.start()
+        if flusher:
+            self.start_flusher()
         return self
+
+    def start_flusher(self) -> None:
+        """Start the flusher thread, unless there is none to run (``tick`` 0) or it was stopped."""
+        with self._lock:
+            if self._tick <= 0 or self._thread is not None or not self.active:
+                return
+            thread = threading.Thread(target=self._flusher, name="runstream-console", daemon=True)
+            thread.start()
+            self._thread = thread  # only once started: stop() joins what it finds here
 
     def stop(self) -> None:
         """Hand out every unfinished line as final and put the streams' ``write`` back."""

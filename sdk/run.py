@@ -87,6 +87,8 @@ class Run:
         """Set by the worker when someone stopped the run from outside (see :mod:`.control`)."""
         self._alerts: Any = None
         self._closers: list[Callable[[], None]] = []
+        self._deferred: list[Callable[[], None]] = []
+        """Started by the metadata thread, off ``init()``: the sampler, the console flusher."""
         """Stopped first in ``finish()``, in reverse order: the console tee, the system sampler."""
         self.config = Config(config, self._publish_config)
         self.summary = Summary(self._sync_mirror, _NoMirror(), self._publish_summary)

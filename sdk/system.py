@@ -236,6 +236,11 @@ class Sampler(threading.Thread):
                 self.flush()
         self.flush()
 
+    def start_unless_stopped(self) -> None:
+        """Start the thread unless :meth:`stop` came first (the run ended before it started)."""
+        if not self._stop_event.is_set():
+            self.start()
+
     def stop(self, timeout: float = 5.0) -> None:
         self._stop_event.set()
         if self.is_alive():

@@ -21,18 +21,34 @@ the default 15 s interval; ten at 0.1 s)."""
 
 
 def attach(run: Any) -> None:
-    """Start the sampler and the console tee of ``run`` as its settings say."""
+    """Start the sampler and the console tee of ``run`` as its settings say.
+
+    The tee is in place when this returns (what the script prints next is recorded); the threads
+    behind them (the sampler, the console's flusher of unfinished lines) are started by the run's
+    metadata thread (``run._deferred``), so ``init()`` does not wait for two more threads to start.
+    Both are safe to stop before they started."""
     s = run.settings
     label = getattr(run, "label", None)
     extra = {} if label is None else {"label": label}
     if not s.disable_stats and s.stats_interval > 0:
-        run._closers.append(start_sampler(run, s.stats_interval, extra))
+        sampler = new_sampler(run, s.stats_interval, extra)
+        run._closers.append(sampler.stop)
+        run._deferred.append(sampler.start_unless_stopped)
     if s.console != "off":
-        run._closers.append(start_console(run))
+        capture = new_console(run).start(flusher=False)
+        run._closers.append(capture.stop)
+        run._deferred.append(capture.start_flusher)
 
 
 def start_sampler(run: Any, interval: float, extra: dict[str, Any], sources: Any = None) -> Any:
     """A started sampler spooling ``system`` events into ``run``; returns its ``stop``."""
+    sampler = new_sampler(run, interval, extra, sources)
+    sampler.start()
+    return sampler.stop
+
+
+def new_sampler(run: Any, interval: float, extra: dict[str, Any], sources: Any = None) -> Any:
+    """A sampler (not started) spooling ``system`` events into ``run``."""
     from .system import Sampler, default_sources
 
     def emit(samples: list[dict[str, Any]]) -> None:
@@ -42,10 +58,8 @@ def start_sampler(run: Any, interval: float, extra: dict[str, Any], sources: Any
     def warn(message: str) -> None:
         sys.stderr.write(f"runstream: run {run.path}: {message}\n")
 
-    sampler = Sampler(sources or default_sources, emit, interval,
-                      flush_every=max(1, round(FLUSH_SECONDS / interval)), on_error=warn)
-    sampler.start()
-    return sampler.stop
+    return Sampler(sources or default_sources, emit, interval,
+                   flush_every=max(1, round(FLUSH_SECONDS / interval)), on_error=warn)
 
 
 def start_console(run: Any, streams: dict[str, Any] | None = None, **capture: Any) -> Any:
@@ -58,8 +72,14 @@ def start_console(run: Any, streams: dict[str, Any] | None = None, **capture: An
         capture: passed to :class:`~runstream.capture.ConsoleCapture` (``clock``, ``tick``).
     """
 
+    return new_console(run, streams, **capture).start().stop
+
+
+def new_console(run: Any, streams: dict[str, Any] | None = None, **capture: Any) -> ConsoleCapture:
+    """A console tee (not started) spooling each line state into ``run``."""
+
     def sink(updates: list[LineUpdate]) -> None:
         if not run._finished:
             run._append_lines([(u.line, u.stream, u.ts, u.text) for u in updates])
 
-    return ConsoleCapture(sink, streams, **capture).start().stop
+    return ConsoleCapture(sink, streams, **capture)
