@@ -203,6 +203,8 @@ class Sampler(threading.Thread):
         self.wait = wait or self._stop_event.wait
         self.on_error = on_error
         self._pending: list[dict[str, Any]] = []
+        self.ready = threading.Event()
+        """Set once the sources are made (psutil imported, NVML asked): sampling from here on."""
 
     def sample_once(self) -> dict[str, Any]:
         values: dict[str, float] = {}
@@ -230,6 +232,7 @@ class Sampler(threading.Thread):
                 self.sources = []
                 if self.on_error:
                     self.on_error(f"system metrics are off: the sources failed to start: {e}")
+        self.ready.set()
         while not self.wait(self.interval):
             self.sample_once()
             if len(self._pending) >= self.flush_every:

@@ -139,7 +139,8 @@ def _server_runs(r: ChildResult, _s: Stack | None) -> dict[str, float]:
 
 def _telemetry(r: ChildResult, _s: Stack | None) -> dict[str, float]:
     return {"9.overhead_pct": _m(r, "fast_overhead_pct"), "9.default_overhead_pct": _m(r, "default_overhead_pct"),
-            "9.step_us": _m(r, "off_step_us")}
+            "9.step_us": _m(r, "off_step_us"), "9.default_derived_pct": _m(r, "default_derived_pct"),
+            "9.sample_us": _m(r, "sample_cpu_us"), "9.tee_line_us": _m(r, "tee_line_cpu_us")}
 
 
 def _web(r: ChildResult, _s: Stack | None) -> dict[str, float]:
@@ -178,7 +179,8 @@ FEEDS = {
         "5.filter_sort_peer_ms",
     ),
     "_peer_read_runs": ("5.filter_sort_peer_ms",),
-    "_telemetry": ("9.overhead_pct", "9.default_overhead_pct", "9.step_us"),
+    "_telemetry": ("9.overhead_pct", "9.default_overhead_pct", "9.step_us", "9.default_derived_pct", "9.sample_us",
+                   "9.tee_line_us"),
     "_web": ("11.workspace_s", "11.workspace_chart_s", "11.chart_s"),
 }
 
