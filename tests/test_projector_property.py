@@ -57,6 +57,10 @@ def event(draw: st.DrawFn) -> tuple[str, bytes]:
                 "output",
                 "output",
                 "garbage",
+                "fork",
+                "rewind",
+                "resume",
+                "join",
             ]
         )
     )
@@ -66,7 +70,18 @@ def event(draw: st.DrawFn) -> tuple[str, bytes]:
     body: dict[str, Any]
     if kind == "garbage":
         return run_subject("e", uid, "log"), draw(st.binary(max_size=8))
-    if kind == "init":
+    if kind in ("fork", "rewind", "resume"):  # an init with an origin: lineage, branches, clock
+        origin: dict[str, Any] = {"kind": kind, "run_uid": uid if kind != "fork" else draw(st.sampled_from(UIDS))}
+        if kind != "resume":
+            origin.update(step=draw(st.sampled_from([0, 2, 3.5, 6])),
+                          stats=draw(st.sampled_from([{}, {"a": [2, 2, 3.0, 1.0, 2.0, 1.0, 2.0]}])),
+                          last_step=draw(st.sampled_from([None, 2])), runtime=draw(st.floats(0, 50)))
+        body = {"entity": "e", "project": "p", "run_id": uid[:4], "start_time": ts, "origin": origin,
+                "config": {"lr": draw(values)}}
+        return run_subject("e", uid, "init"), encode_event(envelope("init", uid, writer, seq, ts, body))
+    if kind == "join":
+        body = {"label": draw(st.sampled_from(["rank1", None])), "start_time": ts}
+    elif kind == "init":
         body = {
             "entity": "e",
             "project": "p",
@@ -154,12 +169,14 @@ def _norm(v: Any) -> Any:
         return ("f", repr(v))
     if isinstance(v, list):
         return tuple(_norm(x) for x in v)
+    if isinstance(v, dict):  # MAP columns (history_wide.metrics): NaN-safe, order-free
+        return tuple(sorted((k, _norm(x)) for k, x in v.items()))
     return v
 
 
 def tables(store: Store) -> dict[str, list[tuple[Any, ...]]]:
     out = {}
-    for t in PUBLIC_TABLES:
+    for t in (*PUBLIC_TABLES, "history_branches", "history_wide"):  # the views over lines and clocks too
         rows_ = store.con.execute(f"SELECT * FROM {t}").fetchall()
         out[t] = sorted((tuple(_norm(v) for v in r) for r in rows_), key=repr)
     return out
