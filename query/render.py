@@ -201,7 +201,12 @@ def render_run(run: Mapping[str, Any], config: Sequence[tuple[str, Any]],
     if run.get("origin_kind"):
         step = run.get("origin_step")
         at = f" at step {format_value(step)}" if step is not None else ""
-        head.append(("origin", f"{run['origin_kind']} of {run.get('origin_run_uid')}{at}"))
+        kind = run["origin_kind"]
+        if kind == "fork":
+            parent = run.get("origin_path") or run.get("origin_run_uid")
+            head.append(("origin", f"fork of {parent}{at} (depth {run.get('origin_depth') or 1})"))
+        else:  # resume, rewind: of the run itself
+            head.append(("origin", {"rewind": f"rewound{at}", "resume": "resumed"}.get(kind, kind)))
     head.append(("uid", run.get("run_uid")))
     width = max(len(k) for k, _ in head)
     lines = [f"{k.ljust(width)}  {format_value(v, tz)}".rstrip() for k, v in head if v not in (None, "")]

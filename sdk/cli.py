@@ -237,6 +237,11 @@ def cmd_show(args: argparse.Namespace, settings: Settings) -> int:
                        f"`runstream runs {entity}/{project}`")
     run = runs[0]
     uid = sql_literal(run["run_uid"])
+    if run.get("origin_run_uid"):  # name the origin by its path, as the user knows it
+        origin = client.sql(f"SELECT path FROM runs WHERE run_uid = {sql_literal(run['origin_run_uid'])}")
+        paths = [r["path"] for r in origin.to_pylist() if r["path"]]
+        if paths:
+            run["origin_path"] = paths[0]
 
     def pairs(table: str) -> list[tuple[str, Any]]:
         rows = client.sql(f"SELECT key, value, value_json FROM {table} WHERE run_uid = {uid} ORDER BY key")

@@ -103,6 +103,19 @@ def test_csv_and_json() -> None:
     ]
 
 
+def test_render_run_names_its_origin() -> None:
+    base = {"path": "e/p/c", "name": "n", "state": "finished", "run_uid": "u2", "metadata": None}
+    fork = {**base, "origin_kind": "fork", "origin_run_uid": "u1", "origin_step": 4.5, "origin_depth": 2,
+            "origin_path": "e/p/parent"}
+    assert "origin     fork of e/p/parent at step 4.5 (depth 2)\n" in render_run(fork, [], [], tz=UTC)
+    unknown = {**fork, "origin_path": None}  # the parent is gone from the projection: its uid
+    assert "fork of u1 at step 4.5" in render_run(unknown, [], [], tz=UTC)
+    rewound = {**base, "origin_kind": "rewind", "origin_run_uid": "u2", "origin_step": 40.0}
+    assert "origin     rewound at step 40\n" in render_run(rewound, [], [], tz=UTC)
+    resumed = {**base, "origin_kind": "resume", "origin_run_uid": "u2"}
+    assert "origin     resumed\n" in render_run(resumed, [], [], tz=UTC)
+
+
 def test_render_run_exact() -> None:
     run = {"path": "e/p/id1", "name": "n", "state": "finished", "exit_code": 0, "created_at": T0,
            "heartbeat_at": None, "finished_at": T0, "runtime": 12.0, "last_step": 4, "tags": ["a", "b"],
