@@ -183,7 +183,12 @@ _GIT_ENV = {"GIT_TERMINAL_PROMPT": "0", "GIT_OPTIONAL_LOCKS": "0", "LC_ALL": "C"
 
 
 def _start_git(where: Path) -> dict[str, subprocess.Popen[str]] | None:
-    """Start the three git queries at once; None when git is not installed."""
+    """Start the three git queries at once; None when git is not installed or ``where`` is not in a
+    git work tree (then no git process is started at all)."""
+    from .gitdir import in_work_tree
+
+    if not in_work_tree(where):
+        return None
     cmds = {
         "head": ["rev-parse", "--show-toplevel", "HEAD", "--abbrev-ref", "HEAD"],
         "remotes": ["config", "--get-regexp", r"^remote\..*\.url$"],

@@ -32,6 +32,10 @@ def requirements() -> str:
 def git_diff(cwd: Path) -> str | None:
     """``git diff HEAD`` of the work tree at ``cwd`` (staged and unstaged changes), or None when
     it is not a git work tree, git is missing, or nothing changed."""
+    from .gitdir import in_work_tree
+
+    if not in_work_tree(cwd):
+        return None
     env = {**os.environ, "GIT_OPTIONAL_LOCKS": "0", "GIT_TERMINAL_PROMPT": "0"}
     try:
         proc = subprocess.run(["git", "diff", "HEAD", "--no-color", "--no-ext-diff", "--binary"], cwd=cwd,

@@ -180,9 +180,29 @@ def test_hanging_git_times_out_and_is_reaped(tmp_path: Path, monkeypatch: pytest
     fake.chmod(0o755)
     monkeypatch.setenv("PATH", f"{bin_dir}{os.pathsep}{os.environ['PATH']}")
     monkeypatch.setattr(metadata, "GIT_TIMEOUT", 0.2)
+    (tmp_path / ".git").mkdir()  # looks like a work tree: git is asked
     t0 = time.perf_counter()
     meta = collect_metadata(tmp_path)
     assert time.perf_counter() - t0 < 5
     assert "git" not in meta
     assert any(e.startswith("git: TimeoutExpired") for e in meta["errors"])
     assert meta["host"] and meta["started_at"]
+
+
+def test_git_is_asked_only_inside_a_work_tree(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from runstream.gitdir import in_work_tree
+
+    monkeypatch.delenv("GIT_DIR", raising=False)
+    outside = tmp_path / "plain" / "deep"
+    outside.mkdir(parents=True)
+    assert not in_work_tree(outside)
+    repo = tmp_path / "repo"
+    (repo / ".git").mkdir(parents=True)
+    (repo / "src" / "pkg").mkdir(parents=True)
+    assert in_work_tree(repo / "src" / "pkg")
+    linked = tmp_path / "linked"
+    linked.mkdir()
+    (linked / ".git").write_text("gitdir: ../repo/.git/worktrees/linked\n")  # a linked work tree's file
+    assert in_work_tree(linked)
+    monkeypatch.setenv("GIT_DIR", str(repo / ".git"))
+    assert in_work_tree(outside)
