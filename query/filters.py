@@ -13,10 +13,11 @@ on ``tags`` (a list) ``$eq``/``$in`` mean "contains"/"contains one of", ``$regex
 matches", ``$exists`` "has at least one tag".
 
 Fields: ``state``, ``name``/``display_name``, ``id``/``run_id``, ``path``, ``tags``, ``group``,
-``job_type``, ``notes``, ``created_at``/``heartbeat_at``/``finished_at`` (ISO text or epoch
-seconds), ``runtime``, ``last_step``, ``exit_code``, ``config.<key>`` and ``summary_metrics.<key>``
-(``summary.<key>`` too; nested keys dotted). A number compares with the stored DOUBLE, text with
-the value as text, so ``{"config.optimizer": "adam"}`` and ``{"config.lr": 0.01}`` both work.
+``job_type``, ``notes``, ``user`` (the run's login name, from its metadata),
+``created_at``/``heartbeat_at``/``finished_at`` (ISO text or epoch seconds), ``runtime``,
+``last_step``, ``exit_code``, ``config.<key>`` and ``summary_metrics.<key>`` (``summary.<key>``
+too; nested keys dotted). A number compares with the stored DOUBLE, text with the value as text,
+so ``{"config.optimizer": "adam"}`` and ``{"config.lr": 0.01}`` both work.
 
 Every value travels as a ``?`` parameter; only column names chosen from fixed tables and
 operators appear in the SQL text.
@@ -45,6 +46,8 @@ COLUMNS: dict[str, str] = {
     "id": "r.run_id", "run_id": "r.run_id", "path": "r.path", "group": 'r."group"',
     "job_type": "r.job_type", "jobType": "r.job_type", "notes": "r.notes", "runtime": "r.runtime",
     "last_step": "r.last_step", "exit_code": "r.exit_code", "entity": "r.entity", "project": "r.project",
+    "user": "json_extract_string(r.metadata, '$.username')",
+    "username": "json_extract_string(r.metadata, '$.username')",
 }
 TIME_COLUMNS: dict[str, str] = {
     "created_at": "r.created_at", "createdAt": "r.created_at", "heartbeat_at": "r.heartbeat_at",

@@ -99,6 +99,7 @@ CASES: list[tuple[str, dict[str, Any], str]] = [
     ("range on one field", {"config.lr": {"$gt": 0.001, "$lt": 0.1}}, "{lr} > 0.001 AND {lr} < 0.1"),
     ("created_at", {"created_at": {"$gt": "2000-01-01T00:00:00Z"}}, "created_at > TIMESTAMPTZ '2000-01-01'"),
     ("$eq None", {"group": None}, "\"group\" IS NULL"),
+    ("user (metadata)", {"user": {"$regex": "."}}, "json_extract_string(metadata, '$.username') IS NOT NULL"),
 ]
 
 

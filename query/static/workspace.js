@@ -86,7 +86,7 @@
     { id: "tags", label: "Tags", order: "tags", cell: (r) => r.tags.map((t) => h("span", { class: "tag" }, t)) },
     { id: "group", label: "Group", order: "group", cell: (r) => r.group || "" },
     { id: "job_type", label: "Job type", order: "job_type", cell: (r) => r.job_type || "" },
-    { id: "user", label: "User", order: null, cell: (r) => meta(r).username || "" },
+    { id: "user", label: "User", order: "user", cell: (r) => meta(r).username || "" },
   ];
   function userColumn(id) {
     const [kind, ...rest] = id.split(".");
