@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 import subprocess
 from pathlib import Path
+from typing import Any
 
 GIT_TIMEOUT = 10.0
 SNAPSHOT_DIR = "files"
@@ -23,10 +24,35 @@ def requirements() -> str:
 
     seen: dict[str, str] = {}
     for dist in metadata.distributions():
-        name = dist.name
+        name, version = _name_version(dist)
         if name and name.lower() not in seen:
-            seen[name.lower()] = f"{name}=={dist.version}"
+            seen[name.lower()] = f"{name}=={version}"
     return "".join(f"{line}\n" for _, line in sorted(seen.items()))
+
+
+def _name_version(dist: Any) -> tuple[str | None, str | None]:
+    """A distribution's ``Name`` and ``Version`` from the head of its metadata file. They are
+    the first headers of every METADATA / PKG-INFO; ``dist.name`` and ``dist.version`` parse the
+    whole file with the email parser, twice (~50 ms for 150 distributions, against ~5 ms here)."""
+    folder = getattr(dist, "_path", None)
+    if isinstance(folder, Path):
+        for filename in ("METADATA", "PKG-INFO"):
+            try:
+                with open(folder / filename, encoding="utf-8", errors="replace") as fh:
+                    head = fh.read(8192)
+            except OSError:
+                continue
+            name = version = None
+            for line in head.splitlines():
+                if not line:
+                    break  # the end of the headers
+                if line.startswith("Name:"):
+                    name = line[5:].strip()
+                elif line.startswith("Version:"):
+                    version = line[8:].strip()
+                if name and version:
+                    return name, version
+    return dist.name, dist.version
 
 
 def git_diff(cwd: Path) -> str | None:
