@@ -245,7 +245,12 @@ class Sampler(threading.Thread):
             self.start()
 
     def stop(self, timeout: float = 5.0) -> None:
+        """Stop sampling and hand out what is pending. A sampler still making its sources (a run
+        that ends within milliseconds of starting) is not waited for: it has taken no sample, and
+        it ends by itself as soon as its sources are made."""
         self._stop_event.set()
+        if self.is_alive() and not self.ready.is_set():
+            return
         if self.is_alive():
             self.join(timeout)
         else:
