@@ -22,7 +22,14 @@ __all__ = ["dumps", "json_value", "stored_value", "table_records"]
 
 def json_value(v: Any) -> Any:
     """One value → something ``json.dumps(..., allow_nan=False)`` accepts."""
-    if v is None or isinstance(v, str | bool | int):
+    t = type(v)  # exact types first: a page of runs is ~100k plain values (isinstance of ABCs is slow)
+    if t is str or t is int or t is bool or v is None:
+        return v
+    if t is float:
+        return v if math.isfinite(v) else ("NaN" if math.isnan(v) else "Infinity" if v > 0 else "-Infinity")
+    if t is dict:
+        return {k if type(k) is str else str(k): json_value(x) for k, x in v.items()}
+    if isinstance(v, str | bool | int):
         return v
     if isinstance(v, float):
         if math.isnan(v):
