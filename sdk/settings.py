@@ -22,7 +22,13 @@ class Settings(NamedTuple):
     dir: Path = Path("~/.runstream")
     """Data directory of the local stack (nats store, DuckDB file, pids). ``RUNSTREAM_DIR``."""
     nats_url: str | None = None
-    """An existing NATS server; unset → the embedded local stack. ``RUNSTREAM_NATS_URL``."""
+    """An existing NATS server, or several servers of one cluster comma-separated (clients also
+    learn the cluster's other nodes from the server); unset → the embedded local stack.
+    ``RUNSTREAM_NATS_URL``."""
+    stream_replicas: int = 1
+    """Replicas of the event stream and of every KV and object bucket (1 for the embedded stack,
+    3 on a cluster). Streams are created with it; ``runstream server`` raises an existing stream
+    with fewer replicas in place at start. ``RUNSTREAM_STREAM_REPLICAS``."""
     nats_creds: str | None = None
     nats_token: str | None = None
     nats_user: str | None = None
@@ -154,6 +160,12 @@ def load_settings(env: dict[str, str] | None = None, **overrides: Any) -> Settin
     if s.stats_interval != 0 and not s.stats_interval >= MIN_STATS_INTERVAL:
         raise ValueError(f"stats_interval must be at least {MIN_STATS_INTERVAL} seconds, or 0 to turn "
                          f"system metrics off, not {s.stats_interval!r}")
+    if not 1 <= s.stream_replicas <= 5:
+        raise ValueError(f"stream_replicas must be 1 to 5 (JetStream's range), not {s.stream_replicas!r}")
+    if s.nats_url:
+        from .broker.urls import split_urls
+
+        split_urls(s.nats_url)  # a malformed list fails here, naming the item
     if s.console not in CONSOLE_MODES:
         raise ValueError(f"console must be one of {', '.join(CONSOLE_MODES)}, not {s.console!r}")
     return s
