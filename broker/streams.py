@@ -21,7 +21,14 @@ def log_stream_configs(replicas: int = 1) -> list[dict[str, Any]]:
     from .names import paths_bucket_config, stream_config
 
     return [stream_config(replicas), paths_bucket_config(replicas), artifact_kv.bucket_config(replicas),
-            objects.bucket_config(replicas)]
+            objects.bucket_config(replicas),
+            # side-effect claims of the servers (alert deliveries): create-if-absent, one per key,
+            # so N server replicas send each alert once (runstream.projector.claims)
+            {"name": "KV_rs_claims", "subjects": ["$KV.rs_claims.>"], "retention": "limits", "storage": "file",
+             "discard": "new", "num_replicas": replicas, "max_msgs_per_subject": 1, "allow_rollup_hdrs": True,
+             "deny_delete": False, "allow_direct": True, "max_msgs": -1, "max_bytes": -1,
+             "max_age": 30 * 86400 * 1_000_000_000, "max_msg_size": -1,
+             "duplicate_window": 120 * 1_000_000_000}]
 
 
 class StreamReplicas:

@@ -9,8 +9,14 @@ the checkpoint below that mark, nothing is sent. Each (alert, sink) is delivered
 with a time limit, so a slow or dead sink never holds up other alerts; a failed attempt is retried
 after ``backoff`` seconds, doubling, up to ``attempts`` attempts, then recorded ``failed``.
 
-Delivery is at least once: a server killed between sending and recording sends again after its
-restart. Run one delivering server per stream (configure sinks on one replica only).
+Replicas: every server with sinks configured sees the same pending alerts, so before sending, a
+server claims the attempt — (alert, sink, attempt) — in the ``rs_claims`` KV bucket with
+create-if-absent (:mod:`.claims`); only the one whose claim JetStream accepted sends it and records
+the outcome, which every replica then folds. Configure the same sinks on every replica.
+
+Delivery is at least once: a server killed between sending and recording leaves its claim; once
+the claim is stale (``timeout`` + 2 minutes) another server (or the same one restarted) takes it
+over and sends again.
 """
 
 from __future__ import annotations
@@ -28,6 +34,7 @@ import duckdb
 from runstream.broker.codec import encode_event, envelope
 from runstream.broker.names import msg_id, run_subject
 
+from .claims import Claims
 from .errors import DeliveryError
 from .sinks import Alert, Sink
 
@@ -83,12 +90,22 @@ class Alerter:
         attempts, backoff, timeout, max_age: see the ``alert_*`` settings.
         interval: seconds between looks at the projection.
         clock: epoch time (tests pass a fake one).
+        claims: claim each attempt before making it (replicas send each alert once); None: no claims.
+        position: the projector's position (a partition's is past its checkpoint: the events
+            after it are other entities'); default: the checkpoint alone.
     """
 
     def __init__(self, cursor: Callable[[], duckdb.DuckDBPyConnection], publish: Publish, sinks: list[Sink], *,
                  last_seq: Callable[[], Awaitable[int]], checkpoint_name: str = "main", attempts: int = 5,
                  backoff: float = 2.0, timeout: float = 10.0, max_age: float = 86400.0, interval: float = 0.25,
-                 clock: Callable[[], float] = time.time, concurrency: int = 8) -> None:
+                 clock: Callable[[], float] = time.time, concurrency: int = 8,
+                 claims: Claims | None = None, position: Callable[[], int] | None = None) -> None:
+        self.claims = claims
+        self._position = position
+        self._lost: dict[tuple[str, str, str, int], float] = {}
+        """Attempts another replica claimed (not asked again until its claim could be stale)."""
+        self.skipped = 0
+        """Attempts left to another replica that claimed them first."""
         self._cursor = cursor
         self._publish = publish
         self.sinks = list(sinks)
@@ -111,13 +128,14 @@ class Alerter:
 
     def due(self, now: float) -> list[Delivery] | None:
         """The attempts to make now; None while the projection is below :attr:`mark`."""
+        position = self._position() if self._position is not None else 0  # read before the snapshot
         cur = self._cursor()
         try:
             cur.execute("BEGIN TRANSACTION READ ONLY")
             try:
                 row = cur.execute("SELECT stream_seq FROM projector_checkpoint WHERE name = ?",
                                   [self.checkpoint_name]).fetchone()
-                if (int(row[0]) if row else 0) < self.mark:
+                if max(int(row[0]) if row else 0, position) < self.mark:
                     return None
                 rows = cur.execute(_PENDING_SQL, [len(self.sinks), now - self.max_age]).fetchall()
             finally:
@@ -150,18 +168,43 @@ class Alerter:
         except duckdb.Error as e:  # e.g. a replay recreating the tables
             log.warning("alert delivery: cannot read the projection: %s", e)
             return []
+        if self.claims is not None and self._lost:
+            old = self.clock() - self.claims.stale_after
+            self._lost = {k: t for k, t in self._lost.items() if t >= old}
         started = []
         for d in due or []:
             key = (d.alert.run_uid, d.alert.alert_id, d.sink.name)
             if key in self._inflight:
+                continue
+            lost_at = self._lost.get((*key, d.attempt))
+            if lost_at is not None and self.claims is not None and self.clock() - lost_at < self.claims.stale_after:
                 continue
             self._inflight.add(key)
             tg.start_soon(self._deliver, d, key)
             started.append(d)
         return started
 
+    async def _claim(self, d: Delivery) -> bool:
+        """Whether this server makes the attempt (it claimed it, or there are no replicas' claims)."""
+        if self.claims is None:
+            return True
+        if await self.claims.claim("alert", d.alert.run_uid, d.alert.alert_id, d.sink.name, str(d.attempt)):
+            return True
+        self._lost[(d.alert.run_uid, d.alert.alert_id, d.sink.name, d.attempt)] = self.clock()
+        self.skipped += 1
+        return False
+
     async def _deliver(self, d: Delivery, key: tuple[str, str, str]) -> None:
         try:
+            try:
+                mine = await self._claim(d)
+            except Exception as e:
+                log.warning("alert %s of run %s: claiming the delivery to %s failed (%s); tried again",
+                            d.alert.alert_id, d.alert.path, d.sink.name, e)
+                await anyio.sleep(1.0)
+                return
+            if not mine:
+                return  # another replica sends it and records the outcome
             error = await self._send(d)
             ok = error is None
             body = {"alert_id": d.alert.alert_id, "sink": d.sink.name, "attempt": d.attempt, "ok": ok,
@@ -204,7 +247,8 @@ class Alerter:
 
 
 def start_alerter(tg: anyio.abc.TaskGroup, cursor: Callable[[], duckdb.DuckDBPyConnection], js: Any,
-                  last_seq: Callable[[], Awaitable[int]], settings: Any, checkpoint_name: str) -> Alerter | None:
+                  last_seq: Callable[[], Awaitable[int]], settings: Any, checkpoint_name: str,
+                  position: Callable[[], int] | None = None) -> Alerter | None:
     """Run an :class:`Alerter` in ``tg`` when ``settings`` configure a sink; return it (or None)."""
     from .sinks import sinks_from_settings
 
@@ -215,10 +259,13 @@ def start_alerter(tg: anyio.abc.TaskGroup, cursor: Callable[[], duckdb.DuckDBPyC
     async def publish(subject: str, payload: bytes, headers: dict[str, str]) -> Any:
         return await js.publish(subject, payload, headers=headers)
 
+    import secrets
+
     s = settings
+    claims = Claims(js, f"{checkpoint_name}:{secrets.token_hex(6)}", stale_after=float(s.alert_timeout) + 120.0)
     alerter = Alerter(cursor, publish, sinks, last_seq=last_seq, checkpoint_name=checkpoint_name,
                       attempts=s.alert_attempts, backoff=s.alert_backoff, timeout=s.alert_timeout,
-                      max_age=s.alert_max_age)
+                      max_age=s.alert_max_age, claims=claims, position=position)
     log.info("delivering alerts to %s", ", ".join(sink.name for sink in sinks))
     tg.start_soon(alerter.run)
     return alerter

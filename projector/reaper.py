@@ -2,14 +2,15 @@
 
 The decision is an event in the log (writer ``reaper``), so a replay reproduces it. Its seq is the
 lapsed heartbeat in milliseconds: two reapers (two projector replicas) deciding about the same
-lapse publish the same ``Nats-Msg-Id`` and the server keeps one.
+lapse publish the same ``Nats-Msg-Id`` and the server keeps one. A publish that fails (the broker
+is unreachable, a leader election) is retried at the next check; it never stops the server.
 """
 
 from __future__ import annotations
 
 import time
 from collections.abc import Awaitable, Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import anyio
 import duckdb
@@ -18,6 +19,9 @@ from runstream.broker.codec import encode_event, envelope
 from runstream.broker.names import msg_id, run_subject
 
 from .fold import REAPER_WRITER
+
+if TYPE_CHECKING:
+    from .resilience import BrokerLink
 
 Publish = Callable[[str, bytes, dict[str, str]], Awaitable[Any]]
 """``publish(subject, payload, headers)``: e.g. a JetStream context's ``publish``."""
@@ -33,12 +37,14 @@ class Reaper:
         heartbeat_interval: the SDK's heartbeat period; the reaper checks this often (or every
             ``crash_timeout / 4`` if shorter).
         clock: the current epoch time (tests pass a fake one).
+        link: where a failing publish is reported (one log line when it starts, one when it ends).
     """
 
     def __init__(self, cursor: Callable[[], duckdb.DuckDBPyConnection], publish: Publish, *,
                  crash_timeout: float = 300.0, heartbeat_interval: float = 30.0,
-                 clock: Callable[[], float] = time.time) -> None:
+                 clock: Callable[[], float] = time.time, link: BrokerLink | None = None) -> None:
         self._cursor = cursor
+        self._link = link
         self._publish = publish
         self.crash_timeout = crash_timeout
         self.interval = min(heartbeat_interval, crash_timeout / 4)
@@ -70,7 +76,19 @@ class Reaper:
         return done
 
     async def run(self) -> None:
-        """Check forever, every ``interval`` seconds."""
+        """Check forever, every ``interval`` seconds; a failed check is retried at the next one."""
+        import logging
+
         while True:
-            await self.tick()
+            try:
+                with anyio.fail_after(max(self.interval, 5.0)):
+                    await self.tick()
+            except Exception as e:  # the broker (or the projection, during a replay) is unavailable
+                if self._link is not None:
+                    self._link.failed("the crash reaper", e)
+                else:
+                    logging.getLogger("runstream.projector.reaper").warning("crash check failed: %s", e)
+            else:
+                if self._link is not None:
+                    self._link.ok("the crash reaper")
             await anyio.sleep(self.interval)

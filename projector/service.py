@@ -21,12 +21,11 @@ import duckdb
 import pyarrow as pa
 from anyio.streams.memory import MemoryObjectReceiveStream
 
-from runstream.broker.jetstream import connect, ensure_log
-
 from .errors import CatchUpTimeout
 from .fold import Record, fold
 from .reaper import Reaper
-from .source import batches, last_seq
+from .resilience import BrokerLink, connect_retrying, retrying
+from .source import StreamSource, entity_subjects, last_seq
 from .state import ProjectionState
 from .store import Store
 
@@ -35,6 +34,12 @@ log = logging.getLogger("runstream.projector")
 
 _PREFETCH = 8
 """Fetched batches that may wait for the writer (they are then written in one transaction)."""
+_PROBE_WAITING_S = 0.25
+"""While someone waits for a position the projection has not reached, how often an idle
+projector asks its consumer whether anything of its filter is still pending."""
+_PROBE_IDLE_S = 2.0
+"""Otherwise (for the lag in ``health``), how often an idle projector asks."""
+_PARTITION_DDL = "CREATE TABLE IF NOT EXISTS projector_partition (name VARCHAR PRIMARY KEY, subjects VARCHAR)"
 
 
 class Projector:
@@ -53,14 +58,28 @@ class Projector:
         heartbeat_interval: the SDK's heartbeat period (paces the reaper).
         reaper: run the crash reaper inside :meth:`run`.
         clock: epoch time source for the reaper.
+        entities: project only these entities (a partition); None: every entity.
+        filter_subjects: or a raw subject filter (subjects of the event stream, e.g.
+            ``rs.team-*.run.*.*`` is not valid NATS, but ``rs.a.run.*.*`` and ``rs.*.run.abc.*`` are).
+        replicas: the replica count the streams are created with / raised to at start.
+        link: where broker failures and the connection state are reported (``health``).
     """
 
     def __init__(self, db_path: str | Path, nats_url: str, *, nats_options: dict[str, Any] | None = None,
                  name: str = "main", batch_size: int = 2000, max_transaction_bytes: int = 64 * 1024 * 1024,
                  crash_timeout: float = 300.0,
                  heartbeat_interval: float = 30.0, reaper: bool = False,
-                 clock: Callable[[], float] = time.time) -> None:
+                 clock: Callable[[], float] = time.time, entities: list[str] | None = None,
+                 filter_subjects: list[str] | None = None, replicas: int = 1,
+                 link: BrokerLink | None = None) -> None:
         self.db_path = Path(db_path)
+        self.name = name
+        self.entities = list(entities) if entities else None
+        self.filter_subjects = list(filter_subjects or (entity_subjects(entities) if entities else [])) or None
+        self.replicas = max(1, int(replicas))
+        self.link = link or BrokerLink(nats_url)
+        self.source: StreamSource | None = None
+        """The consumer of the running :meth:`run` (its pending count is the lag of a partition)."""
         self.nats_url = nats_url
         self.nats_options = dict(nats_options or {})
         self.batch_size = batch_size
@@ -70,8 +89,15 @@ class Projector:
         self.reaper_enabled = reaper
         self.clock = clock
         self.store = Store(self.db_path, name)
+        self._check_partition()
         self._state: ProjectionState = self.store.load()
         self._projected = self._state.checkpoint
+        self._covered = self._projected
+        """Stream seq up to which every event of the filter is projected (a partition's projected
+        seq stays behind the stream's last one: the events after it belong to others)."""
+        self._wanted = 0
+        self.stream_last_seq: int | None = None
+        """The stream's last sequence as last seen (None before the first look)."""
         self._advanced = anyio.Event()
         self.points = 0
         """History points written since this object was created."""
@@ -89,17 +115,82 @@ class Projector:
         """The last stream sequence whose effects are committed to DuckDB."""
         return self._projected
 
+    @property
+    def position(self) -> int:
+        """The stream sequence up to which everything of this projection's filter is projected
+        (the projected seq, or more for a partition whose consumer has nothing pending)."""
+        return max(self._projected, self._covered)
+
+    @property
+    def partitioned(self) -> bool:
+        return self.filter_subjects is not None
+
+    def lag(self) -> int | None:
+        """Events not projected yet: a partition's consumer's pending count, else the stream's
+        last sequence (as last seen) minus the projected one; None when unknown."""
+        if self.partitioned:
+            return None if self.source is None or self.source.pending is None else self.source.pending
+        if self.stream_last_seq is None:
+            return None
+        return max(self.stream_last_seq - self.position, 0)
+
     def cursor(self) -> duckdb.DuckDBPyConnection:
         """A cursor on the projection for readers in this process."""
         return self.store.cursor()
 
     async def wait_for_seq(self, seq: int, timeout: float) -> bool:
-        """Wait until ``seq`` is projected; False if ``timeout`` seconds pass first."""
+        """Wait until the projection holds everything of its filter up to stream sequence ``seq``;
+        False if ``timeout`` seconds pass first."""
+        self._wanted = max(self._wanted, seq)
         with anyio.move_on_after(timeout):
-            while self._projected < seq:
+            while self.position < seq:
                 await self._advanced.wait()
             return True
-        return self._projected >= seq
+        return self.position >= seq
+
+    def _check_partition(self) -> None:
+        """A file projected with another filter cannot go on from its checkpoint (it lacks the
+        new entities' earlier events): it is rebuilt from the log."""
+        subjects = ",".join(self.filter_subjects or [])
+        cur = self.store.cursor()
+        try:
+            cur.execute(_PARTITION_DDL)
+            row = cur.execute("SELECT subjects FROM projector_partition WHERE name = ?", [self.name]).fetchone()
+            before = row[0] if row else ("" if self.store.checkpoint() else None)
+            if before is not None and before != subjects:
+                log.warning("projection %s was of %s, now of %s: rebuilding it from the log", self.db_path,
+                            before or "every entity", subjects or "every entity")
+                self.store.reset()
+            cur.execute("INSERT OR REPLACE INTO projector_partition VALUES (?, ?)", [self.name, subjects])
+        finally:
+            cur.close()
+
+    def _signal(self) -> None:
+        advanced, self._advanced = self._advanced, anyio.Event()
+        advanced.set()
+
+    async def _probe(self, source: StreamSource, last_probe: float) -> float:
+        """While idle: ask the consumer whether anything is pending; if not, everything of the
+        filter up to the stream's last sequence (read just before) is projected."""
+        now = time.monotonic()
+        every = _PROBE_WAITING_S if self.position < max(self._wanted, self.stream_last_seq or 0) else _PROBE_IDLE_S
+        if now - last_probe < every:
+            return last_probe
+        js = source.js
+        try:
+            with anyio.fail_after(5):
+                last = await last_seq(js)
+        except Exception as e:
+            self.link.failed("reading the stream's last sequence", e)
+            return now
+        self.link.ok("reading the stream's last sequence")
+        self.stream_last_seq = last
+        pending = await source.probe()
+        if pending is not None and pending.num_pending == 0 and pending.delivered_seq <= self._projected:
+            if last > self._covered:
+                self._covered = last
+                self._signal()
+        return now
 
     def close(self) -> None:
         """Close the DuckDB file."""
@@ -122,8 +213,7 @@ class Projector:
     async def _commit(self, records: list[Record]) -> None:
         seq = await anyio.to_thread.run_sync(self._apply, records)
         self._projected = seq
-        advanced, self._advanced = self._advanced, anyio.Event()
-        advanced.set()
+        self._signal()
         late, self._late = self._late, []
         if late and self.on_late is not None:
             try:
@@ -132,43 +222,71 @@ class Projector:
                 log.exception("deleting %d late event(s) of deleted runs from the stream failed", len(late))
 
     async def _connect(self) -> Any:
-        nc = await connect(self.nats_url, name="runstream-projector", **self.nats_options)
-        return nc
+        return await connect_retrying(self.nats_url, self.link, name=f"runstream-projector-{self.name}",
+                                      **self.nats_options)
+
+    async def _ensure_streams(self, js: Any) -> None:
+        from runstream.broker.streams import ensure_streams
+
+        done = await retrying("creating the log's streams", lambda: ensure_streams(js, self.replicas), self.link)
+        for d in done:
+            if d.created:
+                log.info("stream %s created with %d replica(s)", d.name, d.after)
+            elif d.after > d.before:
+                log.warning("stream %s: replicas raised from %d to %d", d.name, d.before, d.after)
+
+    async def _last_seq(self, js: Any) -> int:
+        self.stream_last_seq = await retrying("reading the stream's last sequence", lambda: last_seq(js), self.link)
+        return self.stream_last_seq
 
     async def _consume(self, js: Any, *, until: int | None,
                        on_caught_up: Callable[[], None] | None = None,
                        progress: Progress | None = None) -> None:
         """Fetch and write batches; stop once ``until`` is projected (forever if None)."""
         send, receive = anyio.create_memory_object_stream[list[Record]](_PREFETCH)
-        target = until if until is not None else await last_seq(js)
+        target = until if until is not None else await self._last_seq(js)
+        self._wanted = max(self._wanted, target)
         caught_up = on_caught_up
+        source = StreamSource(js, filter_subjects=self.filter_subjects, link=self.link, batch_size=self.batch_size)
+        self.source = source
 
         async def fetcher() -> None:
+            last_probe = 0.0
             async with send:
-                async for recs in batches(js, self._projected + 1, batch_size=self.batch_size):
+                async for recs in source.batches(self._projected + 1):
                     if recs:
                         await send.send(recs)
+                    elif receive.statistics().current_buffer_used == 0:
+                        last_probe = await self._probe(source, last_probe)
                     if until is not None and recs and recs[-1].stream_seq >= until:
                         return
+                    if until is not None and self.position >= until:
+                        return
+
+        async def caught_up_watch() -> None:
+            nonlocal caught_up
+            while caught_up is not None:
+                if self.position >= target:
+                    caught_up()
+                    caught_up = None
+                    return
+                await self._advanced.wait()
 
         async with anyio.create_task_group() as tg:
             tg.start_soon(anyio.to_thread.run_sync, _warm_up)
             tg.start_soon(fetcher)
-            if caught_up is not None and self._projected >= target:
-                caught_up()
-                caught_up = None
+            tg.start_soon(caught_up_watch)
             async with receive:
                 async for first in receive:
                     recs = _coalesce(first, receive, self.max_transaction_bytes)
                     await self._commit(recs)
                     if progress is not None:
                         progress(self._projected, target)
-                    if caught_up is not None and self._projected >= target:
-                        caught_up()
-                        caught_up = None
-                    if until is not None and self._projected >= until:
+                    if until is not None and self.position >= until:
                         tg.cancel_scope.cancel()
                         return
+            if until is not None and self.position >= until:
+                tg.cancel_scope.cancel()
 
     async def run(self, *, task_status: anyio.abc.TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
         """Connect, make sure the stream exists, and project forever from the checkpoint.
@@ -179,11 +297,12 @@ class Projector:
         nc = await self._connect()
         try:
             js = nc.jetstream()
-            await ensure_log(js)
+            await self._ensure_streams(js)
             async with anyio.create_task_group() as tg:
+                tg.start_soon(self.link.watch, nc)
                 if self.reaper_enabled:
                     reaper = Reaper(self.cursor, _publisher(js), crash_timeout=self.crash_timeout,
-                                    heartbeat_interval=self.heartbeat_interval, clock=self.clock)
+                                    heartbeat_interval=self.heartbeat_interval, clock=self.clock, link=self.link)
                     tg.start_soon(reaper.run)
                 await self._consume(js, until=None, on_caught_up=task_status.started)
         finally:
@@ -199,13 +318,13 @@ class Projector:
         nc = await self._connect()
         try:
             js = nc.jetstream()
-            await ensure_log(js)
-            target = await last_seq(js)
-            if self._projected < target:
+            await self._ensure_streams(js)
+            target = await self._last_seq(js)
+            if self.position < target:
                 with anyio.move_on_after(timeout):
                     await self._consume(js, until=target, progress=progress)
-                if self._projected < target:
-                    raise CatchUpTimeout(self._projected, target, timeout)
+                if self.position < target:
+                    raise CatchUpTimeout(self.position, target, timeout)
             return self._projected
         finally:
             with anyio.CancelScope(shield=True):
@@ -218,7 +337,7 @@ class Projector:
         """
         await anyio.to_thread.run_sync(self.store.reset)
         self._state = ProjectionState()
-        self._projected = 0
+        self._projected = self._covered = self._wanted = 0
         seq = await self.catch_up(timeout, progress)
         await anyio.to_thread.run_sync(self.store.compact)
         return seq

@@ -1,5 +1,10 @@
 """``QueryClient``: a synchronous client of the server's NATS RPC (SQL, health, replay).
 
+Where a request goes (:mod:`.protocol`): ``health`` and ``replay`` concern one server, the one
+named ``settings.server_name`` (``main`` by default, the local stack's); ``sql`` and ``lineage``
+go to any server that can answer them — about one ``entity`` to a server holding it, else to any
+server holding every entity — balanced by NATS, or to one named server when ``server=`` is given.
+
 It speaks through the SDK's small blocking NATS client (:mod:`runstream.broker.miniclient`): no
 event loop, so it works the same from scripts and notebooks, and a CLI command does not pay for
 importing nats-py (and aiohttp) before it can ask anything. pyarrow loads only for SQL results.
@@ -14,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 
 from ..settings import Settings, load_settings
 from . import protocol
-from .errors import ServerUnavailable, error_from_reply
+from .errors import NoServerForEntity, ServerUnavailable, error_from_reply
 
 if TYPE_CHECKING:
     import pyarrow as pa
@@ -110,35 +115,51 @@ class QueryClient:
         except BrokerUnavailable as e:
             raise ServerUnavailable(f"{e}; {self._hint()}") from e
 
-    def _request(self, nc: MiniNats, op: str, message: dict[str, Any], timeout: float) -> dict[str, Any]:
+    def _route(self, op: str, server: str | None, entity: str | None) -> tuple[str, str, str | None]:
+        """``(subject, who, entity)``: the subject of ``op`` and how to name its answerer in errors."""
+        if server is not None or op not in protocol.ANY_OPS:
+            name = server or self.name
+            return protocol.subject(name, op), f"runstream server named {name!r}", None
+        if entity is not None:
+            return protocol.entity_subject(entity, op), f"runstream server holding entity {entity!r}", entity
+        return protocol.any_subject(op), "runstream server holding every entity", None
+
+    def _request(self, nc: MiniNats, op: str, message: dict[str, Any], timeout: float, *,
+                 server: str | None = None, entity: str | None = None) -> dict[str, Any]:
         from ..broker.errors import BrokerUnavailable
         from ..broker.miniclient import NoResponders
 
+        subject, who, held = self._route(op, server, entity)
         try:
-            msg = nc.request(protocol.subject(self.name, op), protocol.encode(message), timeout=timeout)
+            msg = nc.request(subject, protocol.encode(message), timeout=timeout)
         except NoResponders as e:
-            raise ServerUnavailable(
-                f"no runstream server named {self.name!r} is running at {self.url}; {self._hint()}") from e
+            if held is not None:
+                raise NoServerForEntity(
+                    f"no runstream server holds entity {held!r} at {self.url} (none answers {subject}); start "
+                    f"one with `runstream server --entities {held}` or one without --entities") from e
+            extra = ("; on a partitioned deployment name an entity (--entity) or a server (--server)"
+                     if op in protocol.ANY_OPS and server is None else "")
+            raise ServerUnavailable(f"no {who} is running at {self.url}{extra}; {self._hint()}") from e
         except BrokerUnavailable as e:
             if isinstance(e.__cause__, TimeoutError):
                 raise ServerUnavailable(
-                    f"the runstream server named {self.name!r} at {self.url} did not answer {op!r} within "
-                    f"{timeout:g}s; {self._hint()}") from e
+                    f"the {who} at {self.url} did not answer {op!r} within {timeout:g}s; {self._hint()}") from e
             raise ServerUnavailable(f"{e}; {self._hint()}") from e
         reply = protocol.decode(msg.payload)
         if not reply.get("ok"):
             raise error_from_reply(reply.get("kind"), str(reply.get("error")))
         return reply
 
-    def _call(self, op: str, message: dict[str, Any], timeout: float) -> dict[str, Any]:
+    def _call(self, op: str, message: dict[str, Any], timeout: float, *, server: str | None = None,
+              entity: str | None = None) -> dict[str, Any]:
         nc = self._connect()
         try:
-            return self._request(nc, op, message, timeout)
+            return self._request(nc, op, message, timeout, server=server, entity=entity)
         finally:
             nc.close()
 
     def sql(self, query: str, *, max_rows: int = 10_000, timeout: float = 30.0,
-            wait_seq: int | None = None) -> SqlResult:
+            wait_seq: int | None = None, entity: str | None = None, server: str | None = None) -> SqlResult:
         """Run one read-only SQL statement on the server.
 
         Args:
@@ -147,13 +168,17 @@ class QueryClient:
             timeout: seconds for the server to reach ``wait_seq`` and run the query.
             wait_seq: read-your-writes: first wait until the projection has reached this stream
                 sequence (e.g. :meth:`stream_last_seq` taken after a run finished).
+            entity: run it on a server holding this entity (a partition's projection holds only
+                its entities; default: any server holding every entity).
+            server: run it on the server of this name.
 
         Raises:
             QueryRefused, QueryTimeout, ProjectionLagging, QueryError: from the server.
+            NoServerForEntity: no server holds ``entity``.
             ServerUnavailable: no server answers.
         """
         message = {"sql": query, "max_rows": max_rows, "timeout": timeout, "wait_seq": wait_seq}
-        reply = self._call("sql", message, timeout + _REPLY_MARGIN_S)
+        reply = self._call("sql", message, timeout + _REPLY_MARGIN_S, server=server, entity=entity)
         return SqlResult(protocol.ipc_to_table(reply["arrow"]), bool(reply.get("truncated")),
                          int(reply.get("projected_seq") or 0))
 
@@ -200,12 +225,14 @@ class QueryClient:
         finally:
             nc.close()
 
-    def lineage(self, run_uid: str, step: float | None = None, *, timeout: float = 30.0) -> dict[str, Any] | None:
+    def lineage(self, run_uid: str, step: float | None = None, *, timeout: float = 30.0,
+                entity: str | None = None) -> dict[str, Any] | None:
         """A run as resume, fork and rewind need it (state, last step, runtime, depth; with ``step``
         the aggregates of its visible history up to there), once the server's projection holds
-        what the log holds now. None when the server does not know the run."""
+        what the log holds now. None when the server does not know the run. Asked of a server
+        holding ``entity`` when given, else of any server holding every entity."""
         message = {"run_uid": run_uid, "step": step, "timeout": timeout}
-        reply = self._call("lineage", message, timeout + _REPLY_MARGIN_S)
+        reply = self._call("lineage", message, timeout + _REPLY_MARGIN_S, entity=entity)
         run = reply.get("run")
         return dict(run) if isinstance(run, dict) else None
 

@@ -66,9 +66,15 @@ class ServerCore:
         """Read-your-writes: wait (at most ``timeout`` s) until the projection holds what the stream
         holds now; return the remaining lag in stream sequences (0 when caught up)."""
         last = await self.service.stream_last_seq()
-        if self.projector.projected_seq < last:
+        if self.projector.position < last:
             await self.projector.wait_for_seq(last, timeout)
-        return max(last - self.projector.projected_seq, 0)
+        return max(last - self.projector.position, 0)
+
+    def holds(self, entity: str) -> bool:
+        """Whether this server projects ``entity`` (a full server holds every one)."""
+        if self.config.full:
+            return True
+        return entity in (self.config.entities or ())
 
     async def wait_advance(self, seq: int, timeout: float) -> bool:
         """Wait until the projection passes ``seq``; False on timeout or shutdown."""
@@ -103,14 +109,36 @@ class ServerCore:
         return int(ack.seq)
 
 
+async def refuse_duplicate_name(nc: Any, name: str, timeout: float = 2.0) -> None:
+    """Ask ``rsctl.q.<name>.health``: if a server answers, this one must not start under the same
+    name (per-server requests — replay, health, progress — would reach either)."""
+    import nats.errors
+
+    from . import protocol
+    from .errors import DuplicateServerName
+
+    try:
+        msg = await nc.request(protocol.subject(name, "health"), protocol.encode({}), timeout=timeout)
+    except (nats.errors.NoRespondersError, nats.errors.TimeoutError):
+        return
+    try:
+        other = protocol.decode(msg.data)
+    except ValueError:
+        other = {}
+    where = f"pid {other.get('pid', '?')}, database {other.get('db_path', '?')}"
+    raise DuplicateServerName(
+        f"a runstream server named {name!r} is already running ({where}); give this one another name "
+        "with --name or RUNSTREAM_SERVER_NAME (each replica needs its own name)")
+
+
 @contextlib.asynccontextmanager
 async def open_core(config: ServerConfig) -> AsyncIterator[ServerCore]:
     """Start the projector (caught up with the stream) and the RPC responder; yield the core.
 
     The body runs inside the core's task group: cancelling ``core.tg.cancel_scope`` stops all.
     """
-    from ..broker.jetstream import connect
     from ..projector import Projector
+    from ..projector.resilience import BrokerLink, connect_retrying
     from .lifecycle import purge_late
     from .rpc import Responder
     from .sandbox import Sandbox
@@ -118,30 +146,42 @@ async def open_core(config: ServerConfig) -> AsyncIterator[ServerCore]:
 
     config.dir.mkdir(parents=True, exist_ok=True)
     s = config.settings
+    link = BrokerLink(config.nats_url)
     projector = Projector(config.db_path, config.nats_url, nats_options=config.nats_options(),
                           name=config.name, crash_timeout=s.crash_timeout,
-                          heartbeat_interval=s.heartbeat_interval, reaper=True)
+                          heartbeat_interval=s.heartbeat_interval, reaper=True,
+                          entities=list(config.entities) if config.entities else None,
+                          filter_subjects=list(config.filter_subjects) if config.filter_subjects else None,
+                          replicas=s.stream_replicas, link=link)
     sandbox: Sandbox | None = None
     core: ServerCore | None = None
     try:
-        nc = await connect(config.nats_url, name=f"runstream-server-{config.name}", **config.nats_options())
+        nc = await connect_retrying(config.nats_url, link, name=f"runstream-server-{config.name}",
+                                    **config.nats_options())
     except BaseException:
         projector.close()
         raise
     projector.on_late = functools.partial(purge_late, nc)  # events of deleted runs after their tombstone
     try:
+        await refuse_duplicate_name(nc, config.name)
         async with anyio.create_task_group() as tg:
-            log.info("projecting %s into %s", config.nats_url, config.db_path)
+            tg.start_soon(link.watch, nc)
+            log.info("projecting %s (%s) into %s", config.nats_url, config.describe_partition(), config.db_path)
             runner = ProjectorTask(projector, tg)
             await runner.start()
             sandbox = Sandbox(projector.cursor(), operator_memory_limit=s.sql_memory_limit or None)
             service = QueryService(projector, runner, sandbox, nc, tg, name=config.name,
-                                   db_path=config.db_path, nats_url=config.nats_url)
-            await tg.start(Responder(nc, config.name, service.handlers).serve)
+                                   db_path=config.db_path, nats_url=config.nats_url, link=link,
+                                   entities=None if config.full else list(config.entities or ()),
+                                   filter_subjects=projector.filter_subjects)
+            responder = Responder(nc, config.name, service.handlers,
+                                  entities=None if config.full else list(config.entities or ()))
+            await tg.start(responder.serve)
             core = ServerCore(config, projector, runner, sandbox, service, Reader(projector.cursor), nc, tg)
             from ..projector.alerter import start_alerter
 
-            start_alerter(tg, projector.cursor, nc.jetstream(), service.stream_last_seq, s, config.name)
+            start_alerter(tg, projector.cursor, nc.jetstream(), service.stream_last_seq, s, config.name,
+                          position=lambda: projector.position)
             try:
                 yield core
             finally:

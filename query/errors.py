@@ -9,9 +9,11 @@
      ├── NotFound                   no such run or project (HTTP 404)
      ├── Conflict                   a move or delete refused: path taken, forks left (HTTP 409)
      ├── Unauthorized               the HTTP API wants an API key, or another one (HTTP 401)
-     └── RunNotAlive                a stop for a run no live process answers for (HTTP 409)
+     ├── RunNotAlive                a stop for a run no live process answers for (HTTP 409)
+     └── NoServerForEntity          no running server projects the entity asked about (HTTP 503)
     runstream.errors.StackError
-     └── ServerUnavailable          no runstream server answers the RPC subjects
+     ├── ServerUnavailable          no runstream server answers the RPC subjects
+     └── DuplicateServerName        a server refused to start: another one answers under its name
 
 Messages say what failed and what to do next; server-side errors travel as text in the reply and
 are raised again on the client as the same class (see :func:`error_from_reply`).
@@ -31,6 +33,8 @@ __all__ = [
     "Unauthorized",
     "ServerUnavailable",
     "RunNotAlive",
+    "NoServerForEntity",
+    "DuplicateServerName",
     "error_from_reply",
 ]
 
@@ -63,8 +67,17 @@ class RunNotAlive(QueryError):
     """A stop request that no live process of the run acknowledged."""
 
 
+class NoServerForEntity(QueryError):
+    """On a partitioned deployment, no running server projects the entity (NATS had no responders
+    for its subjects); the message names it."""
+
+
 class ServerUnavailable(StackError):
     """No runstream server answered on its RPC subjects."""
+
+
+class DuplicateServerName(StackError):
+    """Another runstream server already answers under this server's name: replicas need their own."""
 
 
 _KINDS: dict[str, type[QueryError]] = {
@@ -75,6 +88,7 @@ _KINDS: dict[str, type[QueryError]] = {
     "conflict": Conflict,
     "unauthorized": Unauthorized,
     "not_alive": RunNotAlive,
+    "no_server": NoServerForEntity,
     "error": QueryError,
 }
 

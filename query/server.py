@@ -7,7 +7,14 @@ bound before anything else (the preferred port, else a free one), and its URL is
 ``<dir>/server.ready`` holds this process's pid (what the local stack waits for); SIGTERM or SIGINT
 remove it and end the process cleanly. Logs go to stderr.
 
-Run it as ``python -m runstream.query.server --dir D --nats-url U [--name main] [--http-port P]``.
+Run it as ``python -m runstream.query.server --dir D --nats-url U [--name main] [--http-port P]
+[--entities a,b | --subjects S,...]``.
+
+Several servers may run on one stream: *replicas* (each its own ``--name`` and data directory;
+they converge, share the balanced requests and send each alert once) and *partitions*
+(``--entities``: a server projects and answers for those entities only; requests about an entity
+reach a server that holds it through NATS, see :mod:`.protocol`). Nothing the broker does ends the
+server: it waits for NATS at start and rides out outages, answering reads from its DuckDB file.
 """
 
 from __future__ import annotations
@@ -52,6 +59,9 @@ class ServerConfig:
         name: the server name in the RPC subjects (``rsctl.q.<name>.*``) and of its projector.
         settings: credentials, crash timeout, heartbeat interval, API key and SQL memory limit.
         http_port: preferred HTTP port on 127.0.0.1 (a free one if taken; 0: any; None: no HTTP).
+        entities: project and answer for these entities only (a partition); None: every entity.
+        filter_subjects: or a raw subject filter of the event stream (then the server answers
+            entity requests for none: only its own subjects and SQL sent to it by name).
     """
 
     dir: Path
@@ -59,6 +69,20 @@ class ServerConfig:
     name: str = "main"
     settings: Settings = field(default_factory=Settings)
     http_port: int | None = None
+    entities: tuple[str, ...] | None = None
+    filter_subjects: tuple[str, ...] | None = None
+
+    @property
+    def full(self) -> bool:
+        """Whether this server projects every entity."""
+        return self.entities is None and self.filter_subjects is None
+
+    def describe_partition(self) -> str:
+        if self.entities is not None:
+            return "entities " + ", ".join(self.entities)
+        if self.filter_subjects is not None:
+            return "subjects " + ", ".join(self.filter_subjects)
+        return "every entity"
 
     @property
     def db_path(self) -> Path:
@@ -216,7 +240,47 @@ def build_parser(parser: argparse.ArgumentParser | None = None) -> argparse.Argu
     p.add_argument("--http-port", type=int, default=None,
                    help="HTTP API port on 127.0.0.1, a free one if taken; 0: any free port; -1: no HTTP "
                         "(default: RUNSTREAM_HTTP_PORT or 14280)")
+    part = p.add_mutually_exclusive_group()
+    part.add_argument("--entities", default=None,
+                      help="project and answer for these entities only, comma-separated (a partition; "
+                           "default: RUNSTREAM_SERVER_ENTITIES, else every entity)")
+    part.add_argument("--subjects", default=None,
+                      help="a raw subject filter of the event stream, comma-separated (e.g. rs.a.run.*.*; "
+                           "default: RUNSTREAM_SERVER_SUBJECTS)")
     return p
+
+
+def _csv(value: str | None) -> tuple[str, ...] | None:
+    if value is None:
+        return None
+    items = tuple(dict.fromkeys(x.strip() for x in value.split(",") if x.strip()))
+    return items or None
+
+
+def partition_from(entities: str | None, subjects: str | None,
+                   env: dict[str, str] | None = None) -> tuple[tuple[str, ...] | None, tuple[str, ...] | None]:
+    """``(entities, filter_subjects)`` from the arguments, else ``RUNSTREAM_SERVER_ENTITIES`` /
+    ``RUNSTREAM_SERVER_SUBJECTS``; both None for a server of every entity."""
+    env = dict(os.environ) if env is None else env
+    if entities is None and subjects is None:
+        entities, subjects = env.get("RUNSTREAM_SERVER_ENTITIES"), env.get("RUNSTREAM_SERVER_SUBJECTS")
+    ents, subs = _csv(entities), _csv(subjects)
+    if ents is not None and subs is not None:
+        raise SystemExit("runstream server: give --entities or --subjects, not both")
+    if ents is not None:
+        from ..broker.names import validate_name
+
+        for e in ents:
+            try:
+                validate_name("entity", e)
+            except ValueError as err:
+                raise SystemExit(f"runstream server: --entities: {err}") from None
+    if subs is not None:
+        for sub in subs:
+            if not sub.startswith("rs.") or len(sub.split(".")) != 5 and not sub.endswith(">"):
+                raise SystemExit(f"runstream server: --subjects: {sub!r} is not a subject of the event "
+                                 "stream (rs.<entity>.run.<run uid>.<kind>, wildcards allowed)")
+    return ents, subs
 
 
 def config_from_args(args: argparse.Namespace, settings: Settings | None = None) -> ServerConfig:
@@ -232,8 +296,9 @@ def config_from_args(args: argparse.Namespace, settings: Settings | None = None)
                              "or start the local stack with `runstream up`")
         url = st.nats_url
     port = args.http_port if getattr(args, "http_port", None) is not None else s.http_port
+    entities, subjects = partition_from(getattr(args, "entities", None), getattr(args, "subjects", None))
     return ServerConfig(dir=args.dir or s.dir, nats_url=url, name=args.name or s.server_name, settings=s,
-                        http_port=None if port < 0 else port)
+                        http_port=None if port < 0 else port, entities=entities, filter_subjects=subjects)
 
 
 def configure_logging() -> None:
@@ -244,10 +309,15 @@ def configure_logging() -> None:
 def run_forever(config: ServerConfig) -> int:
     """Serve in the foreground until SIGTERM/SIGINT; return the exit code."""
     configure_logging()
+    from .errors import DuplicateServerName
+
     try:
         anyio.run(serve, config)
     except KeyboardInterrupt:
         pass
+    except DuplicateServerName as e:
+        log.error("runstream server: %s", e)
+        return 2
     except Exception:
         log.exception("runstream server %r failed", config.name)
         return 1

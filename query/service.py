@@ -1,4 +1,4 @@
-"""The RPC handlers of one server: SQL over the sandbox, health, replay.
+"""The RPC handlers of one server: SQL over the sandbox, health, replay, lineage.
 
 Kept apart from the process plumbing in :mod:`.server` so the handlers read as what they answer.
 """
@@ -10,7 +10,7 @@ import logging
 import os
 import time
 from pathlib import Path
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 import anyio
 import anyio.abc
@@ -20,6 +20,10 @@ from . import protocol
 from .errors import ProjectionLagging, QueryError, QueryTimeout
 from .sandbox import QueryResult, Sandbox
 
+if TYPE_CHECKING:
+    from ..projector.resilience import BrokerLink
+    from .rpc import Handler
+
 __all__ = ["MAX_ROWS_LIMIT", "MAX_TIMEOUT_S", "Projection", "ProjectorTask", "QueryService"]
 
 log = logging.getLogger("runstream.query.server")
@@ -28,6 +32,8 @@ MAX_ROWS_LIMIT = 1_000_000
 """The most rows one request may ask for; a reply is further capped by the NATS max payload."""
 MAX_TIMEOUT_S = 600.0
 _PAYLOAD_MARGIN = 64 * 1024
+STREAM_INFO_TIMEOUT_S = 2.0
+"""How long a look at the stream's last sequence may take (reads must not hang on a broker outage)."""
 
 
 class Projection(Protocol):
@@ -41,6 +47,13 @@ class Projection(Protocol):
     async def replay(self, progress: Any = None) -> int: ...
 
     def cursor(self) -> Any: ...
+
+    @property
+    def position(self) -> int: ...
+
+    def lag(self) -> int | None: ...
+
+    stream_last_seq: int | None
 
     async def run(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None: ...
 
@@ -85,20 +98,29 @@ class QueryService:
         tg: the task group that replays run in.
         name, db_path, nats_url: reported by ``health``.
         max_concurrent: queries running at once in worker threads.
+        link: the broker's state (``health``); entities: the entities held (None: every one).
     """
 
     def __init__(self, projection: Projection, runner: ProjectorTask, sandbox: Sandbox, nc: Any,
                  tg: anyio.abc.TaskGroup, *, name: str, db_path: Path, nats_url: str,
-                 max_concurrent: int = 8) -> None:
+                 max_concurrent: int = 8, link: BrokerLink | None = None,
+                 entities: list[str] | None = None, filter_subjects: list[str] | None = None) -> None:
         self._projection = projection
         self._runner = runner
         self._sandbox = sandbox
         self._nc = nc
-        self._js = nc.jetstream()
+        self._js = nc.jetstream(timeout=STREAM_INFO_TIMEOUT_S)
         self._tg = tg
         self._name = name
         self._db_path = db_path
         self._nats_url = nats_url
+        self._link = link
+        self.entities = entities
+        self._filter_subjects = filter_subjects
+        self._rebuilt = anyio.Event()
+        self._rebuilt.set()
+        self.http: Handler | None = None
+        """The ``http`` op (forwarded HTTP requests), set by the HTTP app when there is one."""
         self._limiter = anyio.CapacityLimiter(max_concurrent)
         self._started = time.time()
         self._replay: dict[str, Any] = {"running": False, "done": 0, "total": 0, "error": None,
@@ -106,7 +128,14 @@ class QueryService:
 
     @property
     def handlers(self) -> dict[str, Any]:
-        return {"sql": self.sql, "health": self.health, "replay": self.replay, "lineage": self.lineage}
+        return {"sql": self.sql, "health": self.health, "replay": self.replay, "lineage": self.lineage,
+                "http": self.forwarded_http}
+
+    async def forwarded_http(self, request: dict[str, Any]) -> dict[str, Any]:
+        """An HTTP request that another server forwarded here because this one holds its entity."""
+        if self.http is None:
+            raise QueryError(f"server {self._name!r} has no HTTP API to answer a forwarded request")
+        return await self.http(request)
 
     @property
     def limiter(self) -> anyio.CapacityLimiter:
@@ -144,7 +173,8 @@ class QueryService:
         if not 0 < timeout <= MAX_TIMEOUT_S:
             raise QueryError(f"timeout must be between 0 and {MAX_TIMEOUT_S:g} seconds, not {timeout:g}")
         deadline = time.monotonic() + timeout
-        if wait_seq is not None and self._projection.projected_seq < int(wait_seq):
+        await self._not_rebuilding(timeout)
+        if wait_seq is not None and self._projection.position < int(wait_seq):
             if not await self._projection.wait_for_seq(int(wait_seq), timeout):
                 raise ProjectionLagging(
                     f"the projection of server {self._name!r} did not reach stream sequence {int(wait_seq)} "
@@ -169,8 +199,9 @@ class QueryService:
             raise ValueError("'run_uid' must be a string")
         step = request.get("step")
         timeout = float(request.get("timeout") or 30.0)
+        await self._not_rebuilding(timeout)
         last = await self.stream_last_seq()
-        if self._projection.projected_seq < last and not await self._projection.wait_for_seq(last, timeout):
+        if self._projection.position < last and not await self._projection.wait_for_seq(last, timeout):
             raise ProjectionLagging(f"the projection of server {self._name!r} did not reach stream sequence "
                                     f"{last} within {timeout:g}s; check `runstream status`")
         reader = Reader(self._projection.cursor, timeout)
@@ -179,24 +210,50 @@ class QueryService:
         return {"ok": True, "run": point}
 
     async def stream_last_seq(self) -> int:
+        """The stream's last sequence now; while the broker does not answer, the last one seen
+        (reads go on from the projection; ``health`` says the broker is down)."""
         from nats.js.errors import NotFoundError
 
         from ..broker.names import STREAM
 
+        what = "reading the stream's last sequence"
+        known = self._projection.stream_last_seq
+        if not self._nc.is_connected:
+            return known if known is not None else self._projection.position
         try:
             info = await self._js.stream_info(STREAM)
         except NotFoundError:
             return 0
-        return int(info.state.last_seq)
+        except Exception as e:
+            if self._link is not None:
+                self._link.failed(what, e)
+            return known if known is not None else self._projection.position
+        if self._link is not None:
+            self._link.ok(what)
+        last = int(info.state.last_seq)
+        if known is None or last > known:
+            self._projection.stream_last_seq = last
+        return last
 
     async def health(self, request: dict[str, Any]) -> dict[str, Any]:
-        """Projection position and lag, where the data lives, this process, a replay's progress."""
-        last = await self.stream_last_seq()
-        projected = self._projection.projected_seq
+        """Projection position and lag, the broker's state, where the data lives, this process, a
+        replay's progress.
+
+        ``projected_seq``: the last stream sequence projected; ``position``: the sequence up to
+        which every event this server projects is in (a partition's is ahead of its projected
+        seq); ``stream_last_seq``: the stream's last sequence (as last known while the broker is
+        down); ``lag``: events not projected yet (a partition: its consumer's pending count);
+        ``broker``: ``connected``, ``since``, ``url``, ``last_error``, ``failing``.
+        """
+        await self.stream_last_seq()
+        p = self._projection
         return {"ok": True, "name": self._name, "pid": os.getpid(), "db_path": str(self._db_path),
-                "nats_url": self._nats_url, "projected_seq": projected, "stream_last_seq": last,
-                "lag": max(last - projected, 0), "started_at": self._started,
-                "uptime_s": time.time() - self._started, "replay": dict(self._replay)}
+                "nats_url": self._nats_url, "projected_seq": p.projected_seq, "position": p.position,
+                "stream_last_seq": p.stream_last_seq, "lag": p.lag(),
+                "entities": self.entities, "filter_subjects": self._filter_subjects,
+                "broker": self._link.snapshot() if self._link is not None else None,
+                "started_at": self._started, "uptime_s": time.time() - self._started,
+                "replay": dict(self._replay)}
 
     async def replay(self, request: dict[str, Any]) -> dict[str, Any]:
         """Start rebuilding the projection from the log; progress shows in ``health``."""
@@ -214,6 +271,7 @@ class QueryService:
                 self._replay["total"] = int(total)
 
         log.info("replay started: rebuilding %s from the log", self._db_path)
+        self._rebuilt = anyio.Event()
         await self._runner.stop()
         try:
             seq = await self._projection.replay(progress=progress)
@@ -223,4 +281,19 @@ class QueryService:
         else:
             self._replay.update(running=False, projected_seq=int(seq), done=int(seq), finished_at=time.time())
             log.info("replay finished: projected up to stream seq %d", seq)
-        await self._runner.start()
+        try:
+            await self._runner.start()
+        finally:
+            self._rebuilt.set()
+
+    async def _not_rebuilding(self, timeout: float) -> None:
+        """Wait (at most ``timeout`` s) for a replay to end: a rebuilding projection would answer
+        with part of the data."""
+        if self._rebuilt.is_set():
+            return
+        with anyio.move_on_after(timeout):
+            await self._rebuilt.wait()
+            return
+        raise ProjectionLagging(f"server {self._name!r} is rebuilding its projection from the log "
+                                f"(replay at stream seq {self._replay['done']} of {self._replay['total']}); "
+                                "ask again later or another replica")

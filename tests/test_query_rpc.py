@@ -129,10 +129,14 @@ def test_replay_rebuilds_the_same_tables(query_server: ServerProc) -> None:
 
 
 def test_no_server_of_that_name(query_server: ServerProc) -> None:
-    client = QueryClient(query_server.settings.replace(server_name=unique("nobody")))
+    # health and replay concern one named server (SQL goes to any server: tests/test_replicas.py)
+    nobody = unique("nobody")
+    client = QueryClient(query_server.settings.replace(server_name=nobody))
     t0 = time.monotonic()
-    with pytest.raises(ServerUnavailable, match="no runstream server named"):
-        client.sql("SELECT 1")
+    with pytest.raises(ServerUnavailable, match=f"no runstream server named '{nobody}'"):
+        client.health()
+    with pytest.raises(ServerUnavailable, match=f"no runstream server named '{nobody}'"):
+        client.sql("SELECT 1", server=nobody)
     assert time.monotonic() - t0 < 5
 
 
