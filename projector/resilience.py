@@ -89,8 +89,10 @@ class BrokerLink:
         if url is not None:
             self.connected_url = url
         if connected and not was:
-            log.warning("connected to NATS at %s%s", url or self.url,
-                        f" after {down_for:.1f}s without it" if self.last_error else "")
+            if self.last_error:
+                log.warning("connected to NATS at %s after %.1fs without it", url or self.url, down_for)
+            else:
+                log.info("connected to NATS at %s", url or self.url)
         elif not connected and was:
             self.last_error, self.last_error_at = f"lost the connection to NATS at {self.connected_url}", self.clock()
             log.warning("lost the connection to NATS at %s: reads are answered from the projection; "

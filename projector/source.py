@@ -163,7 +163,7 @@ class StreamSource:
                 want = max(1, min(self.batch_size, int(FETCH_BYTES / max(avg, 1.0))))
                 try:
                     msgs = await self._sub.fetch(want, timeout=self.idle_wait)
-                except nats.errors.TimeoutError:
+                except (nats.errors.TimeoutError, TimeoutError):  # nothing new (nats-py raises both kinds)
                     if time.monotonic() - idle_since > CHECK_IDLE_S:
                         idle_since = time.monotonic()
                         await self.probe()  # drops a consumer the broker forgot
