@@ -71,3 +71,19 @@ def wait_for(predicate: Callable[[], Any], timeout: float = 20.0, interval: floa
 
 def run_async(coro: Any) -> Any:
     return asyncio.run(coro)
+
+
+@pytest.fixture
+def nats_cluster(tmp_path: Path) -> Iterator[Any]:
+    """A three-node JetStream cluster of this test alone, rendered from ``deploy/nats/`` for
+    loopback ports (:class:`tests.cluster.LocalCluster`), formed and healthy. Stopped at teardown
+    whatever the test did; its configs and node logs stay under ``tmp_path / "cluster"``. It starts
+    three processes and waits for elections: mark the tests that use it ``slow``."""
+    from tests.cluster import LocalCluster
+
+    cluster = LocalCluster(tmp_path / "cluster", nodes=3)
+    try:
+        cluster.start()
+        yield cluster
+    finally:
+        cluster.stop()
