@@ -10,7 +10,7 @@ PYTEST_ARGS ?=
 BENCH_ARGS ?=
 
 .DEFAULT_GOAL := help
-.PHONY: help demo test lint typecheck screenshots bench bench-quick up down status clean distclean
+.PHONY: help demo test lint typecheck screenshots bench bench-quick cluster-demo up down status clean distclean
 
 help:
 	@echo "make demo         start the local stack and run a simulated training (runstream demo)"
@@ -19,6 +19,7 @@ help:
 	@echo "make screenshots  re-take the README's screenshots (browser tests, needs chromium)"
 	@echo "make bench        benchmarks (installs the [bench] extra; BENCH_ARGS=... to pass options)"
 	@echo "make bench-quick  a short benchmark run"
+	@echo "make cluster-demo a 3-node NATS cluster from deploy/ on loopback, 2 servers, a node killed mid-run"
 	@echo "make up|down|status  manage the local stack (nats-server + runstream server)"
 	@echo "make clean        remove build outputs and caches; distclean also removes .venv"
 
@@ -68,6 +69,11 @@ bench: $(BENCH_STAMP)
 
 bench-quick: $(BENCH_STAMP)
 	$(PY) -m tests.bench --quick $(BENCH_ARGS)
+
+# the cluster of deploy/ as local processes: trainers on every node, the event stream's leader
+# SIGKILLed mid-run; prints rows logged vs rows in each replica, doubled rows and the longest stall
+cluster-demo: $(STAMP)
+	$(PY) -m tests.cluster_demo
 
 up: $(STAMP)
 	$(VENV)/bin/runstream up
