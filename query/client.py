@@ -37,12 +37,14 @@ _REPLY_MARGIN_S = 5.0
 class SqlResult:
     """A query's rows as Arrow, with ``truncated`` when the row cap cut them off.
 
-    ``projected_seq`` is the stream sequence the projection had reached when the query ran.
+    ``projected_seq`` is the stream sequence the projection had reached when the query ran;
+    ``server`` the name of the server that answered.
     """
 
     table: pa.Table
     truncated: bool
     projected_seq: int
+    server: str | None = None
 
     @property
     def num_rows(self) -> int:
@@ -180,7 +182,7 @@ class QueryClient:
         message = {"sql": query, "max_rows": max_rows, "timeout": timeout, "wait_seq": wait_seq}
         reply = self._call("sql", message, timeout + _REPLY_MARGIN_S, server=server, entity=entity)
         return SqlResult(protocol.ipc_to_table(reply["arrow"]), bool(reply.get("truncated")),
-                         int(reply.get("projected_seq") or 0))
+                         int(reply.get("projected_seq") or 0), reply.get("server"))
 
     def health(self, timeout: float = HEALTH_TIMEOUT_S) -> dict[str, Any]:
         """The server's projection position, lag, db path, pid, uptime and replay progress."""

@@ -24,6 +24,10 @@
     GET   /api/alerts[?entity=E&project=P]                    alerts, newest first
     GET   /api/runs/.../files[/{name}], /api/artifacts/...    files and artifacts (see files_http.py)
 
+On a partitioned deployment (``runstream server --entities``) a request about an entity this
+server does not project is forwarded over NATS to one that does (:mod:`.forward`); ``POST
+/api/sql`` goes to a server holding its ``entity``, or without one to a server holding every entity.
+
 Arrow IPC (stream format) is chosen with ``Accept: application/vnd.apache.arrow.stream`` or
 ``?format=arrow``. ``?fresh=true`` first waits (briefly) until the projection holds what the log
 holds now (read-your-writes). With an API key configured every ``/api`` route needs
@@ -48,8 +52,9 @@ from pydantic import BaseModel, Field
 
 from . import protocol
 from .core import ServerCore
-from .errors import Conflict, ProjectionLagging, QueryError, QueryRefused, QueryTimeout, RunNotAlive
+from .errors import Conflict, NoServerForEntity, ProjectionLagging, QueryError, QueryRefused, QueryTimeout, RunNotAlive
 from .filters import FilterError
+from .forward import FORWARDED, EntityRouter, http_handler
 from .jsonable import json_value, table_records
 from .live import follow_history, follow_runs
 from .reads import branches, group_history, history, key_values, list_projects, list_runs, parse_run, run_row
@@ -70,6 +75,8 @@ class SqlRequest(BaseModel):
     timeout: float = Field(30.0, gt=0, description="seconds before the query is interrupted")
     format: str | None = Field(None, description="`arrow` for Arrow IPC (or send the Accept header)")
     fresh: bool = Field(False, description="first wait until the projection holds what the log holds")
+    entity: str | None = Field(None, description="on a partitioned deployment: run it on a server holding "
+                                                 "this entity (default: on one holding every entity)")
 
 
 class RunUpdate(BaseModel):
@@ -106,7 +113,7 @@ def _core(request: Request) -> ServerCore:
 
 def _auth(request: Request, authorization: Annotated[str | None, Header()] = None) -> None:
     key = request.app.state.api_key
-    if not key:
+    if not key or request.scope.get(FORWARDED):  # forwarded by a server that checked the key
         return
     scheme, _, given = (authorization or "").partition(" ")
     if scheme.lower() != "bearer" or not hmac.compare_digest(given.strip().encode(), key.encode()):
@@ -168,6 +175,8 @@ def _error_status(e: QueryError) -> tuple[int, str]:
         return 409, "not_alive"
     if isinstance(e, Conflict):
         return 409, "conflict"
+    if isinstance(e, NoServerForEntity):
+        return 503, "no_server"
     return 400, "error"
 
 
@@ -188,6 +197,7 @@ def create_app(core: ServerCore | None = None, *, api_key: str | None = None,
             from .core import open_core
 
             async with open_core(config) as opened:
+                opened.service.http = http_handler(app, _max_payload(opened))
                 app.state.core = opened
                 try:
                     yield
@@ -199,6 +209,9 @@ def create_app(core: ServerCore | None = None, *, api_key: str | None = None,
                   description="The read side of runstream: runs, history, summary, config, SQL, live streams.")
     app.state.core = core
     app.state.api_key = api_key
+    app.add_middleware(EntityRouter)
+    if core is not None:
+        core.service.http = http_handler(app, _max_payload(core))
 
     @app.exception_handler(QueryError)
     async def query_error(request: Request, e: QueryError) -> JSONResponse:
@@ -387,6 +400,10 @@ async def _history_as_of(core: ServerCore, run_uid: str, as_of: str, kwargs: dic
                                               limiter=core.service.limiter)
     finally:
         store.close()
+
+
+def _max_payload(core: ServerCore) -> Any:
+    return lambda: int(getattr(core.nc, "max_payload", 1024 * 1024))
 
 
 def _add_key_values(app: FastAPI, table: str, dependencies: list[Any]) -> None:

@@ -31,7 +31,7 @@ __all__ = ["ANY_OPS", "ENTITY_OPS", "OPS", "QUEUE", "any_subject", "decode", "en
            "error_reply", "ipc_to_table", "subject", "table_to_ipc"]
 
 OPS = ("sql", "health", "replay", "lineage", "http")
-ANY_OPS = ("sql", "lineage")
+ANY_OPS = ("sql", "lineage", "http")
 """Ops any full server answers (``rsctl.qa.<op>``, balanced)."""
 ENTITY_OPS = ("sql", "lineage", "http")
 """Ops any server holding an entity answers (``rsctl.qe.<entity>.<op>``, balanced); ``http`` is an

@@ -159,7 +159,7 @@ class QueryService:
             table, truncated = table.slice(0, table.num_rows // 2), True
             payload = protocol.table_to_ipc(table)
         return {"ok": True, "arrow": payload, "truncated": truncated, "projected_seq": seq,
-                "rows": table.num_rows}
+                "rows": table.num_rows, "server": self._name}
 
     async def run_sql(self, sql: str, *, max_rows: int = 10_000, timeout: float = 30.0,
                       wait_seq: int | None = None) -> tuple[QueryResult, int]:
