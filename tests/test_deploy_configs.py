@@ -7,8 +7,11 @@ hold. The placeholders of every template are the ones documented in ``deploy/REA
 
 from __future__ import annotations
 
+import os
 import re
+import shlex
 import shutil
+import signal
 import subprocess
 from pathlib import Path
 from string import Template
@@ -204,6 +207,75 @@ def test_systemd_analyze_verifies_the_rendered_units(tmp_path: Path) -> None:
     problems = [line for line in (out.stdout + out.stderr).splitlines()
                 if "running in chroot" not in line.lower() and "offline" not in line.lower()]
     assert out.returncode == 0 and not problems, out.stdout + out.stderr
+
+
+def _unit_process(unit_text: str) -> tuple[list[str], dict[str, str]]:
+    """What systemd would run for a rendered, instantiated unit: ``ExecStart`` split as a command
+    line, and the environment from ``Environment=`` then ``EnvironmentFile=`` (which overrides)."""
+    service = unit_sections(unit_text)["Service"]
+    env = {k: v for k, v in os.environ.items() if not k.startswith("RUNSTREAM_")}
+    env.update(dict(v.split("=", 1) for k, v in service if k == "Environment"))
+    env_file = Path(one(service, "EnvironmentFile").lstrip("-"))
+    if env_file.exists():
+        env.update(dict(line.split("=", 1) for line in env_file.read_text().splitlines()
+                        if line and not line.startswith("#")))
+    return shlex.split(one(service, "ExecStart")), env
+
+
+@pytest.mark.slow
+def test_the_rendered_server_unit_runs_replicas_that_create_the_streams_at_r3(nats_cluster: LocalCluster,
+                                                                              tmp_path: Path) -> None:
+    """The units' ExecStart and environment, run as systemd would (two instances) against the
+    cluster rendered from deploy/nats/: each server starts with its own name and directory, the
+    streams are created at three replicas, and `runstream status` (deploy/README.md's check)
+    finds each server."""
+    from runstream.broker.streams import log_stream_configs
+    from runstream.query.server import DB_FILE, READY_FILE
+
+    bin_dir = Path(find_binary()).parent
+    values = dict(UNIT_VALUES, RUNSTREAM_BIN=str(bin_dir / "runstream"), CONFIG_DIR=str(tmp_path / "etc"),
+                  DATA_DIR=str(tmp_path / "data"), NATS_URLS=nats_cluster.url_list)
+    (tmp_path / "etc").mkdir()
+    (tmp_path / "etc" / "runstream.env").write_text(
+        render(SYSTEMD / "runstream.env.example", values) + "RUNSTREAM_HTTP_PORT=0\n")
+    text = render(SYSTEMD / "runstream-server@.service", values)
+    procs: dict[str, subprocess.Popen[bytes]] = {}
+    envs: dict[str, dict[str, str]] = {}
+    try:
+        for name in ("server-a", "server-b"):
+            cmd, envs[name] = _unit_process(_instance(text, name))
+            with open(tmp_path / f"{name}.log", "wb") as log:
+                procs[name] = subprocess.Popen(cmd, env=envs[name], stdout=log, stderr=log, stdin=subprocess.DEVNULL)
+        for name, proc in procs.items():
+            ready = tmp_path / "data" / name / READY_FILE
+
+            def is_ready(proc: subprocess.Popen[bytes] = proc, ready: Path = ready, name: str = name) -> bool:
+                assert proc.poll() is None, f"{name} exited: {(tmp_path / f'{name}.log').read_text()}"
+                return ready.exists() and ready.read_text().strip() == str(proc.pid)
+
+            nats_cluster.wait_for(is_ready, f"{name} to be ready", timeout=120)
+
+        for cfg in log_stream_configs():
+            leader = nats_cluster.wait_for(lambda cfg=cfg: nats_cluster.stream_leader(cfg["name"]),
+                                           f"a leader of {cfg['name']}")
+            detail = nats_cluster.stream_detail(nats_cluster.index_of(leader), cfg["name"])
+            assert detail is not None
+            peers = {leader} | {p["name"] for p in detail["cluster"]["replicas"]}
+            assert peers == {"n1", "n2", "n3"}, cfg["name"]
+
+        for name in procs:
+            out = subprocess.run([str(bin_dir / "runstream"), "status"], env=envs[name], capture_output=True,
+                                 text=True, timeout=120)
+            assert out.returncode == 0, out.stdout + out.stderr
+            assert str(tmp_path / "data" / name / DB_FILE) in out.stdout
+        for name, proc in procs.items():
+            proc.send_signal(signal.SIGTERM)
+            assert proc.wait(60) == 0, (tmp_path / f"{name}.log").read_text()
+    finally:
+        for proc in procs.values():
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait(30)
 
 
 # -- compose -----------------------------------------------------------------------------------------
