@@ -170,16 +170,22 @@ class Api:
         return _to_frame(table, format or ("pandas" if pandas else "arrow"))
 
     def sql(self, query: str, *, max_rows: int = 10_000, timeout: float = 30.0, pandas: bool = True,
-            format: str | None = None) -> Any:
+            format: str | None = None, entity: str | None = None) -> Any:
         """One read-only SQL query → a pandas DataFrame (``pandas=False``: an Arrow table; or
         ``format="polars"``). The table's ``truncated`` flag: ``api.last_truncated``.
+
+        ``entity``: on a partitioned deployment (servers started with ``--entities``), run it on a
+        server holding that entity; without it, a server holding every entity answers.
 
         Raises:
             QueryRefused: not a read, or it touched files, settings or extensions.
             QueryTimeout: it ran past ``timeout``; QueryError: anything else (the message says).
+            NoServerForEntity: no running server holds ``entity`` (or, without one, every entity).
         """
-        table, headers = self.client.arrow("POST", "/api/sql", body={
-            "sql": query, "max_rows": max_rows, "timeout": timeout, "fresh": self.fresh})
+        body: dict[str, Any] = {"sql": query, "max_rows": max_rows, "timeout": timeout, "fresh": self.fresh}
+        if entity is not None:
+            body["entity"] = entity
+        table, headers = self.client.arrow("POST", "/api/sql", body=body)
         self.last_truncated = headers.get("x-runstream-truncated") == "true"
         return _to_frame(table, format or ("pandas" if pandas else "arrow"))
 
