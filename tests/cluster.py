@@ -109,15 +109,25 @@ class Node:
         }
 
 
-def _pdeathsig() -> None:  # pragma: no cover - runs in the child between fork and exec
-    """Have the kernel SIGKILL this child when the thread that started it dies (Linux), so a
-    test process killed outright leaves no node behind."""
+def _deathsig_hook() -> Callable[[], None] | None:
+    """A ``preexec_fn`` that has the kernel SIGKILL the child when the thread that started it dies
+    (Linux ``PR_SET_PDEATHSIG``), so a test process killed outright leaves no node behind; None
+    elsewhere. ``prctl`` is looked up here, in the parent: the child, between fork and exec, only
+    calls it (no import, no allocation that could wait on a lock another thread held)."""
+    if not sys.platform.startswith("linux"):
+        return None
     try:
         import ctypes
 
-        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
-    except Exception:
-        pass
+        prctl = ctypes.CDLL(None, use_errno=True).prctl
+    except (OSError, AttributeError):
+        return None
+    pr_set_pdeathsig, sigkill = 1, int(signal.SIGKILL)
+
+    def hook() -> None:  # pragma: no cover - runs in the child
+        prctl(pr_set_pdeathsig, sigkill)
+
+    return hook
 
 
 def _stop_procs(procs: list[subprocess.Popen[bytes]]) -> None:
@@ -230,13 +240,13 @@ class LocalCluster:
     def _spawn(self, n: Node) -> None:
         # The kernel's parent-death signal follows the *thread* that forked: only ask for it from the
         # main thread, which lives as long as the process.
-        deathsig = sys.platform.startswith("linux") and threading.current_thread() is threading.main_thread()
+        hook = _deathsig_hook() if threading.current_thread() is threading.main_thread() else None
         with open(n.log_file, "ab") as log:
             log.write(f"--- start {time.strftime('%H:%M:%S')} ---\n".encode())
             log.flush()
             n.proc = subprocess.Popen(
                 [self.binary, "-c", str(n.conf_file)], stdin=subprocess.DEVNULL, stdout=log, stderr=log,
-                preexec_fn=_pdeathsig if deathsig else None,
+                preexec_fn=hook,
             )
         self._procs.append(n.proc)
 
