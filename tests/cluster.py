@@ -172,7 +172,7 @@ class LocalCluster:
     @staticmethod
     def _port(taken: set[int]) -> int:
         while True:
-            port = free_port()
+            port = int(free_port())
             if port not in taken:  # free_port never returns 4222
                 taken.add(port)
                 return port
@@ -355,7 +355,7 @@ class LocalCluster:
             if peer is None or not peer.get("current") or peer.get("offline"):
                 return False
         own = self.stream_detail(self.index_of(name), stream)
-        return bool(own) and own["state"]["last_seq"] == lead["state"]["last_seq"]
+        return own is not None and int(own["state"]["last_seq"]) == int(lead["state"]["last_seq"])
 
     # -- waiting -----------------------------------------------------------------------------------
 
@@ -381,12 +381,12 @@ class LocalCluster:
                 return leaders.pop()
             return None
 
-        return self._wait(agreed, deadline, "the nodes to agree on a JetStream meta leader and report healthy")
+        return str(self._wait(agreed, deadline, "the nodes to agree on a JetStream meta leader and report healthy"))
 
     def _listening(self, n: Node) -> bool:
         if n.proc is not None and n.proc.poll() is not None:
             raise ClusterError(f"node {n.name} exited with code {n.proc.returncode}\n{self.logs()}")
-        return port_open(n.client_port)
+        return bool(port_open(n.client_port))
 
     def _wait(self, predicate: Callable[[], T], deadline: float, what: str) -> T:
         interval = 0.02

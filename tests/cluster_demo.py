@@ -20,6 +20,7 @@ It exits 0 when every replica has every row exactly once, 1 otherwise, and leave
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import os
 import shutil
@@ -153,7 +154,7 @@ def server_ready(srv: Child) -> bool:
     from runstream.query.server import READY_FILE
 
     ready = srv.log.parent / READY_FILE
-    return ready.exists() and ready.read_text().strip() == str(srv.proc.pid)
+    return bool(ready.exists() and ready.read_text().strip() == str(srv.proc.pid))
 
 
 def history_rows(srv: Child) -> int | None:
@@ -234,7 +235,7 @@ def demo(trainers_per_node: int, steps: int, pace: float, timeout: float, keep: 
         servers = [start_server(name, cluster.rotated_url_list(i), tmp) for i, name in enumerate(SERVERS)]
         children += servers
         for srv in servers:
-            _wait(lambda srv=srv: server_ready(srv), timeout, f"{srv.name} to be ready", [srv])
+            _wait(functools.partial(server_ready, srv), timeout, f"{srv.name} to be ready", [srv])
         say(f"servers   {', '.join(SERVERS)} ready (RUNSTREAM_STREAM_REPLICAS=3)")
         say(f"streams   {', '.join(stream_replicas(cluster))}")
 
@@ -290,15 +291,15 @@ def demo(trainers_per_node: int, steps: int, pace: float, timeout: float, keep: 
         say(f"rows logged      {logged if logged is not None else 'unknown (a trainer failed)'} "
             f"(expected {expected})")
         ok = logged == expected
-        for name, c in checks.items():
-            rows = sum(c["per_run"].values())
+        for name, check in checks.items():
+            rows = sum(check["per_run"].values())
             lost = expected - rows if rows <= expected else 0
-            short = sorted(f"{r}:{n}" for r, n in c["per_run"].items() if n != steps * len(KEYS))
-            unfinished = sorted(r for r, s in c["states"].items() if s != "finished")
-            say(f"{name:<16} {rows} rows, {lost} lost, {c['doubled']} doubled, exit {codes[name]}"
+            short = sorted(f"{r}:{n}" for r, n in check["per_run"].items() if n != steps * len(KEYS))
+            unfinished = sorted(r for r, s in check["states"].items() if s != "finished")
+            say(f"{name:<16} {rows} rows, {lost} lost, {check['doubled']} doubled, exit {codes[name]}"
                 + (f"; short runs {short}" if short else "")
                 + (f"; not finished {unfinished}" if unfinished else ""))
-            ok = ok and rows == expected and c["doubled"] == 0 and len(c["per_run"]) == len(trainers)
+            ok = ok and rows == expected and check["doubled"] == 0 and len(check["per_run"]) == len(trainers)
             ok = ok and codes[name] == 0
         say(f"stall            longest log() {worst_log * 1000:.1f} ms, longest finish() {worst_finish:.2f} s")
         if on_victim:
