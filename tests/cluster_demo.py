@@ -9,7 +9,8 @@ On loopback (``python -m tests.cluster_demo``):
    ``RUNSTREAM_NATS_URL`` lists every node, starting with a different one;
 4. once every trainer has logged a third of its steps, SIGKILL of the node leading the event
    stream (the node of a third of the trainers);
-5. the check: for each replica, the rows in its ``history`` table (read from its DuckDB file after
+5. the killed node restarted, until its replica of the event stream is current again;
+6. the check: for each replica, the rows in its ``history`` table (read from its DuckDB file after
    the servers stop) against the rows the trainers logged, the rows doubled, and the longest a
    trainer's ``log()`` call took (the stall) and its ``finish()``.
 
@@ -219,7 +220,7 @@ def stream_replicas(cluster: LocalCluster) -> list[str]:
 def demo(trainers_per_node: int, steps: int, pace: float, timeout: float, keep: bool, out: IO[str]) -> int:
     from runstream.broker.names import STREAM
     from runstream.query.server import DB_FILE
-    from tests.cluster import LocalCluster
+    from tests.cluster import ClusterError, LocalCluster
 
     def say(msg: str) -> None:
         print(msg, file=out, flush=True)
@@ -281,6 +282,14 @@ def demo(trainers_per_node: int, steps: int, pace: float, timeout: float, keep: 
             say(f"project   both replicas hold {expected} rows {time.monotonic() - killed_at:.1f}s after the kill")
         except TimeoutError as e:
             say(f"project   {e}: {', '.join(f'{s.name} {history_rows(s)}' for s in servers)} of {expected}")
+
+        t = time.monotonic()
+        cluster.restart(cluster.index_of(victim))
+        try:
+            cluster.wait_for(lambda: cluster.replica_current(STREAM, victim), f"{victim} to catch up on {STREAM}")
+            say(f"rejoin    {victim} restarted; its {STREAM} replica is current after {time.monotonic() - t:.1f}s")
+        except ClusterError as e:
+            say(f"rejoin    {str(e).splitlines()[0]}")
 
         codes = {s.name: s.stop() for s in servers}
         checks = {s.name: replica_check(s.log.parent / DB_FILE) for s in servers}
