@@ -99,9 +99,11 @@ class QueryClient:
                 self._url = st.nats_url
         return self._url
 
-    def _hint(self) -> str:
+    def _hint(self, name: str | None = None) -> str:
         if self.settings.nats_url:
-            return (f"start one with `runstream server --nats-url {self.url} --name {self.name}` "
+            if name is None:
+                return f"start one with `runstream server --nats-url {self.url}`"
+            return (f"start one with `runstream server --nats-url {self.url} --name {name}` "
                     "(or check RUNSTREAM_SERVER_NAME)")
         return "start the local stack with `runstream up` (see `runstream status`)"
 
@@ -132,6 +134,7 @@ class QueryClient:
         from ..broker.miniclient import NoResponders
 
         subject, who, held = self._route(op, server, entity)
+        named = server or self.name if (server is not None or op not in protocol.ANY_OPS) else None
         try:
             msg = nc.request(subject, protocol.encode(message), timeout=timeout)
         except NoResponders as e:
@@ -141,12 +144,12 @@ class QueryClient:
                     f"one with `runstream server --entities {held}` or one without --entities") from e
             extra = ("; on a partitioned deployment name an entity (--entity) or a server (--server)"
                      if op in protocol.ANY_OPS and server is None else "")
-            raise ServerUnavailable(f"no {who} is running at {self.url}{extra}; {self._hint()}") from e
+            raise ServerUnavailable(f"no {who} is running at {self.url}{extra}; {self._hint(named)}") from e
         except BrokerUnavailable as e:
             if isinstance(e.__cause__, TimeoutError):
                 raise ServerUnavailable(
-                    f"the {who} at {self.url} did not answer {op!r} within {timeout:g}s; {self._hint()}") from e
-            raise ServerUnavailable(f"{e}; {self._hint()}") from e
+                    f"the {who} at {self.url} did not answer {op!r} within {timeout:g}s; {self._hint(named)}") from e
+            raise ServerUnavailable(f"{e}; {self._hint(named)}") from e
         reply = protocol.decode(msg.payload)
         if not reply.get("ok"):
             raise error_from_reply(reply.get("kind"), str(reply.get("error")))

@@ -211,7 +211,7 @@ def cmd_runs(args: argparse.Namespace, settings: Settings) -> int:
             entity, project = _split_path(args.path, 2, "ENTITY/PROJECT")
         else:
             entity, project = _default_entity(settings), args.path
-    result = _fresh_sql(_client(settings), runs_query(entity, project, args.limit + 1))
+    result = _fresh_sql(_client(settings), runs_query(entity, project, args.limit + 1), entity=entity)
     from .query.render import table_rows
 
     columns, rows = table_rows(result.table)
@@ -231,20 +231,23 @@ def cmd_show(args: argparse.Namespace, settings: Settings) -> int:
     entity, project, run_id = _split_path(args.path, 3, "ENTITY/PROJECT/ID")
     client = _client(settings)
     runs = _fresh_sql(client, f"SELECT * FROM runs WHERE entity = {sql_literal(entity)} AND "
-                      f"project = {sql_literal(project)} AND run_id = {sql_literal(run_id)}").to_pylist()
+                      f"project = {sql_literal(project)} AND run_id = {sql_literal(run_id)}",
+                      entity=entity).to_pylist()
     if not runs:
         raise CliError(f"no run {args.path}; list the project's runs with "
                        f"`runstream runs {entity}/{project}`")
     run = runs[0]
     uid = sql_literal(run["run_uid"])
     if run.get("origin_run_uid"):  # name the origin by its path, as the user knows it
-        origin = client.sql(f"SELECT path FROM runs WHERE run_uid = {sql_literal(run['origin_run_uid'])}")
+        origin = client.sql(f"SELECT path FROM runs WHERE run_uid = {sql_literal(run['origin_run_uid'])}",
+                            entity=entity)
         paths = [r["path"] for r in origin.to_pylist() if r["path"]]
         if paths:
             run["origin_path"] = paths[0]
 
     def pairs(table: str) -> list[tuple[str, Any]]:
-        rows = client.sql(f"SELECT key, value, value_json FROM {table} WHERE run_uid = {uid} ORDER BY key")
+        rows = client.sql(f"SELECT key, value, value_json FROM {table} WHERE run_uid = {uid} ORDER BY key",
+                          entity=entity)
         return [(r["key"], r["value"] if r["value_json"] is None else r["value_json"])
                 for r in rows.to_pylist()]
 
@@ -263,7 +266,8 @@ def cmd_sql(args: argparse.Namespace, settings: Settings) -> int:
 
     if args.format == "parquet" and not args.output:
         raise CliError("--format parquet writes a file: add --output FILE")
-    result = _fresh_sql(_client(settings), args.query, max_rows=args.max_rows, timeout=args.timeout)
+    result = _fresh_sql(_client(settings), args.query, max_rows=args.max_rows, timeout=args.timeout,
+                        entity=args.entity, server=args.server)
     if args.format == "parquet":
         import pyarrow.parquet as pq
 
@@ -350,7 +354,7 @@ def cmd_export(args: argparse.Namespace, settings: Settings) -> int:
     runs = api.sql(f"SELECT r.*, (SELECT {as_json} FROM config c WHERE c.run_uid = r.run_uid) AS config, "
                    f"(SELECT {as_json} FROM summary s WHERE s.run_uid = r.run_uid) AS summary "
                    f"FROM runs r WHERE {where} ORDER BY r.created_at, r.path",
-                   max_rows=1_000_000, timeout=300.0, pandas=False)
+                   max_rows=1_000_000, timeout=300.0, pandas=False, entity=entity)
     if runs.num_rows == 0:
         raise CliError(f"no runs in {entity}/{project}; list projects with `runstream runs`")
     pq.write_table(runs, out / "runs.parquet")
@@ -364,7 +368,7 @@ def cmd_export(args: argparse.Namespace, settings: Settings) -> int:
                 page = api.sql(f"SELECT {sql_literal(rid)} AS run_id, step, key, value, value_json, timestamp "
                                f"FROM history WHERE run_uid = {sql_literal(uid)} AND ({after}) "
                                f"ORDER BY step, key LIMIT {EXPORT_PAGE}", max_rows=EXPORT_PAGE, timeout=300.0,
-                               pandas=False)
+                               pandas=False, entity=entity)
                 if page.num_rows == 0:
                     break
                 writer.write_table(page.cast(schema))
@@ -434,6 +438,8 @@ def cmd_replay(args: argparse.Namespace, settings: Settings) -> int:
     from . import stack
     from .query.errors import ServerUnavailable
 
+    if args.server:
+        settings = settings.replace(server_name=args.server)
     try:
         client = _client(settings, start_stack=False)
         client.health()
@@ -536,6 +542,12 @@ def build_parser() -> argparse.ArgumentParser:
                     help="server name in the RPC subjects rsctl.q.<name>.* (default: RUNSTREAM_SERVER_NAME)")
     sp.add_argument("--http-port", type=int, default=None,
                     help="HTTP API port on 127.0.0.1 (default: RUNSTREAM_HTTP_PORT or 14280; 0: any free; -1: none)")
+    part = sp.add_mutually_exclusive_group()
+    part.add_argument("--entities", default=None, metavar="E1,E2",
+                      help="a partition: project and answer for these entities only (default: "
+                           "RUNSTREAM_SERVER_ENTITIES, else every entity)")
+    part.add_argument("--subjects", default=None, metavar="SUBJECTS",
+                      help="a raw subject filter of the event stream, comma-separated (RUNSTREAM_SERVER_SUBJECTS)")
     sp = add("ui", cmd_ui, "open the web app in a browser (prints its URL; starts the local stack if needed)")
     sp.add_argument("--no-browser", action="store_true", help="only print the URL")
     sp = add("runs", cmd_runs, "list runs: path, name, state, created, runtime, summary")
@@ -554,6 +566,10 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--output", "-o", default=None, metavar="FILE", help="write to FILE instead of stdout")
     sp.add_argument("--max-rows", type=int, default=10_000, help="row cap (default 10000)")
     sp.add_argument("--timeout", type=float, default=30.0, help="seconds before the query is interrupted")
+    sp.add_argument("--entity", default=None,
+                    help="partitioned servers: run it on a server holding this entity "
+                         "(default: one holding every entity)")
+    sp.add_argument("--server", default=None, metavar="NAME", help="run it on the server of this name")
     sp = add("tail", cmd_tail, "follow a run's metrics as it logs them (until it ends)")
     sp.add_argument("path", metavar="ENTITY/PROJECT/ID")
     sp.add_argument("--keys", default=None, help="comma-separated keys to show (default: all)")
@@ -565,7 +581,9 @@ def build_parser() -> argparse.ArgumentParser:
     sp = add("export", cmd_export, "write a project's runs and history to Parquet (runs.parquet, history.parquet)")
     sp.add_argument("path", metavar="ENTITY/PROJECT")
     sp.add_argument("--output", "-o", default=None, metavar="DIR", help="folder (default: ENTITY-PROJECT)")
-    add("replay", cmd_replay, "rebuild the projection from the log (with a progress bar)")
+    sp = add("replay", cmd_replay, "rebuild the projection from the log (with a progress bar)")
+    sp.add_argument("--server", default=None, metavar="NAME",
+                    help="the server to rebuild (default: RUNSTREAM_SERVER_NAME or main)")
     sp = add("sync", cmd_sync, "send the spools of offline or interrupted runs")
     sp.add_argument("paths", nargs="*", metavar="PATH",
                     help="run folders or spools (default: every run under ./runstream)")

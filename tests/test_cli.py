@@ -215,9 +215,10 @@ def test_replay_without_a_server_rebuilds_the_file(nats_server: NatsServer, rs_e
 
 def test_no_server_is_a_clear_error(rs_env: dict[str, str], monkeypatch: pytest.MonkeyPatch,
                                     capsys: pytest.CaptureFixture[str]) -> None:
-    monkeypatch.setenv("RUNSTREAM_SERVER_NAME", unique("absent"))
-    assert main(["sql", "SELECT 1"]) == 1
-    assert "no runstream server named" in capsys.readouterr().err
+    name = unique("absent")
+    monkeypatch.setenv("RUNSTREAM_SERVER_NAME", name)
+    assert main(["sql", "SELECT 1", "--server", name]) == 1  # SQL without --server goes to any server
+    assert f"no runstream server named '{name}'" in capsys.readouterr().err
 
 
 def test_sync_sends_an_offline_run(query_server: ServerProc, capsys: pytest.CaptureFixture[str]) -> None:
