@@ -36,6 +36,7 @@ from runstream.broker.names import msg_id, run_subject
 
 from .claims import Claims
 from .errors import DeliveryError
+from .resilience import BrokerLink
 from .sinks import Alert, Sink
 
 __all__ = ["ALERTER_WRITER", "Alerter", "Delivery", "delivery_seq"]
@@ -93,14 +94,19 @@ class Alerter:
         claims: claim each attempt before making it (replicas send each alert once); None: no claims.
         position: the projector's position (a partition's is past its checkpoint: the events
             after it are other entities'); default: the checkpoint alone.
+        link: where broker failures are reported (one log line per outage).
     """
 
     def __init__(self, cursor: Callable[[], duckdb.DuckDBPyConnection], publish: Publish, sinks: list[Sink], *,
                  last_seq: Callable[[], Awaitable[int]], checkpoint_name: str = "main", attempts: int = 5,
                  backoff: float = 2.0, timeout: float = 10.0, max_age: float = 86400.0, interval: float = 0.25,
                  clock: Callable[[], float] = time.time, concurrency: int = 8,
-                 claims: Claims | None = None, position: Callable[[], int] | None = None) -> None:
+                 claims: Claims | None = None, position: Callable[[], int] | None = None,
+                 link: BrokerLink | None = None) -> None:
         self.claims = claims
+        self._link = link
+        self._unrecorded: dict[tuple[str, str, str, int], tuple[str, bytes, dict[str, str]]] = {}
+        """Outcomes sent but not recorded yet (the broker was down): recorded again, never re-sent."""
         self._position = position
         self._lost: dict[tuple[str, str, str, int], float] = {}
         """Attempts another replica claimed (not asked again until its claim could be stale)."""
@@ -194,32 +200,51 @@ class Alerter:
         self.skipped += 1
         return False
 
+    def _failed(self, what: str, e: BaseException) -> None:
+        if self._link is not None:
+            self._link.failed(what, e)
+        else:
+            log.warning("%s failed: %s", what, e)
+
     async def _deliver(self, d: Delivery, key: tuple[str, str, str]) -> None:
+        attempt = (*key, d.attempt)
         try:
+            outcome = self._unrecorded.get(attempt)
+            if outcome is None:  # not sent yet (an outcome sent but not recorded is only recorded again)
+                try:
+                    mine = await self._claim(d)
+                except Exception as e:  # the broker is unreachable: the next look tries again
+                    self._failed("claiming alert deliveries", e)
+                    await anyio.sleep(1.0)
+                    return
+                if self._link is not None:
+                    self._link.ok("claiming alert deliveries")
+                if not mine:
+                    return  # another replica sends it and records the outcome
+                error = await self._send(d)
+                ok = error is None
+                body = {"alert_id": d.alert.alert_id, "sink": d.sink.name, "attempt": d.attempt, "ok": ok,
+                        "error": error, "final": ok or d.attempt >= self.attempts}
+                uid, seq = d.alert.run_uid, delivery_seq(d.alert.alert_id, d.sink.name, d.attempt)
+                env = envelope("alert_delivery", uid, ALERTER_WRITER, seq, self.clock(), body)
+                outcome = (run_subject(d.entity, uid, "alert_delivery"), encode_event(env),
+                           {"Nats-Msg-Id": msg_id(uid, ALERTER_WRITER, seq)})
+                self._unrecorded[attempt] = outcome
+                if not ok:
+                    log.warning("alert %s of run %s: %s (attempt %d of %d)", d.alert.alert_id, d.alert.path,
+                                error, d.attempt, self.attempts)
             try:
-                mine = await self._claim(d)
+                ack = await self._publish(*outcome)
             except Exception as e:
-                log.warning("alert %s of run %s: claiming the delivery to %s failed (%s); tried again",
-                            d.alert.alert_id, d.alert.path, d.sink.name, e)
+                self._failed("recording alert delivery outcomes", e)
                 await anyio.sleep(1.0)
                 return
-            if not mine:
-                return  # another replica sends it and records the outcome
-            error = await self._send(d)
-            ok = error is None
-            body = {"alert_id": d.alert.alert_id, "sink": d.sink.name, "attempt": d.attempt, "ok": ok,
-                    "error": error, "final": ok or d.attempt >= self.attempts}
-            uid, seq = d.alert.run_uid, delivery_seq(d.alert.alert_id, d.sink.name, d.attempt)
-            env = envelope("alert_delivery", uid, ALERTER_WRITER, seq, self.clock(), body)
-            ack = await self._publish(run_subject(d.entity, uid, "alert_delivery"), encode_event(env),
-                                      {"Nats-Msg-Id": msg_id(uid, ALERTER_WRITER, seq)})
+            if self._link is not None:
+                self._link.ok("recording alert delivery outcomes")
+            self._unrecorded.pop(attempt, None)
             self.mark = max(self.mark, int(getattr(ack, "seq", 0) or 0))
-            if not ok:
-                log.warning("alert %s of run %s: %s (attempt %d of %d)", d.alert.alert_id, d.alert.path, error,
-                            d.attempt, self.attempts)
-        except Exception:
-            log.exception("alert %s of run %s: recording the delivery outcome failed; it is tried again",
-                          d.alert.alert_id, d.alert.path)
+        except Exception:  # a bug must never stop the server
+            log.exception("alert %s of run %s: delivery failed; it is tried again", d.alert.alert_id, d.alert.path)
         finally:
             self._inflight.discard(key)
 
@@ -248,7 +273,7 @@ class Alerter:
 
 def start_alerter(tg: anyio.abc.TaskGroup, cursor: Callable[[], duckdb.DuckDBPyConnection], js: Any,
                   last_seq: Callable[[], Awaitable[int]], settings: Any, checkpoint_name: str,
-                  position: Callable[[], int] | None = None) -> Alerter | None:
+                  position: Callable[[], int] | None = None, link: BrokerLink | None = None) -> Alerter | None:
     """Run an :class:`Alerter` in ``tg`` when ``settings`` configure a sink; return it (or None)."""
     from .sinks import sinks_from_settings
 
@@ -265,7 +290,7 @@ def start_alerter(tg: anyio.abc.TaskGroup, cursor: Callable[[], duckdb.DuckDBPyC
     claims = Claims(js, f"{checkpoint_name}:{secrets.token_hex(6)}", stale_after=float(s.alert_timeout) + 120.0)
     alerter = Alerter(cursor, publish, sinks, last_seq=last_seq, checkpoint_name=checkpoint_name,
                       attempts=s.alert_attempts, backoff=s.alert_backoff, timeout=s.alert_timeout,
-                      max_age=s.alert_max_age, claims=claims, position=position)
+                      max_age=s.alert_max_age, claims=claims, position=position, link=link)
     log.info("delivering alerts to %s", ", ".join(sink.name for sink in sinks))
     tg.start_soon(alerter.run)
     return alerter

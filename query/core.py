@@ -181,7 +181,7 @@ async def open_core(config: ServerConfig) -> AsyncIterator[ServerCore]:
             from ..projector.alerter import start_alerter
 
             start_alerter(tg, projector.cursor, nc.jetstream(), service.stream_last_seq, s, config.name,
-                          position=lambda: projector.position)
+                          position=lambda: projector.position, link=link)
             try:
                 yield core
             finally:
