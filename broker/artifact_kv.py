@@ -77,7 +77,7 @@ class ArtifactKV:
             if e.err_code != ERR_STREAM_NOT_FOUND and e.code != 404:
                 raise
             try:
-                self.client.js_api(f"STREAM.CREATE.{_STREAM}", bucket_config())
+                self.client.js_api(f"STREAM.CREATE.{_STREAM}", bucket_config(getattr(self.client, "replicas", 1)))
             except JetStreamError:
                 self.client.js_api(f"STREAM.INFO.{_STREAM}")
         self._ensured = True

@@ -11,12 +11,19 @@ from .names import paths_bucket_config, stream_config
 async def connect(url: str, *, creds: str | None = None, token: str | None = None,
                   user: str | None = None, password: str | None = None, name: str = "runstream",
                   connect_timeout: float = 5.0, **options: Any) -> Any:
-    """Open a NATS connection; raise :class:`BrokerUnavailable` with the URL when nobody answers."""
+    """Open a NATS connection; raise :class:`BrokerUnavailable` with the URL when nobody answers.
+
+    ``url`` may be a comma-separated list of a cluster's nodes: nats-py tries them in order (and
+    the nodes the cluster advertises), and reconnects to a live one when its node dies.
+    """
     import nats
 
-    # One attempt for the first connection (nats-py would otherwise retry it forever and never
-    # raise); once connected, reconnect without limit so an outage is ridden out.
-    kwargs: dict[str, Any] = {"servers": [url], "name": name, "connect_timeout": connect_timeout,
+    from .urls import split_urls
+
+    # One attempt per server for the first connection (nats-py would otherwise retry it forever
+    # and never raise); once connected, reconnect without limit so an outage is ridden out.
+    kwargs: dict[str, Any] = {"servers": split_urls(url), "name": name, "connect_timeout": connect_timeout,
+                              "dont_randomize": True,
                               "allow_reconnect": True, "max_reconnect_attempts": 1,
                               "reconnect_time_wait": 0.2}
     if creds:

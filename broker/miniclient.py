@@ -7,6 +7,12 @@ subject (stop requests), whose messages it collects between requests. The projec
 
 Supports ``nats://`` URLs with token or user/password auth, and TLS (``tls://`` or when the server
 requires it). Credentials files (JWT + nkey) need the ``nkeys`` package.
+
+**Clusters.** The URL may be a comma-separated list of a cluster's nodes. The client connects to the
+first that answers and learns the others from the server's ``INFO`` (``connect_urls``, also sent
+again whenever the cluster changes). When its node dies, the next call reconnects to another live
+node (the configured ones first, then the advertised ones); callers re-send what was not
+acknowledged with the same message ids, so nothing is doubled.
 """
 
 from __future__ import annotations
@@ -22,6 +28,7 @@ from . import wire
 from .errors import BrokerError, BrokerUnavailable, RunDeletedError, RunExistsError, RunMovedError
 from .names import PATHS_BUCKET, STREAM, path_key, paths_bucket_config, stream_config
 from .paths import PathEntry, parse_path_value
+from .urls import advertised, host_port, split_urls
 
 ERR_STREAM_NOT_FOUND = 10059
 ERR_WRONG_LAST_SEQUENCE = 10071
@@ -40,12 +47,31 @@ class NoResponders(BrokerError):
 
 
 class MiniNats:
-    """One connection; every call blocks the calling thread (use it from one thread only)."""
+    """One connection at a time; every call blocks the calling thread (use it from one thread only).
+
+    Args:
+        url: a NATS URL, or a comma-separated list of a cluster's nodes.
+        replicas: replicas of the streams this client creates when they are missing
+            (``RUNSTREAM_STREAM_REPLICAS``).
+    """
 
     def __init__(self, url: str, *, token: str | None = None, user: str | None = None,
                  password: str | None = None, creds: str | None = None, name: str = "runstream",
-                 connect_timeout: float = 2.0) -> None:
-        self.url = url
+                 connect_timeout: float = 2.0, replicas: int = 1) -> None:
+        self.configured = split_urls(url)
+        """The URLs given, in order of preference."""
+        self.discovered: list[str] = []
+        """Nodes the cluster advertised (``INFO.connect_urls``) that were not configured."""
+        self.url = self.configured[0]
+        """The node connected to (or tried last)."""
+        self.replicas = replicas
+        self.reconnects = 0
+        """Connections opened after the first (failovers and reconnects)."""
+        self._connects = 0
+        first = urlparse(self.configured[0])
+        self._scheme = first.scheme
+        self._url_user = unquote(first.username) if first.username else None
+        self._url_password = unquote(first.password) if first.password else None
         self.token = token
         self.user = user
         self.password = password
@@ -62,24 +88,67 @@ class MiniNats:
         """Messages of those subscriptions, kept until :meth:`take_messages`."""
         self.server_info: dict[str, Any] = {}
 
+    @classmethod
+    def for_settings(cls, url: str, settings: Any, *, name: str = "runstream") -> MiniNats:
+        """A client with the credentials and replica count of runstream's ``Settings``."""
+        return cls(url, token=settings.nats_token, user=settings.nats_user, password=settings.nats_password,
+                   creds=settings.nats_creds, name=name, replicas=settings.stream_replicas)
+
     # -- connection ------------------------------------------------------------------------------
 
     @property
     def connected(self) -> bool:
         return self._sock is not None
 
+    def candidates(self) -> list[str]:
+        """Where to connect, in order: the node last used first, then the configured nodes, then
+        the ones the cluster advertised."""
+        out = [self.url]
+        for u in self.configured + self.discovered:
+            if u not in out:
+                out.append(u)
+        return out
+
     def connect(self) -> MiniNats:
-        u = urlparse(self.url if "://" in self.url else f"nats://{self.url}")
-        host, port = u.hostname or "127.0.0.1", u.port or 4222
-        try:
-            sock = socket.create_connection((host, port), timeout=self.connect_timeout)
-        except OSError as e:
-            raise BrokerUnavailable(f"cannot reach NATS at {self.url}: {e}") from e
+        """Connect to the first node that answers (see :meth:`candidates`).
+
+        Raises:
+            BrokerUnavailable: no node answered; the message names every URL tried.
+        """
+        self.close()
+        errors: list[str] = []
+        for url in self.candidates():
+            host, port = host_port(url)
+            try:
+                sock = socket.create_connection((host, port), timeout=self.connect_timeout)
+            except OSError as e:
+                errors.append(f"{url}: {e}")
+                continue
+            self.url = url
+            try:
+                self._handshake(sock, url, host)
+            except (OSError, TimeoutError, ValueError) as e:
+                errors.append(f"{url}: {e}")
+                continue
+            if self._connects:
+                self.reconnects += 1
+            self._connects += 1
+            return self
+        # the node that failed last is not retried first next time
+        rest = self.candidates()
+        if len(rest) > 1:
+            self.url = rest[1]
+        where = "; ".join(errors)
+        raise BrokerUnavailable(f"cannot reach NATS at {where}")
+
+    def _handshake(self, sock: socket.socket, url: str, host: str) -> None:
+        u = urlparse(url)
         self._sock = sock
         self._parser = wire.Parser()
         try:
             info = self._expect("INFO", self.connect_timeout)
             self.server_info = info
+            self._learn(info)
             if u.scheme == "tls" or info.get("tls_required"):
                 import ssl
 
@@ -88,8 +157,8 @@ class MiniNats:
             opts: dict[str, Any] = {"verbose": False, "pedantic": False, "headers": True,
                                     "no_responders": True, "protocol": 1, "name": self.name,
                                     "lang": "python-runstream", "version": "0.1"}
-            user = self.user or (unquote(u.username) if u.username else None)
-            password = self.password or (unquote(u.password) if u.password else None)
+            user = self.user or (unquote(u.username) if u.username else self._url_user)
+            password = self.password or (unquote(u.password) if u.password else self._url_password)
             if self.token:
                 opts["auth_token"] = self.token
             elif user and password is None:
@@ -104,7 +173,12 @@ class MiniNats:
         except BaseException:
             self.close()
             raise
-        return self
+
+    def _learn(self, info: dict[str, Any]) -> None:
+        """Remember the nodes a server advertises (its ``INFO``, at connect and on changes)."""
+        for url in advertised(info.get("connect_urls"), self._scheme):
+            if url not in self.configured and url not in self.discovered:
+                self.discovered.append(url)
 
     def close(self) -> None:
         sock, self._sock = self._sock, None
@@ -236,10 +310,12 @@ class MiniNats:
 
     # -- the log ---------------------------------------------------------------------------------
 
-    def ensure_log(self, replicas: int = 1) -> None:
-        """Create the event stream and the path bucket unless they exist."""
-        self._ensure_stream(STREAM, stream_config(replicas))
-        self._ensure_stream(f"KV_{PATHS_BUCKET}", paths_bucket_config(replicas))
+    def ensure_log(self, replicas: int | None = None) -> None:
+        """Create the event stream and the path bucket unless they exist (with ``replicas``, by
+        default the client's)."""
+        r = self.replicas if replicas is None else replicas
+        self._ensure_stream(STREAM, stream_config(r))
+        self._ensure_stream(f"KV_{PATHS_BUCKET}", paths_bucket_config(r))
 
     def _ensure_stream(self, name: str, config: dict[str, Any]) -> None:
         try:
@@ -320,6 +396,8 @@ class MiniNats:
         for op, arg in ops:
             if op == "PING":
                 self._send(b"PONG\r\n")
+            elif op == "INFO":
+                self._learn(arg)  # the cluster changed: a node joined or left
             elif op == "ERR":
                 raise BrokerError(f"NATS server error: {arg}")
             elif op == "MSG" and arg.sid in self._subs:

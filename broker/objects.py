@@ -111,8 +111,8 @@ class ObjectStore:
         self.stream = stream_name(bucket)
         self._ensured = False
 
-    def ensure(self, replicas: int = 1) -> None:
-        """Create the bucket's stream unless it exists."""
+    def ensure(self, replicas: int | None = None) -> None:
+        """Create the bucket's stream unless it exists (with ``replicas``, by default the client's)."""
         if self._ensured:
             return
         from .miniclient import ERR_STREAM_NOT_FOUND, JetStreamError
@@ -123,7 +123,8 @@ class ObjectStore:
             if e.err_code != ERR_STREAM_NOT_FOUND and e.code != 404:
                 raise
             try:
-                self.client.js_api(f"STREAM.CREATE.{self.stream}", bucket_config(replicas, self.bucket))
+                self.client.js_api(f"STREAM.CREATE.{self.stream}", bucket_config(
+                    replicas or getattr(self.client, "replicas", 1), self.bucket))
             except JetStreamError:
                 self.client.js_api(f"STREAM.INFO.{self.stream}")  # created meanwhile
         self._ensured = True

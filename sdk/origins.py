@@ -108,8 +108,7 @@ class Planner:
         self.settings = settings
         self.root = root
         s = settings
-        self.client = MiniNats(url, token=s.nats_token, user=s.nats_user, password=s.nats_password,
-                               creds=s.nats_creds, name="runstream-init").connect()
+        self.client = MiniNats.for_settings(url, s, name="runstream-init").connect()
         self.client.ensure_log()
 
     def close(self) -> None:

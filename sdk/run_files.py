@@ -165,8 +165,7 @@ class _client:
         from .broker.miniclient import MiniNats
 
         s = run.settings
-        self.client = MiniNats(run._worker.url, token=s.nats_token, user=s.nats_user, password=s.nats_password,
-                               creds=s.nats_creds, name=f"runstream-artifacts {run.id}")
+        self.client = MiniNats.for_settings(run._worker.url, s, name=f"runstream-artifacts {run.id}")
 
     def __enter__(self) -> Any:
         return self.client.connect()

@@ -85,8 +85,7 @@ def sync_paths(paths: Iterable[Path | str], settings: Settings, *, progress: Pro
         spools.extend(find_spools(Path(p)))
     if not spools:
         return SyncReport()
-    client = MiniNats(stack.nats_url(settings), token=settings.nats_token, user=settings.nats_user,
-                      password=settings.nats_password, creds=settings.nats_creds, name="runstream-sync")
+    client = MiniNats.for_settings(stack.nats_url(settings), settings, name="runstream-sync")
     try:
         client.connect()
         client.ensure_log()

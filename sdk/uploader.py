@@ -185,8 +185,7 @@ class Uploader(threading.Thread):
 
         if self._client is None:
             s = self.run_.settings
-            self._client = MiniNats(self.url or "", token=s.nats_token, user=s.nats_user, password=s.nats_password,
-                                    creds=s.nats_creds, name=f"runstream-uploads {self.run_.id}")
+            self._client = MiniNats.for_settings(self.url or "", s, name=f"runstream-uploads {self.run_.id}")
         if not self._client.connected:
             self._client.connect()
         return ObjectStore(self._client), ArtifactKV(self._client)

@@ -151,8 +151,7 @@ class Worker(threading.Thread):
                 from .broker.miniclient import MiniNats
 
                 s = self.settings
-                client = MiniNats(self.url, token=s.nats_token, user=s.nats_user, password=s.nats_password,
-                                  creds=s.nats_creds, name=f"runstream-sdk {self.spool.meta['run_id']}")
+                client = MiniNats.for_settings(self.url, s, name=f"runstream-sdk {self.spool.meta['run_id']}")
             else:
                 self.claimed.set()
             self._loop(client)

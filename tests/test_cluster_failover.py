@@ -1,0 +1,135 @@
+"""Trainers on a real 3-node cluster (rendered from ``deploy/nats/``): the SDK's client follows the
+cluster when its node dies, re-sends what was not acknowledged with the same message ids, and every
+step lands exactly once.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from runstream.broker.errors import BrokerError, BrokerUnavailable
+from runstream.broker.miniclient import MiniNats
+from runstream.broker.names import STREAM
+from tests.sdk_helpers import env_with, project
+
+pytestmark = pytest.mark.slow
+
+
+def test_the_client_skips_a_dead_node_and_learns_the_others(nats_cluster: Any) -> None:
+    c = nats_cluster
+    c.kill(0)
+    client = MiniNats(c.url_list, replicas=3).connect()
+    try:
+        assert client.url == c.urls[1]
+        assert set(client.configured + client.discovered) >= set(c.urls[1:])
+        # n1 may have led the JetStream meta group: its API answers once a new leader is elected
+        c.wait_for(lambda: _ensure_or_none(client), "the JetStream API after n1's death")
+        assert client.js_api(f"STREAM.INFO.{STREAM}")["config"]["num_replicas"] == 3
+        first = client.js_publish("rs.e.run.u1.log", b"x", msg_id="u1:w:1")
+        c.kill(1)
+        # the call that meets the dead connection fails (the caller re-sends); the next one
+        # connects to the node that is left
+        with pytest.raises(BrokerUnavailable):
+            client.js_publish("rs.e.run.u1.log", b"x", msg_id="u1:w:1", timeout=30)
+        again = c.wait_for(lambda: _publish_or_none(client, "u1:w:1"), "a publish through n3")
+        assert client.url == c.urls[2]
+        assert again["duplicate"] is True and again["seq"] == first["seq"]
+    finally:
+        client.close()
+
+
+def test_a_client_given_only_one_node_learns_the_cluster(nats_cluster: Any) -> None:
+    c = nats_cluster
+    client = MiniNats(c.urls[2]).connect()
+    try:
+        assert client.discovered and set(client.discovered) <= set(c.urls)
+        c.kill(2)
+        c.wait_for(lambda: _connect_or_none(client), "a connection to an advertised node")
+        assert client.url in c.urls[:2]
+        assert client.reconnects == 1
+    finally:
+        client.close()
+
+
+def _publish_or_none(client: MiniNats, mid: str) -> dict[str, Any] | None:
+    try:
+        return client.js_publish("rs.e.run.u1.log", b"x", msg_id=mid, timeout=10)
+    except BrokerUnavailable:
+        return None
+
+
+def _ensure_or_none(client: MiniNats) -> bool:
+    try:
+        client.ensure_log()
+        return True
+    except BrokerError:
+        client.close()
+        return False
+
+
+def _connect_or_none(client: MiniNats) -> bool:
+    try:
+        client.connect()
+        return True
+    except BrokerUnavailable:
+        return False
+
+
+TRAINER = """
+import json, sys
+import runstream
+from runstream.spool import is_complete
+
+run = runstream.init(entity="team", project="fo", id=sys.argv[1])
+for step in range(2000):
+    run.log({"loss": step / 2})
+print("half", flush=True)
+sys.stdin.readline()          # the parent kills a node meanwhile
+for step in range(2000, 4000):
+    run.log({"loss": step / 2})
+run.finish()
+w = run._worker
+print(json.dumps({"all_acked": is_complete(run.spool_path), "error": repr(w.error) if w.error else None}))
+"""
+
+
+@pytest.mark.parametrize("victim", ["own node", "stream leader"])
+def test_a_trainer_whose_node_dies_logs_every_step_exactly_once(nats_cluster: Any, tmp_path: Path,
+                                                                 victim: str) -> None:
+    """The finish timeout is 600 s: a trainer that did not fail over would leave its events in the
+    spool (``all_acked`` false) instead of sending them."""
+    c = nats_cluster
+    env = env_with(dict(os.environ), RUNSTREAM_NATS_URL=c.rotated_url_list(1), RUNSTREAM_STREAM_REPLICAS="3",
+                   RUNSTREAM_DIR=str(tmp_path / "rs"), RUNSTREAM_CONSOLE="off", RUNSTREAM_QUIET="1",
+                   RUNSTREAM_FINISH_TIMEOUT="600", RUNSTREAM_STATS_INTERVAL="0", RUNSTREAM_CODE_SNAPSHOT="0")
+    run_id = "fo-" + victim.replace(" ", "-")
+    p = subprocess.Popen([sys.executable, "-u", "-c", textwrap.dedent(TRAINER), run_id], env=env, cwd=tmp_path,
+                         stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        assert p.stdout is not None and p.stdin is not None
+        assert p.stdout.readline().strip() == "half"
+        leader = c.wait_for(lambda: c.stream_leader(STREAM), "a leader of the event stream")
+        idx = 1 if victim == "own node" else c.index_of(leader)
+        c.kill(idx)
+        p.stdin.write("go\n")
+        p.stdin.flush()
+        out, err = p.communicate(timeout=600)
+    finally:
+        if p.poll() is None:
+            p.kill()
+            p.wait()
+    assert p.returncode == 0, err
+    assert json.loads(out.strip().splitlines()[-1]) == {"all_acked": True, "error": None}, err
+    con = project(tmp_path, ",".join(u for i, u in enumerate(c.urls) if i != idx))
+    rows = con.execute("SELECT count(*), count(DISTINCT step), min(step), max(step), sum(value) FROM history h "
+                       "JOIN runs r USING (run_uid) WHERE r.run_id = ? AND h.key = 'loss'", [run_id]).fetchone()
+    assert rows == (4000, 4000, 0, 3999, sum(s / 2 for s in range(4000)))
+    assert con.execute("SELECT state FROM runs WHERE run_id = ?", [run_id]).fetchone() == ("finished",)
