@@ -39,6 +39,9 @@ def free_port(preferred: int | None = None) -> int:
     """A TCP port free on 127.0.0.1; ``preferred`` if it is free. Never 4222."""
     if preferred and preferred != 4222:
         with socket.socket() as s:
+            # as nats-server binds: a port whose old connections linger in TIME_WAIT (a server
+            # that was just killed) is free for it
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
             try:
                 s.bind(("127.0.0.1", preferred))
                 return preferred

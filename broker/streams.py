@@ -88,33 +88,61 @@ async def ensure_streams(js: Any, replicas: int,
     return done
 
 
-async def stream_report(js: Any, names: list[str] | None = None) -> list[dict[str, Any]]:
-    """For each stream: ``name``, ``replicas``, ``messages``, ``bytes``, ``leader``, ``current``
-    (peers in sync), ``lagging`` (peers behind or offline, with their lag), or ``error``."""
-    from nats.js.errors import NotFoundError
+def stream_row(name: str, reply: dict[str, Any]) -> dict[str, Any]:
+    """One stream's line of a report, from the JetStream API's ``STREAM.INFO`` reply (JSON):
+    ``name``, ``replicas``, ``messages``, ``bytes``, ``leader``, ``current`` (nodes in sync, the
+    leader first), ``lagging`` (``{"name", "lag", "offline"}`` of peers behind or down), or
+    ``error``. Pure."""
+    err = reply.get("error")
+    if err:
+        text = "not created yet" if err.get("err_code") == 10059 else str(err.get("description") or err)
+        return {"name": name, "error": text}
+    config, state = reply.get("config") or {}, reply.get("state") or {}
+    row: dict[str, Any] = {"name": name, "replicas": int(config.get("num_replicas") or 1),
+                           "messages": int(state.get("messages") or 0), "bytes": int(state.get("bytes") or 0),
+                           "leader": None, "current": [], "lagging": []}
+    cluster = reply.get("cluster") or {}
+    if cluster.get("leader"):
+        row["leader"] = cluster["leader"]
+        row["current"].append(cluster["leader"])
+    for peer in cluster.get("replicas") or []:
+        if peer.get("current") and not peer.get("offline"):
+            row["current"].append(peer.get("name"))
+        else:
+            row["lagging"].append({"name": peer.get("name"), "lag": int(peer.get("lag") or 0),
+                                   "offline": bool(peer.get("offline"))})
+    return row
 
-    out: list[dict[str, Any]] = []
-    for name in names or [c["name"] for c in log_stream_configs()]:
+
+def stream_names() -> list[str]:
+    return [str(c["name"]) for c in log_stream_configs()]
+
+
+def stream_report(client: Any, names: list[str] | None = None) -> list[dict[str, Any]]:
+    """:func:`stream_row` of every stream of the log, over a blocking
+    :class:`~runstream.broker.miniclient.MiniNats` (for the CLI)."""
+    import json
+
+    out = []
+    for name in names or stream_names():
         try:
-            info = await js.stream_info(name)
-        except NotFoundError:
-            out.append({"name": name, "error": "not created yet"})
-            continue
-        except Exception as e:
+            msg = client.request(f"$JS.API.STREAM.INFO.{name}", b"{}", timeout=5.0)
+            out.append(stream_row(name, json.loads(msg.payload or b"{}")))
+        except Exception as e:  # one stream's failure (no leader right now) must not hide the others
             out.append({"name": name, "error": f"{type(e).__name__}: {e}"})
-            continue
-        row: dict[str, Any] = {"name": name, "replicas": int(info.config.num_replicas or 1),
-                               "messages": int(info.state.messages), "bytes": int(info.state.bytes),
-                               "leader": None, "current": [], "lagging": []}
-        cluster = info.cluster
-        if cluster is not None:
-            row["leader"] = cluster.leader
-            for peer in cluster.replicas or []:
-                if peer.current and not peer.offline:
-                    row["current"].append(peer.name)
-                else:
-                    row["lagging"].append({"name": peer.name, "lag": peer.lag, "offline": bool(peer.offline)})
-            if cluster.leader:
-                row["current"].insert(0, cluster.leader)
-        out.append(row)
     return out
+
+
+def report_lines(rows: list[dict[str, Any]]) -> list[str]:
+    """The ``runstream status`` text of :func:`stream_report`'s rows. Pure."""
+    lines = []
+    for r in rows:
+        if "error" in r:
+            lines.append(f"  {r['name']:<16} {r['error']}")
+            continue
+        lag = ", ".join(f"{p['name']} {'offline' if p['offline'] else 'behind'} (lag {p['lag']})"
+                        for p in r["lagging"])
+        lines.append(f"  {r['name']:<16} R{r['replicas']}  {r['messages']} msgs  "
+                     f"leader {r['leader'] or '-'}  current {len(r['current'])}/{r['replicas']}"
+                     + (f"  lagging: {lag}" if lag else ""))
+    return lines

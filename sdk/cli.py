@@ -117,6 +117,28 @@ def _health(settings: Settings, start_stack: bool = False) -> tuple[dict[str, An
         return None, str(e)
 
 
+def log_lines(url: str, settings: Settings) -> list[str]:
+    """The log's part of ``runstream status``: the node answering, the cluster's nodes, and each
+    stream's replicas, leader and lagging peers."""
+    from .broker.errors import BrokerError
+    from .broker.miniclient import MiniNats
+    from .broker.streams import report_lines, stream_report
+
+    client = MiniNats.for_settings(url, settings, name="runstream-status")
+    try:
+        client.connect()
+        info = client.server_info
+        nodes = client.configured + client.discovered
+        where = f"cluster {info['cluster']!r}, " if info.get("cluster") else ""
+        lines = [f"log       {where}connected to {info.get('server_name') or '?'} at {client.url}",
+                 f"nodes     {', '.join(nodes)}"]
+        return lines + ["streams"] + report_lines(stream_report(client))
+    except BrokerError as e:
+        return [f"log       unreachable: {e}"]
+    finally:
+        client.close()
+
+
 def cmd_status(args: argparse.Namespace, settings: Settings) -> int:
     from . import stack
 
@@ -126,12 +148,15 @@ def cmd_status(args: argparse.Namespace, settings: Settings) -> int:
         if health:
             print(f"server    {settings.server_name!r} pid {health['pid']}, database {health['db_path']}",
                   file=_out())
-        for line in health_lines(health, error):
+        for line in health_lines(health, error) + log_lines(settings.nats_url, settings):
             print(line, file=_out())
         return EXIT_OK if health else EXIT_ERROR
     st = stack.status(settings)
     health, error = _health(settings) if st.running else (None, None)
-    for line in status_lines(st, health, error):
+    lines = status_lines(st, health, error)
+    if st.nats_alive and st.nats_url:
+        lines += log_lines(st.nats_url, settings)
+    for line in lines:
         print(line, file=_out())
     return EXIT_OK
 

@@ -190,15 +190,23 @@ def up(settings: Settings, timeout: float = 30.0) -> StackStatus:
         data = _read(settings)
         st = status(settings)
         if not st.nats_alive:
-            port = free_port(settings.port)
+            # back on the port it had, so that live trainers and the server reconnect to it
+            recorded = data.get("nats_port")
+            port = free_port(int(recorded) if recorded else settings.port)
+            if recorded and port != int(recorded):
+                sys.stderr.write(f"runstream: port {recorded} of the local nats-server is taken by another "
+                                 f"process; starting it on {port}: runs still connected to the old port "
+                                 "keep their events in their spools until `runstream sync`\n")
             srv = NatsServer(settings.dir / "nats", port, detach=True, log_file=settings.dir / "nats-server.log")
             srv.start()
             _adopt(srv.proc)
+            old_url = data.get("nats_url")
             data.update(nats_url=srv.url, nats_port=port, nats_pid=srv.pid)
             _write(settings, data)
-            data.pop("server_pid", None)
-            if st.server_alive and st.server_pid:  # bound to the old URL: restart it
-                _terminate(st.server_pid)
+            if srv.url != old_url:
+                data.pop("server_pid", None)
+                if st.server_alive and st.server_pid:  # bound to the old URL: restart it
+                    _terminate(st.server_pid)
         if not _alive(data.get("server_pid")):
             log = open(settings.dir / "server.log", "ab")
             try:

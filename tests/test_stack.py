@@ -111,3 +111,57 @@ def test_up_with_an_external_nats_is_a_clear_error(local: Settings, monkeypatch:
     monkeypatch.setenv("RUNSTREAM_NATS_URL", "nats://127.0.0.1:1")
     assert main(["up"]) == 1
     assert "external NATS" in capsys.readouterr().err
+
+
+RESTART_TRAINER = """
+import json, sys
+import runstream
+from runstream.spool import is_complete
+
+run = runstream.init(entity="e", project="restart", id="r1")
+for step in range(1000):
+    run.log({"loss": float(step)})
+print("half", flush=True)
+sys.stdin.readline()          # the parent restarts nats-server meanwhile
+for step in range(1000, 2000):
+    run.log({"loss": float(step)})
+run.finish()
+print(json.dumps({"all_acked": is_complete(run.spool_path)}))
+"""
+
+
+def test_a_restarted_nats_server_comes_back_on_its_port_and_live_runs_reconnect(
+        local: Settings, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """SIGKILL the local nats-server under a live run: ``runstream up`` starts it on the same port,
+    the run's client reconnects by itself (the finish timeout is far away: it does not just leave
+    its events to ``runstream sync``), and the server keeps running and projects all of it."""
+    import textwrap
+
+    from tests.sdk_helpers import env_with
+
+    before = stack.up(local)
+    data = json.loads((local.dir / "stack.json").read_text())
+    env = env_with(dict(os.environ), RUNSTREAM_FINISH_TIMEOUT="600", RUNSTREAM_CONSOLE="off",
+                   RUNSTREAM_STATS_INTERVAL="0", RUNSTREAM_CODE_SNAPSHOT="0")
+    p = subprocess.Popen([sys.executable, "-u", "-c", textwrap.dedent(RESTART_TRAINER)], env=env, cwd=tmp_path,
+                         stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        assert p.stdout is not None and p.stdin is not None
+        assert p.stdout.readline().strip() == "half"
+        os.kill(data["nats_pid"], 9)
+        after = stack.up(local)
+        assert after.nats_url == before.nats_url and after.nats_pid != before.nats_pid
+        p.stdin.write("go\n")
+        p.stdin.flush()
+        out, err = p.communicate(timeout=600)
+    finally:
+        if p.poll() is None:
+            p.kill()
+            p.wait()
+    assert p.returncode == 0, err
+    assert json.loads(out.strip().splitlines()[-1]) == {"all_acked": True}, err
+    assert stack.status(local).server_pid == before.server_pid  # the server rode it out
+    capsys.readouterr()
+    assert main(["sql", "SELECT count(*) AS n, count(DISTINCT step) AS d, max(step) AS m FROM history "
+                 "WHERE key = 'loss'", "--format", "csv"]) == 0
+    assert capsys.readouterr().out == "n,d,m\n2000,2000,1999\n"
