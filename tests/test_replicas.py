@@ -218,3 +218,48 @@ def test_stop_move_delete_through_either_replica(replicas: list[tuple[ServerProc
     for srv in (a, b):
         assert client(srv).sql(f"SELECT count(*) AS n FROM runs WHERE entity = '{entity}' AND run_id = '{moved}'",
                                wait_seq=client(srv).stream_last_seq(), server=srv.name).to_pylist() == [{"n": 0}]
+
+
+def test_two_reapers_record_one_crash_per_heartbeat_lapse(nats_server: NatsServer, rs_env: dict[str, str],
+                                                          tmp_path: Path) -> None:
+    import time
+
+    import anyio
+
+    import runstream
+    from runstream.broker.jetstream import connect
+    from runstream.broker.names import STREAM, run_subject
+    from runstream.projector import Projector, Reaper
+
+    entity = unique("reap")
+    run = runstream.init(entity=entity, project="p", id="r1")
+    run.log({"loss": 1.0})
+    projector = Projector(tmp_path / "p.duckdb", nats_server.url)
+    try:
+        anyio.run(projector.catch_up, 60.0)
+        cur = projector.cursor()
+        uid = cur.execute("SELECT run_uid FROM runs WHERE entity = ?", [entity]).fetchone()[0]
+        cur.close()
+
+        async def both_reap() -> tuple[list[str], list[str], int]:
+            nc = await connect(nats_server.url)
+            try:
+                js = nc.jetstream()
+
+                async def publish(subject: str, payload: bytes, headers: dict[str, str]) -> Any:
+                    return await js.publish(subject, payload, headers=headers)
+
+                later = time.time() + 10_000  # every running run has lapsed by then
+                reapers = [Reaper(projector.cursor, publish, crash_timeout=300, clock=lambda: later) for _ in range(2)]
+                first, second = await reapers[0].tick(), await reapers[1].tick()
+                info = await js.stream_info(STREAM, subjects_filter=run_subject(entity, uid, "crashed"))
+                return first, second, sum((info.state.subjects or {}).values())
+            finally:
+                await nc.close()
+
+        first, second, crashed = anyio.run(both_reap)
+        assert uid in first and uid in second  # both decided...
+        assert crashed == 1  # ...and the stream kept one decision (same Nats-Msg-Id)
+    finally:
+        projector.close()
+        run.finish()
