@@ -118,21 +118,18 @@ class StreamSource:
 
     async def probe(self) -> Pending | None:
         """The current consumer's pending count and last delivered sequence (None without a
-        consumer, or when the broker does not answer; a consumer that is gone is dropped)."""
-        from nats.js.errors import NotFoundError
-
+        consumer, or when the broker does not answer). A consumer the broker cannot vouch for —
+        gone with a restarted node, or on a node that does not answer — is dropped: the next
+        fetch creates a new one where the projection stands (cheap, and always safe)."""
         sub = self._sub
         if sub is None:
             return None
         try:
             with anyio.fail_after(5):
                 info = await sub.consumer_info()
-        except NotFoundError as e:
-            self._failed("reading the event stream", e)
-            await self._drop()
-            return None
         except Exception as e:
             self._failed("reading the event stream", e)
+            await self._drop()
             return None
         self.pending = int(info.num_pending or 0)
         return Pending(self.pending, int(info.delivered.stream_seq or 0))
