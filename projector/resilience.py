@@ -83,6 +83,10 @@ class BrokerLink:
     def set_connected(self, connected: bool, url: str | None = None) -> None:
         if connected == self.connected and (url is None or url == self.connected_url):
             return
+        if connected and self.connected:  # nats-py moved to another node between two looks
+            log.warning("now connected to NATS at %s (was %s)", url, self.connected_url)
+            self.connected_url = url
+            return
         down_for = self.clock() - self.since
         was = self.connected
         self.connected, self.since = connected, self.clock()

@@ -62,7 +62,8 @@ class Projector:
         filter_subjects: or a raw subject filter (subjects of the event stream, e.g.
             ``rs.team-*.run.*.*`` is not valid NATS, but ``rs.a.run.*.*`` and ``rs.*.run.abc.*`` are).
         replicas: the replica count the streams are created with / raised to at start.
-        link: where broker failures and the connection state are reported (``health``).
+        link: where broker failures and the connection state are reported (``health``); its
+            owner watches its own connection (without one, the projector watches its own).
     """
 
     def __init__(self, db_path: str | Path, nats_url: str, *, nats_options: dict[str, Any] | None = None,
@@ -77,6 +78,7 @@ class Projector:
         self.entities = list(entities) if entities else None
         self.filter_subjects = list(filter_subjects or (entity_subjects(entities) if entities else [])) or None
         self.replicas = max(1, int(replicas))
+        self._own_link = link is None
         self.link = link or BrokerLink(nats_url)
         self.source: StreamSource | None = None
         """The consumer of the running :meth:`run` (its pending count is the lag of a partition)."""
@@ -299,7 +301,8 @@ class Projector:
             js = nc.jetstream()
             await self._ensure_streams(js)
             async with anyio.create_task_group() as tg:
-                tg.start_soon(self.link.watch, nc)
+                if self._own_link:  # a shared link watches its owner's connection (one view, one log)
+                    tg.start_soon(self.link.watch, nc)
                 if self.reaper_enabled:
                     reaper = Reaper(self.cursor, _publisher(js), crash_timeout=self.crash_timeout,
                                     heartbeat_interval=self.heartbeat_interval, clock=self.clock, link=self.link)

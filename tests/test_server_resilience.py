@@ -114,3 +114,74 @@ def test_server_started_before_nats_waits_for_it(tmp_path: Path, monkeypatch: py
     text = log.read_text()
     assert text.count("failed (") == 1, text  # the connect failures: one line, then its recovery
     assert "recovered after" in text
+
+
+TRAINER = """
+import runstream, sys, time
+run = runstream.init(entity=sys.argv[1], project="p", id="r1")
+print("ready", flush=True)
+for step in range(int(sys.argv[2])):
+    run.log({"loss": step / 2})
+    time.sleep(0.002)
+run.finish()
+print("done", flush=True)
+"""
+
+
+@pytest.mark.slow
+def test_server_survives_stream_leader_kills_on_a_cluster(nats_cluster: Any, tmp_path: Path) -> None:
+    """Three SIGKILLs of the event stream's leader (each node restarted before the next kill),
+    one of them the node the server is connected to: the server never exits and projects every
+    step exactly once."""
+    from runstream.broker.names import STREAM
+
+    c = nats_cluster
+    steps = 3000
+    env = {**os.environ, "RUNSTREAM_NATS_URL": c.url_list, "RUNSTREAM_STREAM_REPLICAS": "3",
+           "RUNSTREAM_DIR": str(tmp_path / "data"), "RUNSTREAM_QUIET": "1", "RUNSTREAM_HTTP_PORT": "0",
+           "RUNSTREAM_RUN_DIR": str(tmp_path / "work"), "RUNSTREAM_CONSOLE": "off", "RUNSTREAM_STATS_INTERVAL": "0",
+           "RUNSTREAM_CODE_SNAPSHOT": "0", "RUNSTREAM_FINISH_TIMEOUT": "600"}
+    name = unique("clu")
+    data = tmp_path / "srv"
+    log = tmp_path / "server.log"
+    with open(log, "ab") as fh:  # the server's connection goes to the first node of its list: n1
+        proc = subprocess.Popen([sys.executable, "-m", "runstream.query.server", "--dir", str(data),
+                                 "--nats-url", c.url_list, "--name", name], env=env, stdout=fh, stderr=fh,
+                                stdin=subprocess.DEVNULL)
+    srv = ServerProc(proc, name, data, None, log)  # type: ignore[arg-type]
+    trainer = None
+    try:
+        wait_for(lambda: srv.ready_path.exists() or proc.poll() is not None, timeout=120, what="server ready")
+        assert proc.poll() is None, log.read_text()
+        url = read_http_url(data, proc.pid)
+        assert url
+        entity = unique("clu")
+        trainer = subprocess.Popen([sys.executable, "-u", "-c", TRAINER, entity, str(steps)],
+                                   env={**env, "RUNSTREAM_NATS_URL": c.rotated_url_list(1)}, cwd=tmp_path,
+                                   stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        assert trainer.stdout is not None and trainer.stdout.readline().strip() == "ready"
+        victims = []
+        for kill in range(3):
+            leader = c.wait_for(lambda: c.stream_leader(STREAM), "a leader of the event stream")
+            victim = 0 if kill == 1 else c.index_of(leader)  # the second kill: the server's own node
+            victims.append(victim)
+            c.kill(victim)
+            c.wait_for(lambda v=victim: (ld := c.stream_leader(STREAM)) and c.index_of(ld) != v,
+                       "a new leader of the event stream")
+            assert proc.poll() is None, log.read_text()
+            c.restart(victim)
+            c.wait_for(lambda v=victim: c.replica_current(STREAM, c.nodes[v].name), "the node current again")
+        out, err = trainer.communicate(timeout=600)
+        assert trainer.returncode == 0 and out.strip().endswith("done"), err
+        got = wait_for(lambda: (rows := get(f"{url}/api/runs/{entity}/p/r1/history?keys=loss&fresh=true")["rows"])
+                       and len(rows) == steps and rows, timeout=300, interval=0.5, what="every step projected")
+        assert [r["_step"] for r in got] == list(range(steps))
+        assert sum(r["loss"] for r in got) == sum(s / 2 for s in range(steps))
+        h = wait_for(lambda: (h := get(f"{url}/api/health"))["lag"] == 0 and h, timeout=120, what="lag 0")
+        assert h["broker"]["connected"] is True and proc.poll() is None
+    finally:
+        if trainer is not None and trainer.poll() is None:
+            trainer.kill()
+            trainer.wait()
+        code = srv.stop()
+    assert code == 0, log.read_text()
