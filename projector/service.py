@@ -315,14 +315,20 @@ class Projector:
     async def catch_up(self, timeout: float = 30.0, progress: Progress | None = None) -> int:
         """Project everything up to the stream's last sequence as of now; return the projected seq.
 
+        Unlike :meth:`run`, it does not wait for an unreachable broker: it is bounded.
+
         Raises:
             CatchUpTimeout: ``timeout`` seconds passed first.
+            BrokerUnavailable: NATS does not answer.
         """
-        nc = await self._connect()
+        from runstream.broker.jetstream import connect
+        from runstream.broker.streams import ensure_streams
+
+        nc = await connect(self.nats_url, name=f"runstream-projector-{self.name}", **self.nats_options)
         try:
             js = nc.jetstream()
-            await self._ensure_streams(js)
-            target = await self._last_seq(js)
+            await ensure_streams(js, self.replicas)
+            target = self.stream_last_seq = await last_seq(js)
             if self.position < target:
                 with anyio.move_on_after(timeout):
                     await self._consume(js, until=target, progress=progress)
