@@ -177,3 +177,28 @@ def test_partition_options() -> None:
     assert partition_from(None, None, env={}) == (None, None)
     with pytest.raises(SystemExit, match="not a subject of the event stream"):
         partition_from(None, "foo.bar", env={})
+
+
+def test_rpc_subjects_route_by_server_entity_or_any() -> None:
+    from runstream.query import protocol
+    from runstream.query.forward import entity_of_path
+    from runstream.query.rpc import shared_subjects
+
+    assert protocol.subject("main", "health") == "rsctl.q.main.health"
+    assert protocol.any_subject("sql") == "rsctl.qa.sql"
+    assert protocol.entity_subject("a b", "http") == "rsctl.qe.a=20b.http"
+    assert protocol.entity_subject(protocol.ALL_ENTITIES, "sql") == "rsctl.qe.*.sql"
+    with pytest.raises(ValueError, match="unknown query op 'replay'"):
+        protocol.any_subject("replay")  # a replay concerns one server: never balanced
+    assert shared_subjects(["a"]) == [("rsctl.qe.a.sql", "sql"), ("rsctl.qe.a.lineage", "lineage"),
+                                      ("rsctl.qe.a.http", "http")]
+    assert shared_subjects(None) == [("rsctl.qa.sql", "sql"), ("rsctl.qa.lineage", "lineage"),
+                                     ("rsctl.qa.http", "http"), ("rsctl.qe.*.sql", "sql"),
+                                     ("rsctl.qe.*.lineage", "lineage"), ("rsctl.qe.*.http", "http")]
+    assert shared_subjects([]) == []  # a raw subject filter: no entity requests
+    assert entity_of_path("/api/runs/a b/p/r1/history") == "a b"
+    assert entity_of_path("/api/ui/projects/e/p/series") == "e"
+    assert entity_of_path("/api/artifacts/e/p/model/latest") == "e"
+    assert entity_of_path("/api/projects", b"entity=e&x=1") == "e"
+    assert entity_of_path("/api/alerts", b"project=p") is None
+    assert entity_of_path("/api/health") is None and entity_of_path("/api/sql") is None

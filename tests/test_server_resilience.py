@@ -185,3 +185,27 @@ def test_server_survives_stream_leader_kills_on_a_cluster(nats_cluster: Any, tmp
             trainer.wait()
         code = srv.stop()
     assert code == 0, log.read_text()
+
+
+def test_the_broker_link_logs_one_line_per_outage(caplog: pytest.LogCaptureFixture) -> None:
+    from runstream.projector.resilience import BrokerLink, backoff_delays
+
+    now = [100.0]
+    link = BrokerLink("nats://x:1", clock=lambda: now[0])
+    link.set_connected(True, "nats://x:1")
+    with caplog.at_level("INFO", logger="runstream.broker.link"):
+        for _ in range(5):
+            link.failed("reading the event stream", TimeoutError("nats: timeout"))
+            now[0] += 1
+        assert link.failing == ["reading the event stream"]
+        link.ok("reading the event stream")
+        link.ok("reading the event stream")
+    lines = [r.getMessage() for r in caplog.records]
+    assert lines == ["reading the event stream failed (TimeoutError: nats: timeout); retrying with backoff "
+                     "(broker nats://x:1)",
+                     "reading the event stream recovered after 5.0s (5 failed attempts)"]
+    assert link.failing == [] and link.last_error == "reading the event stream: TimeoutError: nats: timeout"
+    snap = link.snapshot()
+    assert (snap["connected"], snap["since"], snap["url"]) == (True, 100.0, "nats://x:1")
+    d = backoff_delays(0.2, 1.0)
+    assert [next(d) for _ in range(5)] == [0.2, 0.4, 0.8, 1.0, 1.0]
