@@ -6,6 +6,7 @@
      ├── EventRejected     one event cannot be folded (its reason becomes a ``dead_letters`` row)
      ├── StoreError        the DuckDB file cannot be opened or written
      ├── CatchUpTimeout    the projection did not reach the stream's last sequence in time
+     ├── StreamSetupError  the broker refuses the streams as configured (no wait can cure it)
      └── DeliveryError     an alert could not be delivered to a sink (webhook, email)
 """
 
@@ -34,6 +35,11 @@ class CatchUpTimeout(ProjectorError):
         )
         self.projected = projected
         self.target = target
+
+
+class StreamSetupError(ProjectorError):
+    """The broker refuses the log's streams as configured (e.g. 3 replicas on a single server):
+    waiting cannot cure it, so the server stops with this message."""
 
 
 class DeliveryError(ProjectorError):

@@ -124,8 +124,7 @@ def _connected_url(nc: Any) -> str | None:
 
 
 async def retrying(what: str, call: Callable[[], Awaitable[T]], link: BrokerLink | None, *,
-                   first: float = BACKOFF_FIRST_S, most: float = BACKOFF_MAX_S,
-                   retry_on: tuple[type[BaseException], ...] = (Exception,)) -> T:
+                   first: float = BACKOFF_FIRST_S, most: float = BACKOFF_MAX_S) -> T:
     """``await call()`` until it succeeds, sleeping with backoff between attempts.
 
     Failures go to ``link`` (one log line when it starts failing, one when it recovers; without a
@@ -135,7 +134,7 @@ async def retrying(what: str, call: Callable[[], Awaitable[T]], link: BrokerLink
     while True:
         try:
             result = await call()
-        except retry_on as e:
+        except Exception as e:
             if link is not None:
                 link.failed(what, e)
             else:

@@ -21,7 +21,7 @@ import duckdb
 import pyarrow as pa
 from anyio.streams.memory import MemoryObjectReceiveStream
 
-from .errors import CatchUpTimeout
+from .errors import CatchUpTimeout, StreamSetupError
 from .fold import Record, fold
 from .reaper import Reaper
 from .resilience import BrokerLink, connect_retrying, retrying
@@ -230,6 +230,13 @@ class Projector:
     async def _ensure_streams(self, js: Any) -> None:
         from runstream.broker.streams import ensure_streams
 
+        nc = getattr(js, "_nc", None)
+        info = getattr(nc, "_server_info", None) or {}  # nats-py keeps the server's INFO only there
+        if self.replicas > 1 and isinstance(info, dict) and info and not info.get("cluster"):
+            raise StreamSetupError(  # a setting no wait can cure, not an outage
+                f"RUNSTREAM_STREAM_REPLICAS={self.replicas} but the NATS server at {self.nats_url} is not part "
+                "of a cluster (a stream on it has one replica): set RUNSTREAM_STREAM_REPLICAS=1, or point "
+                "RUNSTREAM_NATS_URL at a cluster")
         done = await retrying("creating the log's streams", lambda: ensure_streams(js, self.replicas), self.link)
         for d in done:
             if d.created:

@@ -309,19 +309,34 @@ def configure_logging() -> None:
 def run_forever(config: ServerConfig) -> int:
     """Serve in the foreground until SIGTERM/SIGINT; return the exit code."""
     configure_logging()
-    from .errors import DuplicateServerName
-
     try:
         anyio.run(serve, config)
     except KeyboardInterrupt:
         pass
-    except DuplicateServerName as e:
-        log.error("runstream server: %s", e)
-        return 2
-    except Exception:
+    except Exception as e:
+        refused = _refusal(e)
+        if refused is not None:  # a setting or a name no wait can cure: its message, no traceback
+            log.error("runstream server %r cannot start: %s", config.name, refused)
+            return 2
         log.exception("runstream server %r failed", config.name)
         return 1
     return 0
+
+
+def _refusal(e: BaseException) -> BaseException | None:
+    """The reason the server refuses to start (a taken name, streams the broker refuses), found
+    inside the task groups' exception groups; None for any other failure."""
+    from ..projector.errors import StreamSetupError
+    from .errors import DuplicateServerName
+
+    if isinstance(e, DuplicateServerName | StreamSetupError):
+        return e
+    if isinstance(e, BaseExceptionGroup):
+        for inner in e.exceptions:
+            found = _refusal(inner)
+            if found is not None:
+                return found
+    return None
 
 
 def main(argv: Sequence[str] | None = None) -> int:

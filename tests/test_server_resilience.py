@@ -209,3 +209,15 @@ def test_the_broker_link_logs_one_line_per_outage(caplog: pytest.LogCaptureFixtu
     assert (snap["connected"], snap["since"], snap["url"]) == (True, 100.0, "nats://x:1")
     d = backoff_delays(0.2, 1.0)
     assert [next(d) for _ in range(5)] == [0.2, 0.4, 0.8, 1.0, 1.0]
+
+
+def test_replicas_a_single_server_cannot_hold_is_a_clear_refusal(own_nats: NatsServer, tmp_path: Path) -> None:
+    """Not an outage to wait out: the server says which setting to change and exits."""
+    proc = subprocess.run([sys.executable, "-m", "runstream.query.server", "--dir", str(tmp_path / "srv"),
+                           "--nats-url", own_nats.url, "--name", unique("r3"), "--http-port", "-1"],
+                          env={**os.environ, "RUNSTREAM_STREAM_REPLICAS": "3", "RUNSTREAM_QUIET": "1"},
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2, proc.stderr
+    assert (f"RUNSTREAM_STREAM_REPLICAS=3 but the NATS server at {own_nats.url} is not part of a cluster"
+            in proc.stderr)
+    assert "Traceback" not in proc.stderr
