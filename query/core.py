@@ -109,6 +109,39 @@ class ServerCore:
         return int(ack.seq)
 
 
+async def refuse_twin(nc: Any, name: str, window: float = 0.3) -> None:
+    """Once subscribed: every server answering ``rsctl.q.<name>.health`` within ``window`` seconds
+    must be this process. Catches two servers started under one name at the same moment (both
+    passed :func:`refuse_duplicate_name`): both see the other and refuse."""
+    import os
+
+    from . import protocol
+    from .errors import DuplicateServerName
+
+    inbox = nc.new_inbox()
+    sub = await nc.subscribe(inbox)
+    try:
+        await nc.publish(protocol.subject(name, "health"), protocol.encode({}), reply=inbox)
+        await nc.flush()
+        with anyio.move_on_after(window):
+            while True:
+                msg = await sub.next_msg(timeout=window)
+                try:
+                    other = protocol.decode(msg.data)
+                except ValueError:
+                    continue
+                if other.get("pid") != os.getpid():
+                    raise DuplicateServerName(
+                        f"another runstream server named {name!r} started at the same time (pid "
+                        f"{other.get('pid', '?')}, database {other.get('db_path', '?')}); give each replica its own "
+                        "name with --name or RUNSTREAM_SERVER_NAME")
+    except TimeoutError:
+        return
+    finally:
+        with contextlib.suppress(Exception):
+            await sub.unsubscribe()
+
+
 async def refuse_duplicate_name(nc: Any, name: str, timeout: float = 2.0) -> None:
     """Ask ``rsctl.q.<name>.health``: if a server answers, this one must not start under the same
     name (per-server requests — replay, health, progress — would reach either)."""
@@ -177,6 +210,7 @@ async def open_core(config: ServerConfig) -> AsyncIterator[ServerCore]:
             responder = Responder(nc, config.name, service.handlers,
                                   entities=None if config.full else list(config.entities or ()))
             await tg.start(responder.serve)
+            await refuse_twin(nc, config.name)
             core = ServerCore(config, projector, runner, sandbox, service, Reader(projector.cursor), nc, tg)
             from ..projector.alerter import start_alerter
 

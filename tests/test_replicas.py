@@ -263,3 +263,28 @@ def test_two_reapers_record_one_crash_per_heartbeat_lapse(nats_server: NatsServe
     finally:
         projector.close()
         run.finish()
+
+
+def test_two_servers_started_at_once_under_one_name_never_both_run(nats_server: NatsServer, tmp_path: Path) -> None:
+    name = unique("twin")
+    procs = [subprocess.Popen([sys.executable, "-m", "runstream.query.server", "--dir", str(tmp_path / f"s{i}"),
+                               "--nats-url", nats_server.url, "--name", name, "--http-port", "-1"],
+                              env={**os.environ, "RUNSTREAM_QUIET": "1"}, stdout=subprocess.DEVNULL,
+                              stderr=subprocess.PIPE, text=True) for i in range(2)]
+    try:
+        def settled() -> bool:
+            return all(p.poll() is not None or (tmp_path / f"s{i}" / "server.ready").exists()
+                       for i, p in enumerate(procs))
+
+        wait_for(settled, timeout=120, what="both servers started or refused")
+        running = [p for p in procs if p.poll() is None]
+        assert len(running) <= 1
+        for p in procs:
+            if p not in running:
+                _, err = p.communicate(timeout=30)
+                assert p.returncode == 2 and f"named '{name}'" in err and "--name" in err, err
+    finally:
+        for p in procs:
+            if p.poll() is None:
+                p.terminate()
+            p.communicate(timeout=30)
