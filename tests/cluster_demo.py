@@ -41,6 +41,8 @@ if TYPE_CHECKING:
 ENTITY, PROJECT = "demo", "cluster"
 KEYS = ("loss", "acc")
 SERVERS = ("server-a", "server-b")
+MARK_EVERY = 10
+"""A trainer notes the wall-clock time every this many steps (how many it had logged by a given time)."""
 
 
 # -- the trainer (a child process: python -m tests.cluster_demo --trainer RUN_ID STEPS) --------------
@@ -48,24 +50,36 @@ SERVERS = ("server-a", "server-b")
 
 def trainer(run_id: str, steps: int, pace: float) -> int:
     """Log ``steps`` steps of ``KEYS`` to run ``run_id``; print JSON lines: ``progress`` at a third
-    of the steps, then the result (rows logged, longest ``log()``, ``finish()`` time)."""
+    of the steps, then the result (rows logged, longest ``log()`` in all and after the third with
+    its wall-clock time, wall-clock time the last ``log()`` returned, ``finish()`` time, and
+    ``marks``: ``marks[i]`` is when the ``log()`` of step ``(i + 1) * MARK_EVERY - 1`` returned)."""
     import runstream
 
     run = runstream.init(entity=ENTITY, project=PROJECT, id=run_id, config={"steps": steps})
-    worst = 0.0
+    worst = worst_late = 0.0
+    worst_late_at = 0.0
+    marks: list[float] = []
     third = steps // 3
     for step in range(steps):
         t = time.perf_counter()
         run.log({"loss": 1.0 / (step + 1), "acc": step / steps})
-        worst = max(worst, time.perf_counter() - t)
+        took = time.perf_counter() - t
+        if (step + 1) % MARK_EVERY == 0:
+            marks.append(round(time.time(), 4))
+        worst = max(worst, took)
+        if step > third and took > worst_late:  # after the progress line: the window of the kill
+            worst_late, worst_late_at = took, time.time()
         if step == third:
             print(json.dumps({"progress": step}), flush=True)
         if pace:
             time.sleep(pace)  # the training's own work between two steps, not a wait on anything
+    logged_at = time.time()
     t = time.perf_counter()
     run.finish()
     finish_s = time.perf_counter() - t
-    print(json.dumps({"run_id": run_id, "rows": steps * len(KEYS), "max_log_s": worst, "finish_s": finish_s}),
+    print(json.dumps({"run_id": run_id, "rows": steps * len(KEYS), "max_log_s": worst, "finish_s": finish_s,
+                      "max_log_late_s": worst_late, "max_log_late_at": worst_late_at, "logged_at": logged_at,
+                      "marks": marks}),
           flush=True)
     return 0
 
@@ -103,7 +117,8 @@ class Child:
         return self.proc.returncode
 
 
-def _spawn(name: str, args: list[str], env: dict[str, str], log: Path) -> Child:
+def spawn_child(name: str, args: list[str], env: dict[str, str], log: Path) -> Child:
+    """``python ARGS`` with stdout and stderr appended to ``log`` (run in its folder)."""
     log.parent.mkdir(parents=True, exist_ok=True)
     with open(log, "ab") as fh:
         proc = subprocess.Popen([sys.executable, *args], env=env, stdout=fh, stderr=fh, stdin=subprocess.DEVNULL,
@@ -111,9 +126,17 @@ def _spawn(name: str, args: list[str], env: dict[str, str], log: Path) -> Child:
     return Child(name, proc, log)
 
 
-def _wait(predicate: Callable[[], Any], timeout: float, what: str, children: Sequence[Child] = ()) -> Any:
+def wait_until(predicate: Callable[[], Any], timeout: float, what: str, children: Sequence[Child] = (),
+               max_interval: float = 0.5) -> Any:
+    """Poll ``predicate`` (backing off from 50 ms to ``max_interval``) until it returns something
+    truthy, and return that.
+
+    Raises:
+        RuntimeError: one of ``children`` exited with an error meanwhile (the message ends with its log).
+        TimeoutError: not within ``timeout`` seconds.
+    """
     deadline = time.monotonic() + timeout
-    interval = 0.05
+    interval = min(0.05, max_interval)
     while True:
         value = predicate()
         if value:
@@ -125,7 +148,7 @@ def _wait(predicate: Callable[[], Any], timeout: float, what: str, children: Seq
         if time.monotonic() > deadline:
             raise TimeoutError(f"timed out after {timeout:.0f}s waiting for {what}")
         time.sleep(interval)
-        interval = min(interval * 2, 0.5)
+        interval = min(interval * 2, max_interval)
 
 
 def _tail(path: Path, n: int = 30) -> str:
@@ -135,7 +158,9 @@ def _tail(path: Path, n: int = 30) -> str:
         return "(no log)"
 
 
-def _base_env(tmp: Path) -> dict[str, str]:
+def cluster_env(tmp: Path) -> dict[str, str]:
+    """This process's environment for a child on the cluster: no ``RUNSTREAM_*`` of ours, streams
+    at three replicas, quiet, ``RUNSTREAM_DIR`` under ``tmp``, this repository importable."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("RUNSTREAM_")}
     env.update({"RUNSTREAM_STREAM_REPLICAS": "3", "RUNSTREAM_QUIET": "1", "RUNSTREAM_DIR": str(tmp / "home"),
                 "PYTHONPATH": os.pathsep.join([str(Path(__file__).resolve().parent.parent),
@@ -146,8 +171,8 @@ def _base_env(tmp: Path) -> dict[str, str]:
 def start_server(name: str, url_list: str, tmp: Path) -> Child:
     d = tmp / name
     d.mkdir(parents=True)
-    env = dict(_base_env(tmp), RUNSTREAM_SERVER_NAME=name)
-    return _spawn(name, ["-m", "runstream.query.server", "--dir", str(d), "--nats-url", url_list, "--name", name,
+    env = dict(cluster_env(tmp), RUNSTREAM_SERVER_NAME=name)
+    return spawn_child(name, ["-m", "runstream.query.server", "--dir", str(d), "--nats-url", url_list, "--name", name,
                          "--http-port", "0"], env, d / "server.log")
 
 
@@ -158,9 +183,67 @@ def server_ready(srv: Child) -> bool:
     return bool(ready.exists() and ready.read_text().strip() == str(srv.proc.pid))
 
 
+def start_trainers(cluster: LocalCluster, tmp: Path, per_node: int, steps: int, pace: float,
+                   timeout: float) -> list[Child]:
+    """``per_node`` trainer processes starting on each node of ``cluster`` (their URL list begins
+    with it); each one's node name is in ``extra["node"]``, its folder under ``tmp/trainers``."""
+    trainers: list[Child] = []
+    for node in range(len(cluster.nodes)):
+        for k in range(per_node):
+            run_id = f"n{node + 1}-t{k}"
+            d = tmp / "trainers" / run_id
+            env = dict(cluster_env(tmp), RUNSTREAM_NATS_URL=cluster.rotated_url_list(node),
+                       RUNSTREAM_RUN_DIR=str(d), RUNSTREAM_STATS_INTERVAL="0", RUNSTREAM_CONSOLE="off",
+                       RUNSTREAM_CODE_SNAPSHOT="0", RUNSTREAM_FINISH_TIMEOUT=str(int(timeout)))
+            child = spawn_child(run_id, ["-m", "tests.cluster_demo", "--trainer", run_id, str(steps), str(pace)],
+                                env, d / "trainer.log")
+            child.extra["node"] = cluster.nodes[node].name
+            trainers.append(child)
+    return trainers
+
+
+def kill_leader_mid_run(cluster: LocalCluster, trainers: Sequence[Child], timeout: float,
+                        poll: float = 0.5, before_kill: Callable[[str], Any] | None = None) -> tuple[str, float, float]:
+    """Once every trainer has logged a third of its steps, SIGKILL the node leading the event
+    stream; return its name and when it died (``time.monotonic()``, ``time.time()``). ``poll`` is
+    the longest pause between two looks at the trainers' progress; ``before_kill(name)`` runs just
+    before the kill (e.g. to list who is connected to that node)."""
+    from runstream.broker.names import STREAM
+
+    wait_until(lambda: all(any("progress" in x for x in t.lines()) for t in trainers), timeout,
+               "every trainer to log a third of its steps", trainers, max_interval=poll)
+    victim = str(wait_until(lambda: cluster.stream_leader(STREAM), timeout, f"a leader of {STREAM}",
+                            max_interval=poll))
+    if before_kill is not None:
+        before_kill(victim)
+    cluster.kill(cluster.index_of(victim))
+    return victim, time.monotonic(), time.time()
+
+
+def trainer_results(trainers: Sequence[Child]) -> tuple[dict[str, dict[str, Any]], list[str]]:
+    """The result line of each trainer that exited 0 with one (by name), and a sentence for each
+    that did not."""
+    results: dict[str, dict[str, Any]] = {}
+    failures: list[str] = []
+    for t in trainers:
+        res = [x for x in t.lines() if "rows" in x]
+        if t.proc.returncode != 0 or not res:
+            failures.append(f"{t.name} exited with {t.proc.returncode} and no result; see {t.log}:\n{_tail(t.log)}")
+            continue
+        results[t.name] = res[-1]
+    return results, failures
+
+
 def history_rows(srv: Child) -> int | None:
     """Rows of the demo's keys in a live server's ``history`` (over its HTTP API); None if it
     does not answer now."""
+    per_run = history_rows_per_run(srv)
+    return None if per_run is None else sum(per_run.values())
+
+
+def history_rows_per_run(srv: Child) -> dict[str, int] | None:
+    """Rows of the demo's keys in a live server's ``history`` by run id (runs without rows left
+    out); None if it does not answer now."""
     from runstream import Api
     from runstream.query.server import read_http_url
 
@@ -169,11 +252,12 @@ def history_rows(srv: Child) -> int | None:
         return None
     try:
         table = Api(base_url=url, fresh=False, timeout=10).sql(
-            f"SELECT count(*) AS n FROM history h JOIN runs r USING (run_uid) "
-            f"WHERE r.entity = '{ENTITY}' AND r.project = '{PROJECT}' AND h.key IN {KEYS!r}", pandas=False)
+            f"SELECT r.run_id, count(*) AS n FROM history h JOIN runs r USING (run_uid) "
+            f"WHERE r.entity = '{ENTITY}' AND r.project = '{PROJECT}' AND h.key IN {KEYS!r} GROUP BY r.run_id",
+            pandas=False)
     except Exception:
         return None
-    return int(table.column("n")[0].as_py())
+    return {str(r["run_id"]): int(r["n"]) for r in table.to_pylist()}
 
 
 def replica_check(db: Path) -> dict[str, Any]:
@@ -236,41 +320,22 @@ def demo(trainers_per_node: int, steps: int, pace: float, timeout: float, keep: 
         servers = [start_server(name, cluster.rotated_url_list(i), tmp) for i, name in enumerate(SERVERS)]
         children += servers
         for srv in servers:
-            _wait(functools.partial(server_ready, srv), timeout, f"{srv.name} to be ready", [srv])
+            wait_until(functools.partial(server_ready, srv), timeout, f"{srv.name} to be ready", [srv])
         say(f"servers   {', '.join(SERVERS)} ready (RUNSTREAM_STREAM_REPLICAS=3)")
         say(f"streams   {', '.join(stream_replicas(cluster))}")
 
-        trainers: list[Child] = []
-        for node in range(3):
-            for k in range(trainers_per_node):
-                run_id = f"n{node + 1}-t{k}"
-                d = tmp / "trainers" / run_id
-                env = dict(_base_env(tmp), RUNSTREAM_NATS_URL=cluster.rotated_url_list(node),
-                           RUNSTREAM_RUN_DIR=str(d), RUNSTREAM_STATS_INTERVAL="0", RUNSTREAM_CONSOLE="off",
-                           RUNSTREAM_CODE_SNAPSHOT="0", RUNSTREAM_FINISH_TIMEOUT=str(int(timeout)))
-                child = _spawn(run_id, ["-m", "tests.cluster_demo", "--trainer", run_id, str(steps), str(pace)],
-                               env, d / "trainer.log")
-                child.extra["node"] = cluster.nodes[node].name
-                trainers.append(child)
+        trainers = start_trainers(cluster, tmp, trainers_per_node, steps, pace, timeout)
         children += trainers
         say(f"trainers  {len(trainers)} x {steps} steps x {len(KEYS)} keys, {trainers_per_node} starting on each node")
 
-        _wait(lambda: all(any("progress" in x for x in t.lines()) for t in trainers), timeout,
-              "every trainer to log a third of its steps", trainers)
-        victim = _wait(lambda: cluster.stream_leader(STREAM), timeout, f"a leader of {STREAM}")
+        victim, killed_at, _ = kill_leader_mid_run(cluster, trainers, timeout)
         on_victim = [t.name for t in trainers if t.extra["node"] == victim]
-        cluster.kill(cluster.index_of(victim))
-        killed_at = time.monotonic()
         say(f"kill      SIGKILL {victim} (leader of {STREAM}; first node of trainers {', '.join(on_victim)})")
 
-        _wait(lambda: all(t.proc.poll() is not None for t in trainers), timeout * 3, "the trainers to finish")
-        results = {}
-        for t in trainers:
-            res = [x for x in t.lines() if "rows" in x]
-            if t.proc.returncode != 0 or not res:
-                say(f"trainer   {t.name} exited with {t.proc.returncode} and no result; see {t.log}:\n{_tail(t.log)}")
-                continue
-            results[t.name] = res[-1]
+        wait_until(lambda: all(t.proc.poll() is not None for t in trainers), timeout * 3, "the trainers to finish")
+        results, failures = trainer_results(trainers)
+        for failure in failures:
+            say(f"trainer   {failure}")
         logged = sum(r["rows"] for r in results.values()) if len(results) == len(trainers) else None
         expected = len(trainers) * steps * len(KEYS)
 
@@ -278,7 +343,7 @@ def demo(trainers_per_node: int, steps: int, pace: float, timeout: float, keep: 
             return all(history_rows(s) == expected for s in servers)
 
         try:
-            _wait(converged, timeout, "both replicas to hold every row", servers)
+            wait_until(converged, timeout, "both replicas to hold every row", servers)
             say(f"project   both replicas hold {expected} rows {time.monotonic() - killed_at:.1f}s after the kill")
         except TimeoutError as e:
             say(f"project   {e}: {', '.join(f'{s.name} {history_rows(s)}' for s in servers)} of {expected}")

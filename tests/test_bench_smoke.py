@@ -1,4 +1,5 @@
-"""The benchmark suite itself works: a tiny ``--quick`` run of runstream's side, in a subprocess.
+"""The benchmark suite itself works: a tiny ``--quick`` run of runstream's side, in a subprocess
+(row 12 included: a three-node cluster on loopback, one node SIGKILLed).
 
 No speed is asserted here (figures depend on the machine); what is checked is that every row of
 issue 3 is in the JSON, that each built row has a number and each later row says "not built", and
@@ -22,7 +23,7 @@ REPO = Path(__file__).resolve().parents[1]
 TINY = ["--quick", "--systems", "runstream", "--reps", "1", "--steps", "2000", "--procs", "3",
         "--proc-steps", "300", "--kill-after", "300", "--stall-steps", "2000", "--server-runs", "30",
         "--read-steps", "500", "--peer-read-steps", "100", "--read-runs", "60", "--peer-read-runs", "20",
-        "--web-runs", "30", "--web-points", "1000"]
+        "--web-runs", "30", "--web-points", "1000", "--cluster-steps", "500", "--cluster-kill-steps", "1500"]
 BROWSER = Path("/usr/bin/chromium").exists() and importlib.util.find_spec("playwright") is not None
 
 
@@ -30,7 +31,7 @@ BROWSER = Path("/usr/bin/chromium").exists() and importlib.util.find_spec("playw
 def test_quick_bench_runs_and_checks_itself(tmp_path: Path) -> None:
     out = tmp_path / "bench.json"
     proc = subprocess.run([sys.executable, "-m", "tests.bench", *TINY, "--out", str(out)], cwd=REPO,
-                          capture_output=True, text=True, timeout=240)
+                          capture_output=True, text=True, timeout=360)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     report = json.loads(out.read_text())
     figures = {f["key"]: f for f in report["figures"]}
@@ -52,7 +53,11 @@ def test_quick_bench_runs_and_checks_itself(tmp_path: Path) -> None:
     assert report["checks"] and all(c["ok"] for c in report["checks"]), report["checks"]
     groups = {c["group"] for c in report["checks"]}
     assert {"write", "sigkill", "e2e", "many", "replay", "stalled", "server_runs", "read_history",
-            "read_runs"} <= groups
+            "read_runs", "cluster", "cluster_kill"} <= groups
+    cluster = [o for o in report["outcomes"] if o["group"] == "cluster"]  # row 12: the R3 cluster, then R1
+    assert sorted(str(o["metrics"].get("stream_replicas")) for o in cluster) == ["3", "None"], cluster
+    kill = next(o["metrics"] for o in report["outcomes"] if o["group"] == "cluster_kill")
+    assert kill["on_victim"] and kill["lost"] == 0 and kill["doubled"] == 0, kill
     reads = {o["group"]: o for o in report["outcomes"] if o["group"] in ("read_history", "read_runs")}
     assert reads["read_history"]["metrics"]["big_shape"] == [500, 13], reads["read_history"]["metrics"]
     runs = reads["read_runs"]["metrics"]

@@ -44,6 +44,9 @@ FULL = {
     "web_runs": 1_000,
     "web_points": 100_000,
     "web_loads": 3,
+    "cluster_procs": 3,
+    "cluster_steps": 100_000,
+    "cluster_kill_steps": 6_000,
 }
 QUICK = {
     "reps": 1,
@@ -67,6 +70,9 @@ QUICK = {
     "web_runs": 200,
     "web_points": 10_000,
     "web_loads": 1,
+    "cluster_procs": 3,
+    "cluster_steps": 10_000,
+    "cluster_kill_steps": 1_500,
 }
 
 PEER_MODULES = {"wandb": "wandb", "mlflow-sqlite": "mlflow", "mlflow-file": "mlflow", "aim": "aim"}
@@ -97,6 +103,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--web-runs", type=int, help="runs of the project whose workspace page loads (row 11)")
     p.add_argument("--web-points", type=int, help="points of the run whose chart page loads (row 11)")
     p.add_argument("--web-loads", type=int, help="timed page loads per figure, after a warm-up (row 11)")
+    p.add_argument("--cluster-procs", type=int, help="writer processes of row 12's cluster vs embedded figure")
+    p.add_argument("--cluster-steps", type=int, help="steps per writer of row 12's cluster vs embedded figure")
+    p.add_argument("--cluster-kill-steps", type=int,
+                   help="steps per trainer (one per node, 2 ms apart) when row 12 kills a node")
     p.add_argument("--probe-interval", type=float, default=0.05, help="seconds between latency polls (row 2)")
     p.add_argument("--systems", default=",".join(SYSTEMS), help=f"comma list of {', '.join(SYSTEMS)}")
     p.add_argument("--rows", default=",".join(ROWS), help="comma list of the issue's rows to run")
@@ -191,7 +201,7 @@ def main(argv: list[str] | None = None) -> int:
             skipped[system] = why
     root = Path(tempfile.mkdtemp(prefix="runstream-bench-"))
     outcomes: list[dict[str, Any]] = []
-    dead: dict[tuple[str, str], dict[str, Any]] = {}  # not built / not installed: no need to retry
+    dead: dict[tuple[str, str, str | None], dict[str, Any]] = {}  # not built / not installed: no need to retry
     started = time.time()
     print(
         f"runstream bench: {len(tasks)} tasks × {args.reps} reps, systems {', '.join(args.systems)}; temp {root}",
@@ -202,7 +212,7 @@ def main(argv: list[str] | None = None) -> int:
             in_group = [t for t in tasks if t.group == group]
             k = rep % len(in_group)
             for task in in_group[k:] + in_group[:k]:
-                key = (task.group, task.system)
+                key = (task.group, task.system, task.child or task.snippet)  # row 12's group has two children
                 base = {
                     "group": task.group,
                     "system": task.system,

@@ -1,4 +1,4 @@
-"""The figures of the table: which row of issue 3 each belongs to, its unit and its target."""
+"""The figures of the table: which row of issue 3 each belongs to (row 12: issue 12), its unit and its target."""
 
 from __future__ import annotations
 
@@ -139,6 +139,22 @@ FIGURES: tuple[Figure, ...] = (
     Figure("11.workspace_s", "11", "web: workspace of N runs → all in the table", "s"),
     Figure("11.workspace_chart_s", "11", "web: workspace of N runs → first chart drawn", "s"),
     Figure("11.chart_s", "11", "web: run page of an N-point run → chart drawn", "s"),
+    Figure("12.cluster_pps", "12", "3-node R3 cluster: N writers → all rows queryable", "points/s"),
+    Figure("12.embedded_pps", "12", "the same workload on the embedded R1 stack", "points/s"),
+    Figure(
+        "12.kill_log_ms",
+        "12",
+        "longest log() of a trainer whose node is SIGKILLed",
+        "ms",
+        Target("<=", 100, "≤ 100 ms: log() only spools"),
+    ),
+    Figure("12.others_log_ms", "12", "same window, trainers on the surviving nodes", "ms"),
+    Figure("12.kill_finish_s", "12", "finish() of the trainer whose node was killed", "s"),
+    Figure("12.election_s", "12", "SIGKILL → a new leader of the event stream (NATS)", "s"),
+    Figure("12.kill_stale_s", "12", "SIGKILL → every row logged before it queryable", "s"),
+    Figure("12.kill_project_s", "12", "SIGKILL → every row queryable (trainers log on)", "s"),
+    Figure("12.kill_lost", "12", "node killed: rows lost", "points", Target("==", 0, "0")),
+    Figure("12.kill_doubled", "12", "node killed: rows doubled", "points", Target("==", 0, "0")),
 )
 
 BY_KEY = {f.key: f for f in FIGURES}

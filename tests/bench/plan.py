@@ -148,6 +148,24 @@ def _web(r: ChildResult, _s: Stack | None) -> dict[str, float]:
             "11.chart_s": _m(r, "chart_s")}
 
 
+def _cluster_pps(r: ChildResult, _s: Stack | None) -> dict[str, float]:
+    return {"12.cluster_pps": _m(r, "many_pps")}
+
+
+def _cluster_r1(r: ChildResult, _s: Stack | None) -> dict[str, float]:
+    return {"12.embedded_pps": _m(r, "many_pps")}
+
+
+def _cluster_kill(r: ChildResult, _s: Stack | None) -> dict[str, float]:
+    return {"12.kill_log_ms": _m(r, "kill_log_ms"), "12.others_log_ms": _m(r, "others_log_ms"),
+            "12.kill_finish_s": _m(r, "kill_finish_s"), "12.election_s": _m(r, "election_s"),
+            "12.kill_stale_s": _m(r, "stale_s"), "12.kill_project_s": _m(r, "project_s"),
+            "12.kill_lost": _m(r, "lost"), "12.kill_doubled": _m(r, "doubled")}
+
+
+KILL_PACE_S = 0.002
+"""Row 12's trainers: seconds of "training" between two steps (``make cluster-demo``'s default)."""
+
 FEEDS = {
     "_peer_write": (
         "1.log_us",
@@ -182,6 +200,10 @@ FEEDS = {
     "_telemetry": ("9.overhead_pct", "9.default_overhead_pct", "9.step_us", "9.default_derived_pct", "9.sample_us",
                    "9.tee_line_us"),
     "_web": ("11.workspace_s", "11.workspace_chart_s", "11.chart_s"),
+    "_cluster_pps": ("12.cluster_pps",),
+    "_cluster_r1": ("12.embedded_pps",),
+    "_cluster_kill": ("12.kill_log_ms", "12.others_log_ms", "12.kill_finish_s", "12.election_s",
+                      "12.kill_stale_s", "12.kill_project_s", "12.kill_lost", "12.kill_doubled"),
 }
 
 
@@ -199,6 +221,7 @@ def build(args: argparse.Namespace) -> list[Task]:
     tasks: list[Task] = []
     for system in args.systems:
         if system == "runstream":
+            cluster_sizes = {"procs": args.cluster_procs, "steps": args.cluster_steps, "metrics": m}
             tasks += [
                 Task(
                     "write",
@@ -334,6 +357,17 @@ def build(args: argparse.Namespace) -> list[Task]:
                     child="web_ui",
                     params={"runs": args.web_runs, "points": args.web_points, "loads": args.web_loads},
                     stack=True,
+                ),
+                # row 12: one group, so the cluster and the embedded stack take turns going first
+                Task("cluster", system, ("12",), _cluster_pps, child="cluster_pps", params=cluster_sizes),
+                Task("cluster", system, ("12",), _cluster_r1, child="many", params=cluster_sizes, stack=True),
+                Task(
+                    "cluster_kill",
+                    system,
+                    ("12",),
+                    _cluster_kill,
+                    child="cluster_kill",
+                    params={"steps": args.cluster_kill_steps, "pace": KILL_PACE_S},
                 ),
             ]
         else:

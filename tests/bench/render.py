@@ -95,6 +95,12 @@ def summarize_outcomes(outcomes: list[dict[str, Any]], args: argparse.Namespace)
                             "peer_matching",
                             "peer_returned",
                             "peer_good",
+                            "stream_replicas",
+                            "victim",
+                            "on_victim",
+                            "server_exit",
+                            "failures",
+                            "unfinished",
                         )
                     },
                 }
@@ -181,6 +187,12 @@ def render(report: dict[str, Any]) -> str:
     lines.append(
         "Row 2 stops the clock only when a SQL count over the run returns every logged row (peers: when "
         "their finish returned); latency is an upper bound by one poll interval."
+    )
+    lines.append(
+        "Row 12: a 3-node NATS cluster on loopback (deploy/nats/, streams R3) and one server, vs the embedded "
+        "stack, same writers; then one paced trainer per node and the event stream's leader SIGKILLed a third "
+        "of the way in: the longest log() afterwards of the trainer connected to it (per its /connz), and how "
+        "long until the server has every row logged before the kill, and every row (polled every 50 ms)."
     )
     if missed:
         lines.append("")

@@ -22,6 +22,8 @@ from typing import Any
 
 from .errors import NotBuilt
 from .peers import mark_phase_end
+from .rscluster import cluster_kill as cluster_kill  # row 12, run by name like the scenarios here
+from .rscluster import cluster_pps as cluster_pps
 from .stats import percentile, write_phases
 from .web import web_ui as web_ui  # row 11, run by name like the scenarios here
 
@@ -466,16 +468,21 @@ def many_worker(params: dict[str, Any]) -> dict[str, Any]:
     return {"start": t0, "end": time.time(), "uid": run.uid}
 
 
-def many(params: dict[str, Any], shared: bool = False) -> dict[str, Any]:
+def many(
+    params: dict[str, Any], shared: bool = False, *, client: Any = None, env_each: list[dict[str, str]] | None = None
+) -> dict[str, Any]:
     """``procs`` writer processes released together: total points/s until every row is queryable;
-    zero lost, zero doubled."""
+    zero lost, zero doubled. ``client`` (a ``QueryClient``; default: the local stack's) counts the
+    rows; ``env_each[i]`` is added to writer ``i``'s environment (row 12 points them at a cluster)."""
     from .spawn import release_workers
 
     procs, steps, metrics = int(params["procs"]), int(params["steps"]), int(params["metrics"])
     _import_runstream()
-    client = _client()
+    client = client if client is not None else _client()
     extra = {"shared_id": f"shared{os.getpid()}"} if shared else {}
-    results, t_go, _ = release_workers("runstream", procs, {"steps": steps, "metrics": metrics, **extra}, Path.cwd())
+    results, t_go, _ = release_workers(
+        "runstream", procs, {"steps": steps, "metrics": metrics, **extra}, Path.cwd(), env_each=env_each
+    )
     errors = [r["error"] for r in results if "error" in r]
     uids = sorted({r["uid"] for r in results if "uid" in r})
     counts, _t = _history_counts(client, uids) if uids else ({}, time.perf_counter())

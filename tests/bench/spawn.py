@@ -18,9 +18,11 @@ def release_workers(
     workdir: Path,
     env_extra: dict[str, str] | None = None,
     timeout: float = 1800.0,
+    env_each: list[dict[str, str]] | None = None,
 ) -> tuple[list[dict[str, Any]], float, float]:
     """Start ``procs`` ``many_worker`` children, wait until each is ready (imported, run created),
-    release them together, wait for all to exit.
+    release them together, wait for all to exit. ``env_each[i]``, when given, is added to worker
+    ``i``'s environment (e.g. a cluster's URL list starting with a different node).
 
     Returns (their result dicts, release time, time the last one finished logging), wall-clock seconds.
     """
@@ -35,9 +37,10 @@ def release_workers(
         result.unlink(missing_ok=True)
         p = {**params, "index": i, "go_file": str(go), "ready_file": str(ready)}
         argv = [sys.executable, "-m", "tests.bench.child", system, "many_worker", json.dumps(p), str(result)]
+        own = {**env, **env_each[i]} if env_each else env
         children.append(
             (
-                subprocess.Popen(argv, env=env, cwd=workdir, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL),
+                subprocess.Popen(argv, env=own, cwd=workdir, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL),
                 ready,
                 result,
             )
