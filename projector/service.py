@@ -150,6 +150,15 @@ class Projector:
             return True
         return self.position >= seq
 
+    async def wait_projected(self, seq: int, timeout: float) -> bool:
+        """Wait until an event at stream sequence ``seq`` or later is *projected* (new rows, not
+        just a partition's position moving past other entities' events); False on timeout."""
+        with anyio.move_on_after(timeout):
+            while self._projected < seq:
+                await self._advanced.wait()
+            return True
+        return self._projected >= seq
+
     def _check_partition(self) -> None:
         """A file projected with another filter cannot go on from its checkpoint (it lacks the
         new entities' earlier events): it is rebuilt from the log."""

@@ -82,7 +82,7 @@ class ServerCore:
         async with anyio.create_task_group() as tg:
             async def advance() -> None:
                 nonlocal advanced
-                advanced = await self.projector.wait_for_seq(seq + 1, timeout)
+                advanced = await self.projector.wait_projected(seq + 1, timeout)
                 tg.cancel_scope.cancel()
 
             async def stop() -> None:

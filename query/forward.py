@@ -6,14 +6,17 @@ entity (``/api/runs/{entity}/…``, ``/api/projects/{entity}/…``, ``/api/artif
 their ``/api/ui/…`` twins, ``?entity=`` of ``/api/projects`` and ``/api/alerts``, and the
 ``entity`` of a ``POST /api/sql`` body) that this server does not hold, it authenticates the
 request here, then sends it whole as an ``http`` RPC on ``rsctl.qe.<entity>.http`` (:mod:`.protocol`):
-NATS hands it to one server holding the entity, which answers it with its own app
-(:func:`http_handler`) and sends the response back. No server holds the entity → 503 naming it.
-``POST /api/sql`` without an entity on a partition goes to a server holding every entity
-(``rsctl.qa.http``).
+NATS hands it to one server holding the entity, which runs it through its own app
+(:func:`http_handler`). No server holds the entity → 503 naming it. ``POST /api/sql`` without an
+entity on a partition goes to a server holding every entity (``rsctl.qa.http``).
 
-Live streams (``…/events``) are not forwarded (a reply is one message): 421, with the advice to
-ask a server holding the entity. A response larger than the NATS max payload cannot come back
-either: 502 saying so.
+The response comes back in pieces, each a request to the forwarder's inbox that the forwarder
+acknowledges once it has passed the piece on: ``{"start": {status, headers}}``, then
+``{"body": bytes}`` pieces (smaller than the NATS max payload), the last one a plain message
+with ``"end": true``. So large
+answers and live streams (``…/events``, ``tail``) travel too, at the client's pace; when the
+client goes away the acknowledgement says ``stop`` (or nobody answers any more) and the holder
+stops producing.
 """
 
 from __future__ import annotations
@@ -40,6 +43,10 @@ ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 FORWARDED = "runstream.forwarded"
 """Scope key of a request another server forwarded (authenticated there; never forwarded again)."""
 FORWARD_TIMEOUT_S = 120.0
+"""How long the holder may take to start answering (a slow query); then each piece's wait."""
+PIECE_ACK_TIMEOUT_S = 60.0
+"""How long the holder waits for the forwarder to take one piece before it gives up."""
+_PIECE_MARGIN = 64 * 1024
 
 _ENTITY_PATH = re.compile(r"^/api/(?:ui/)?(?:runs|projects|artifacts)/([^/]+)/")
 _ENTITY_QUERY_PATHS = ("/api/projects", "/api/alerts")
@@ -91,87 +98,202 @@ class EntityRouter:
         if denied is not None:
             await _send(send, *denied)
             return
-        if path.endswith("/events"):
-            await _send(send, *_json_response(421, {
-                "kind": "misdirected",
-                "error": f"server {core.config.name!r} does not project entity {entity!r}: live streams are not "
-                         "forwarded; connect to the HTTP API of a server holding it"}))
-            return
         if body is None:
             body = await _read_body(receive)
-        await _send(send, *await _forward(core, entity, scope, body))
+        await _forward(core, entity, scope, body, receive, send)
 
 
-async def _forward(core: Any, entity: str | None, scope: Scope, body: bytes) -> tuple[int, list[list[bytes]], bytes]:
+def _no_server(core: Any, entity: str | None) -> tuple[int, list[list[bytes]], bytes]:
+    if entity is None:
+        return _json_response(503, {"kind": "no_server", "error": (
+            f"server {core.config.name!r} projects {core.config.describe_partition()} only and no server "
+            "holding every entity is running: name an entity in the request (\"entity\": ...) or start "
+            "a runstream server without --entities")})
+    return _json_response(503, {"kind": "no_server", "error": (
+        f"no runstream server holds entity {entity!r}: server {core.config.name!r} projects "
+        f"{core.config.describe_partition()}; start one with `runstream server --entities {entity}` "
+        "or one without --entities")})
+
+
+async def _forward(core: Any, entity: str | None, scope: Scope, body: bytes, receive: Receive, send: Send) -> None:
+    """Send the request to a holder and relay its response, piece by piece, to ``send``."""
+    import anyio
     import nats.errors
 
+    nc = core.nc
     subject = protocol.any_subject("http") if entity is None else protocol.entity_subject(entity, "http")
+    inbox = nc.new_inbox()
+    pieces = await nc.subscribe(inbox)
     request = {"method": scope["method"], "path": scope["path"], "query_string": scope.get("query_string", b""),
                "headers": [[k, v] for k, v in scope.get("headers", []) if k.lower() != b"authorization"],
-               "body": body}
+               "body": body, "pieces_to": inbox}
+    outcome: dict[str, Any] = {}
+    gone = anyio.Event()
+    started = False
+
+    async def ask() -> None:  # its reply comes once the whole response is sent (or it failed)
+        try:
+            msg = await nc.request(subject, protocol.encode(request), timeout=FORWARD_TIMEOUT_S)
+            outcome["reply"] = protocol.decode(msg.data)
+        except Exception as e:
+            outcome["error"] = e
+        await nc.publish(inbox, protocol.encode({"asked": True}))  # wake the relay
+
+    async def watch_client(scope: anyio.CancelScope) -> None:
+        while True:
+            if (await receive())["type"] == "http.disconnect":
+                gone.set()  # stop relaying: the holder's next piece finds nobody and it stops too
+                scope.cancel()
+                return
+
     try:
-        msg = await core.nc.request(subject, protocol.encode(request), timeout=FORWARD_TIMEOUT_S)
-    except nats.errors.NoRespondersError:
-        if entity is None:
-            return _json_response(503, {"kind": "no_server", "error": (
-                f"server {core.config.name!r} projects {core.config.describe_partition()} only and no server "
-                "holding every entity is running: name an entity in the request (\"entity\": ...) or start "
-                "a runstream server without --entities")})
-        return _json_response(503, {"kind": "no_server", "error": (
-            f"no runstream server holds entity {entity!r}: server {core.config.name!r} projects "
-            f"{core.config.describe_partition()}; start one with `runstream server --entities {entity}` "
-            "or one without --entities")})
-    except nats.errors.TimeoutError:
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(ask)
+            tg.start_soon(watch_client, tg.cancel_scope)
+            while True:
+                try:
+                    msg = await pieces.next_msg(timeout=FORWARD_TIMEOUT_S if not started else PIECE_ACK_TIMEOUT_S)
+                except nats.errors.TimeoutError:
+                    if not started:
+                        await _send(send, *_json_response(504, {"kind": "timeout", "error": (
+                            f"the server holding entity {entity!r} did not answer within {FORWARD_TIMEOUT_S:g}s")}))
+                    break  # a holder gone mid-stream: the response just ends
+                piece = protocol.decode(msg.data)
+                if piece.get("asked"):
+                    if started:
+                        continue  # the pieces were all sent before the reply; "end" follows or came
+                    await _send(send, *_failed(core, entity, outcome))
+                    break
+                if gone.is_set():
+                    await msg.respond(protocol.encode({"stop": True}))
+                    break
+                if "start" in piece:
+                    started = True
+                    head = piece["start"]
+                    await send({"type": "http.response.start", "status": int(head["status"]),
+                                "headers": [(bytes(k), bytes(v)) for k, v in head.get("headers") or []]})
+                elif piece.get("end"):  # the last piece, not acknowledged
+                    await send({"type": "http.response.body", "body": bytes(piece.get("body") or b""),
+                                "more_body": False})
+                    break
+                elif "body" in piece:
+                    await send({"type": "http.response.body", "body": bytes(piece["body"]), "more_body": True})
+                await msg.respond(protocol.encode({"ok": True}))
+            tg.cancel_scope.cancel()
+    finally:
+        with anyio.CancelScope(shield=True):
+            await _refuse_waiting(pieces)  # a holder waiting on a piece learns at once to stop
+            try:
+                await pieces.unsubscribe()
+            except Exception as e:  # the connection may be gone
+                log.debug("unsubscribe failed: %s", e)
+
+
+async def _refuse_waiting(pieces: Any) -> None:
+    """Answer ``stop`` to the pieces already delivered to the inbox and not taken."""
+    import nats.errors
+
+    while True:
+        try:
+            msg = await pieces.next_msg(timeout=0.01)
+        except (nats.errors.TimeoutError, TimeoutError):
+            return
+        except Exception as e:  # the connection is gone
+            log.debug("draining the forwarded pieces failed: %s", e)
+            return
+        if msg.reply:
+            try:
+                await msg.respond(protocol.encode({"stop": True}))
+            except Exception as e:
+                log.debug("could not refuse a piece: %s", e)
+
+
+def _failed(core: Any, entity: str | None, outcome: dict[str, Any]) -> tuple[int, list[list[bytes]], bytes]:
+    """The response when the holder sent nothing: nobody holds the entity, or it failed."""
+    import nats.errors
+
+    error = outcome.get("error")
+    if isinstance(error, nats.errors.NoRespondersError):
+        return _no_server(core, entity)
+    if isinstance(error, nats.errors.TimeoutError):
         return _json_response(504, {"kind": "timeout", "error": (
             f"the server holding entity {entity!r} did not answer within {FORWARD_TIMEOUT_S:g}s")})
-    except Exception as e:  # the broker is down: this server cannot reach the entity's holder
+    if error is not None:  # the broker is down: this server cannot reach the entity's holder
         return _json_response(503, {"kind": "unavailable", "error": (
-            f"cannot forward the request about entity {entity!r} to a server holding it: {e}")})
-    reply = protocol.decode(msg.data)
-    if not reply.get("ok"):
-        return _json_response(502, {"kind": reply.get("kind") or "error", "error": str(reply.get("error"))})
-    return int(reply["status"]), [[bytes(k), bytes(v)] for k, v in reply.get("headers") or []], bytes(reply["body"])
+            f"cannot forward the request about entity {entity!r} to a server holding it: {error}")})
+    reply = outcome.get("reply") or {}
+    return _json_response(502, {"kind": reply.get("kind") or "error",
+                                "error": str(reply.get("error") or "the holder sent no response")})
 
 
-def http_handler(app: ASGIApp, max_payload: Callable[[], int]) -> Callable[[dict[str, Any]], Awaitable[dict[str, Any]]]:
+def http_handler(app: ASGIApp, nc: Any) -> Callable[[dict[str, Any]], Awaitable[dict[str, Any]]]:
     """The ``http`` RPC op of a server: run a forwarded request through ``app`` (the HTTP API) in
-    this process and return the whole response."""
+    this process, sending the response to the forwarder piece by piece (see the module docstring);
+    the RPC reply comes at the end."""
+    import anyio
+
     async def handle(request: dict[str, Any]) -> dict[str, Any]:
         method, path = str(request["method"]), str(request["path"])
+        to = request.get("pieces_to")
+        if not isinstance(to, str):
+            raise ValueError("'pieces_to' must be the forwarder's inbox")
         qs = bytes(request.get("query_string") or b"")
         body = bytes(request.get("body") or b"")
         scope: Scope = {"type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1", "method": method,
                         "scheme": "http", "path": path, "raw_path": path.encode(), "query_string": qs,
                         "root_path": "", "headers": [(bytes(k), bytes(v)) for k, v in request.get("headers") or []],
                         "client": ("nats", 0), "server": ("nats", 0), FORWARDED: True}
+        limit = max(int(getattr(nc, "max_payload", 1024 * 1024)) - _PIECE_MARGIN, 1024)
+        stopped = anyio.Event()
         sent = False
 
         async def receive() -> Message:
             nonlocal sent
-            if sent:
-                return {"type": "http.disconnect"}
-            sent = True
-            return {"type": "http.request", "body": body, "more_body": False}
+            if not sent:
+                sent = True
+                return {"type": "http.request", "body": body, "more_body": False}
+            await stopped.wait()
+            return {"type": "http.disconnect"}
 
-        out: dict[str, Any] = {"status": 500, "headers": [], "body": b""}
-        chunks: list[bytes] = []
+        async def piece(message: dict[str, Any]) -> None:
+            try:
+                ack = protocol.decode((await nc.request(to, protocol.encode(message),
+                                                        timeout=PIECE_ACK_TIMEOUT_S)).data)
+            except Exception:  # the forwarder went away
+                ack = {"stop": True}
+            if ack.get("stop"):
+                stopped.set()
+                raise _Stopped
 
         async def send(message: Message) -> None:
             if message["type"] == "http.response.start":
-                out["status"] = int(message["status"])
-                out["headers"] = [[bytes(k), bytes(v)] for k, v in message.get("headers") or []]
+                await piece({"start": {"status": int(message["status"]),
+                                       "headers": [[bytes(k), bytes(v)] for k, v in message.get("headers") or []]}})
             elif message["type"] == "http.response.body":
-                chunks.append(bytes(message.get("body") or b""))
+                data = bytes(message.get("body") or b"")
+                last = not message.get("more_body")
+                parts = [data[i:i + limit] for i in range(0, len(data), limit)] or [b""]
+                for part in parts[:-1]:
+                    await piece({"body": part})
+                if last:  # nothing to wait for: the forwarder may be gone as soon as it has it
+                    await nc.publish(to, protocol.encode({"body": parts[-1], "end": True}))
+                    await nc.flush()
+                elif parts[-1]:
+                    await piece({"body": parts[-1]})
 
-        await app(scope, receive, send)
-        out["body"] = b"".join(chunks)
-        if len(out["body"]) > max_payload() - 64 * 1024:
-            return protocol.error_reply("error", (
-                f"the response to {method} {path} is {len(out['body'])} bytes, more than NATS carries in one "
-                "message: ask a server holding the entity directly, or ask for less (limit, keys, samples)"))
-        return {"ok": True, **out}
+        try:
+            await app(scope, receive, send)
+        except Exception:  # _Stopped, maybe inside the exception groups of a streaming response
+            if stopped.is_set():
+                return {"ok": True, "stopped": True}
+            raise
+        return {"ok": True}
 
     return handle
+
+
+class _Stopped(Exception):
+    """The forwarder stopped taking the response (its client went away)."""
 
 
 def _sql_entity(body: bytes) -> str | None:

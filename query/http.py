@@ -197,7 +197,7 @@ def create_app(core: ServerCore | None = None, *, api_key: str | None = None,
             from .core import open_core
 
             async with open_core(config) as opened:
-                opened.service.http = http_handler(app, _max_payload(opened))
+                opened.service.http = http_handler(app, opened.nc)
                 app.state.core = opened
                 try:
                     yield
@@ -209,9 +209,8 @@ def create_app(core: ServerCore | None = None, *, api_key: str | None = None,
                   description="The read side of runstream: runs, history, summary, config, SQL, live streams.")
     app.state.core = core
     app.state.api_key = api_key
-    app.add_middleware(EntityRouter)
     if core is not None:
-        core.service.http = http_handler(app, _max_payload(core))
+        core.service.http = http_handler(app, core.nc)
 
     @app.exception_handler(QueryError)
     async def query_error(request: Request, e: QueryError) -> JSONResponse:
@@ -384,6 +383,9 @@ def create_app(core: ServerCore | None = None, *, api_key: str | None = None,
     from .ui import mount_ui  # the web app: pages, static files, security headers (last: its catch-all pages)
 
     mount_ui(app, api)
+    # outermost (added last): it sees the client's own receive, so a client that leaves a forwarded
+    # live stream is noticed at once; forwarded responses carry the holder's headers already
+    app.add_middleware(EntityRouter)
     return app
 
 
@@ -400,10 +402,6 @@ async def _history_as_of(core: ServerCore, run_uid: str, as_of: str, kwargs: dic
                                               limiter=core.service.limiter)
     finally:
         store.close()
-
-
-def _max_payload(core: ServerCore) -> Any:
-    return lambda: int(getattr(core.nc, "max_payload", 1024 * 1024))
 
 
 def _add_key_values(app: FastAPI, table: str, dependencies: list[Any]) -> None:

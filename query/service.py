@@ -119,6 +119,7 @@ class QueryService:
         self._filter_subjects = filter_subjects
         self._rebuilt = anyio.Event()
         self._rebuilt.set()
+        self._forwarded = 0
         self.http: Handler | None = None
         """The ``http`` op (forwarded HTTP requests), set by the HTTP app when there is one."""
         self._limiter = anyio.CapacityLimiter(max_concurrent)
@@ -135,7 +136,11 @@ class QueryService:
         """An HTTP request that another server forwarded here because this one holds its entity."""
         if self.http is None:
             raise QueryError(f"server {self._name!r} has no HTTP API to answer a forwarded request")
-        return await self.http(request)
+        self._forwarded += 1
+        try:
+            return await self.http(request)
+        finally:
+            self._forwarded -= 1
 
     @property
     def limiter(self) -> anyio.CapacityLimiter:
@@ -243,7 +248,8 @@ class QueryService:
         which every event this server projects is in (a partition's is ahead of its projected
         seq); ``stream_last_seq``: the stream's last sequence (as last known while the broker is
         down); ``lag``: events not projected yet (a partition: its consumer's pending count);
-        ``broker``: ``connected``, ``since``, ``url``, ``last_error``, ``failing``.
+        ``broker``: ``connected``, ``since``, ``url``, ``last_error``, ``failing``;
+        ``forwarded_in_flight``: HTTP requests other servers forwarded here, being answered.
         """
         await self.stream_last_seq()
         p = self._projection
@@ -253,7 +259,7 @@ class QueryService:
                 "entities": self.entities, "filter_subjects": self._filter_subjects,
                 "broker": self._link.snapshot() if self._link is not None else None,
                 "started_at": self._started, "uptime_s": time.time() - self._started,
-                "replay": dict(self._replay)}
+                "forwarded_in_flight": self._forwarded, "replay": dict(self._replay)}
 
     async def replay(self, request: dict[str, Any]) -> dict[str, Any]:
         """Start rebuilding the projection from the log; progress shows in ``health``."""

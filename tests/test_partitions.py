@@ -202,3 +202,27 @@ def test_rpc_subjects_route_by_server_entity_or_any() -> None:
     assert entity_of_path("/api/projects", b"entity=e&x=1") == "e"
     assert entity_of_path("/api/alerts", b"project=p") is None
     assert entity_of_path("/api/health") is None and entity_of_path("/api/sql") is None
+
+
+def test_live_streams_and_tail_reach_the_holder(partitions: dict[str, tuple[ServerProc, str]], runs: dict[str, str],
+                                                monkeypatch: pytest.MonkeyPatch,
+                                                capsys: pytest.CaptureFixture[str]) -> None:
+    import urllib.request
+
+    from runstream.cli import main
+
+    _, url_a = partitions[A]
+    monkeypatch.setenv("RUNSTREAM_API_URL", url_a)  # the a-server's HTTP API, asked about B's run
+    capsys.readouterr()
+    assert main(["tail", f"{B}/p/{runs[B]}"]) == 0
+    out, err = capsys.readouterr()
+    assert [line.split()[:2] for line in out.splitlines()] == [["step", str(i)] for i in range(4)]
+    assert f"{B}/p/{runs[B]} finished at step 3" in err
+    # a stream that never ends by itself: the first event comes through; the client then leaves
+    with urllib.request.urlopen(f"{url_a}/api/projects/{urllib.parse.quote(B)}/p/runs/events", timeout=60) as r:
+        assert r.headers["content-type"].startswith("text/event-stream")
+        first = r.readline().decode()
+    assert first == "event: run\n"
+    assert Api(base_url=url_a).run(f"{B}/p/{runs[B]}").state == "finished"  # still serving
+    srv_b, _ = partitions[B]  # and the holder stopped producing the stream nobody reads any more
+    wait_for(lambda: named(srv_b).health()["forwarded_in_flight"] == 0, timeout=60, what="the holder's stream ended")
