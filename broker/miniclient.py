@@ -46,6 +46,15 @@ class NoResponders(BrokerError):
     pass
 
 
+class LeaderChanged(BrokerError):
+    """A stream elected a new leader while PubAcks were awaited: the publishes are re-sent at once
+    (same message ids) instead of waiting out the ack timeout for a leader that died."""
+
+
+LEADER_SID = "0"
+"""The subscription to the event stream's leader-elected advisory (``"1"`` is the reply inbox)."""
+
+
 class MiniNats:
     """One connection at a time; every call blocks the calling thread (use it from one thread only).
 
@@ -84,6 +93,7 @@ class MiniNats:
         self._next = 0
         self._subs: dict[str, str] = {}
         """sid → subject of this client's own subscriptions (sent again on every connect)."""
+        self._leader_elected = False
         self._incoming: list[wire.Msg] = []
         """Messages of those subscriptions, kept until :meth:`take_messages`."""
         self.server_info: dict[str, Any] = {}
@@ -168,6 +178,7 @@ class MiniNats:
             if self.creds:
                 opts.update(_sign_creds(self.creds, info.get("nonce", "")))
             subs = b"".join(wire.sub_cmd(subject, sid) for sid, subject in self._subs.items())
+            subs += wire.sub_cmd(f"$JS.EVENT.ADVISORY.STREAM.LEADER_ELECTED.{STREAM}", LEADER_SID)
             self._send(wire.connect_cmd(opts) + b"PING\r\n" + wire.sub_cmd(f"{self._inbox}.*", "1") + subs)
             self._expect("PONG", self.connect_timeout)
         except BaseException:
@@ -246,6 +257,7 @@ class MiniNats:
         replies = [f"{self._inbox}.{base + i + 1}" for i in range(len(items))]
         wanted = {r: i for i, r in enumerate(replies)}
         out: list[dict[str, Any] | None] = [None] * len(items)
+        self._leader_elected = False
         try:
             self._send(b"".join(wire.pub_cmd(subj, payload, reply, {"Nats-Msg-Id": mid})
                                 for (subj, payload, mid), reply in zip(items, replies, strict=True)))
@@ -260,6 +272,9 @@ class MiniNats:
                         else:
                             out[i] = json.loads(arg.payload or b"{}")
                         missing -= 1
+                if missing and self._leader_elected:
+                    raise LeaderChanged(f"the event stream elected a new leader while {missing} PubAck(s) "
+                                        "were awaited; re-sending")
         except (OSError, TimeoutError, ValueError) as e:
             self.close()
             raise BrokerUnavailable(f"NATS at {self.url}: {e}") from e
@@ -400,11 +415,15 @@ class MiniNats:
                 self._learn(arg)  # the cluster changed: a node joined or left
             elif op == "ERR":
                 raise BrokerError(f"NATS server error: {arg}")
+            elif op == "MSG" and arg.sid == LEADER_SID:
+                self._leader_elected = True
+                mine = True
             elif op == "MSG" and arg.sid in self._subs:
                 self._incoming.append(arg)
                 mine = True
         if mine:
-            return [(op, arg) for op, arg in ops if not (op == "MSG" and arg.sid in self._subs)]
+            return [(op, arg) for op, arg in ops
+                    if not (op == "MSG" and (arg.sid in self._subs or arg.sid == LEADER_SID))]
         return ops
 
     def _expect(self, want: str, timeout: float) -> Any:

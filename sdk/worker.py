@@ -19,6 +19,9 @@ from .spool import Spool
 
 READ_AHEAD = 64
 """Events decoded but not yet acknowledged, at most: a stalled broker never grows memory."""
+NO_STREAM_S = 10.0
+"""How long publishes may find no stream (a leader election takes seconds) before the worker asks
+for the stream again, creating it if it was deleted."""
 WINDOW = 16
 """Events sent back to back before waiting for their PubAcks (in order, on one connection)."""
 
@@ -170,6 +173,9 @@ class Worker(threading.Thread):
         hb_every = self.settings.heartbeat_interval
         next_hb = time.monotonic() + hb_every
         ready = False      # connected, log ensured and path claimed
+        no_stream_since = 0.0
+        ensured = False    # the stream exists: a reconnect (failover) need not ask again, which during a
+        #                    leader election would wait out a JetStream API timeout before re-sending
         recovered = False
         delay = 0.05
         first = True
@@ -186,13 +192,16 @@ class Worker(threading.Thread):
                     if not ready:
                         if not client.connected:
                             client.connect()
-                        client.ensure_log()
+                        if not ensured:
+                            client.ensure_log()
+                            ensured = True
                         if not self.claimed.done():  # once per run, not per connection
                             if self.claim is not None:
                                 self.claim(client)
                             self.claimed.set()
                         ready = True
                     self._publish(client)
+                    no_stream_since = 0.0
                     if self.control is not None and not self._stopping:
                         self.control.serve(client)
                     if not recovered and not self._queue:
@@ -204,6 +213,13 @@ class Worker(threading.Thread):
 
                     if isinstance(e, RunExistsError):
                         raise
+                    if getattr(e, "code", None) == 503 or type(e).__name__ == "NoResponders":
+                        # nothing answers for the stream: an election (seconds), or a stream that was
+                        # deleted; past NO_STREAM_S it is asked for (and created) again
+                        no_stream_since = no_stream_since or time.monotonic()
+                        if time.monotonic() - no_stream_since > NO_STREAM_S:
+                            ensured, no_stream_since = False, 0.0
+                    self.last_error = e
                     self.last_error = e
                     client.close()
                     ready = False
