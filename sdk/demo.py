@@ -223,14 +223,14 @@ def _report(settings: Any, expected: dict[str, str], say: Any) -> int:
         say(f"demo: ERROR run {ENTITY}/{PROJECT}/{run_id} is {got or 'missing'}, expected {want}")
 
     first = next(iter(expected))
-    hint = command_hint()
-    if hint:
-        say(hint)
     say("Query it:")
     say(f"  runstream runs {ENTITY}/{PROJECT}")
     say(f"  runstream show {ENTITY}/{PROJECT}/{first}")
     say(f"  runstream sql \"SELECT name, state, runtime FROM runs WHERE project = '{PROJECT}'\"")
     say("  runstream ui                      # the web app: workspace, charts, run pages")
+    hint = command_hint()
+    if hint:
+        say(hint)
     if settings.embedded:
         from runstream import stack
 
