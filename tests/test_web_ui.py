@@ -666,3 +666,45 @@ def test_stop_button_kills_a_live_run_and_its_logs_follow(site: dict[str, Any], 
         if child.poll() is None:
             child.kill()
         child.communicate(timeout=30)
+
+
+def test_media_tab_images_table_and_histograms(site: dict[str, Any], page: Any) -> None:
+    import numpy as np
+    from playwright.sync_api import expect
+
+    import runstream
+
+    entity = site["entity"]
+    with runstream.init(entity=entity, project="media", id="m") as run:
+        for step in range(3):
+            run.log({"img": runstream.Image(np.full((4, 6, 3), step * 100, np.uint8), caption=f"step {step}"),
+                     "w": runstream.Histogram(np_histogram=([1, step + 1], [0.0, 0.5, 1.0]))})
+        run.log({"preds": runstream.Table(columns=["id", "label"],
+                                          data=[[i, "cat" if i % 2 else "dog"] for i in range(25)])})
+    assert runstream.Api(base_url=site["url"]).sql(f"SELECT count(*) AS n FROM media m JOIN runs r USING (run_uid) "
+                               f"WHERE r.path = '{entity}/media/m'")["n"][0] == 7  # the projection holds them
+    page.goto(f"{site['url']}/{entity}/media/runs/m#media")
+    img = page.locator("[data-key=img]")
+    expect(img.locator(".step-label")).to_have_text("step 2 (3 of 3)")
+    expect(img.locator(".caption")).to_have_text("step 2")
+    page.wait_for_function("() => { const i = document.querySelector('[data-key=img] img');"
+                           " return i && i.complete && i.naturalWidth === 6 && i.naturalHeight === 4; }")
+    img.locator(".step-slider").fill("0")
+    expect(img.locator(".step-label")).to_have_text("step 0 (1 of 3)")
+    expect(img.locator(".caption")).to_have_text("step 0")
+
+    table = page.locator("[data-key=preds]")
+    expect(table.locator(".table-info")).to_have_text("rows 1–20 of 25")
+    table.locator("button.next").click()
+    expect(table.locator(".table-info")).to_have_text("rows 21–25 of 25")
+    table.locator(".table-filter").fill("cat")
+    expect(table.locator(".table-info")).to_have_text("rows 1–12 of 12")
+    table.locator("th[data-col=id]").click()
+    table.locator("th[data-col=id]").click()  # again: descending
+    expect(table.locator("tbody tr").first.locator("td").first).to_have_text("23")
+
+    hist = page.locator("[data-key=w] .media-hist")
+    page.wait_for_function("el => el.data && el.data[0].x.length === 6", arg=hist.element_handle())
+    assert hist.evaluate("el => [el.data[0].x, el.data[0].y, el.data[0].marker.color]") == [
+        [0, 0, 1, 1, 2, 2], [0.25, 0.75, 0.25, 0.75, 0.25, 0.75], [1, 1, 1, 2, 1, 3]]
+    _shot(page, "run-media.png")
