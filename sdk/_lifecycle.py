@@ -115,8 +115,12 @@ def init(entity: str | None = None, project: str | None = None, id: str | None =
     if s.mode == "disabled":
         from .disabled import DisabledRun
 
-        return DisabledRun(entity, project, id, name, select_keys(as_config(config), config_include_keys,
-                                                                  config_exclude_keys))
+        disabled = DisabledRun(entity, project, id, name, select_keys(as_config(config), config_include_keys,
+                                                                      config_exclude_keys))
+        with _state_lock:
+            if _active is None:
+                _set_module_run(disabled)  # runstream.config, .log, ... act on it (and record nothing)
+        return disabled
     with _state_lock:
         previous = _active
     if previous is not None and how == "return_previous":

@@ -352,6 +352,13 @@ class Run:
         return self.name
 
     @property
+    def url(self) -> str:
+        """The run's page in the web app of the server this Api reads."""
+        from .console import run_url
+
+        return run_url(self._api.base_url, self.entity, self.project, self.id)
+
+    @property
     def state(self) -> str:
         return str(self._attrs["state"])
 

@@ -238,7 +238,8 @@ class Table(Media):
                  allow_mixed_types: bool = False, **_: Any) -> None:
         if dataframe is not None:
             columns = [str(c) for c in dataframe.columns]
-            data = dataframe.itertuples(index=False, name=None)
+            cells = dataframe.astype(object)
+            data = cells.where(cells.notna(), None).itertuples(index=False, name=None)  # NaN/NA → null
         rows = data if data is not None else rows
         rows = [list(r) for r in rows] if rows is not None else []
         if columns is None:

@@ -429,3 +429,44 @@ def test_a_multiprocessing_pool_of_runs(env: dict[str, str], tmp_path: Path) -> 
                "AND r.state = 'finished' GROUP BY ALL ORDER BY c.value", [entity])
     assert [(v, n) for _, v, n in rows] == [(0.0, 5), (1.0, 5), (2.0, 5)]
     assert sorted(r for r, _, _ in rows) == sorted(ids)
+
+
+def test_disabled_mode_accepts_the_whole_script(env: dict[str, str], tmp_path: Path) -> None:
+    (tmp_path / "f.txt").write_text("x")
+    run = wandb.init(project="off", mode="disabled", config={"lr": 0.1})
+    assert wandb.run is run
+    wandb.config.update({"bs": 2})
+    wandb.config.seed = 3
+    wandb.log({"loss": 1.0, "img": wandb.Histogram([1, 2, 3])})
+    wandb.summary["best"] = 1
+    wandb.define_metric("loss", summary="min")
+    assert wandb.save("f.txt") == [] and wandb.log_code(".") is None and run.url is None
+    wandb.log_artifact("f.txt", name="a", type="data")
+    wandb.alert("t", "x")
+    assert wandb.config.as_dict() == {"lr": 0.1, "bs": 2, "seed": 3}
+    wandb.finish()
+    assert wandb.run is None
+
+
+def test_tables_from_dataframes_and_plotly_figures(env: dict[str, str], tmp_path: Path) -> None:
+    import pandas as pd
+    import plotly.graph_objects as go
+
+    entity = unique("compat")
+    df = pd.DataFrame({"epoch": [0, 1], "acc": [0.5, 0.75], "note": ["a", None]})
+    fig = go.Figure(go.Scatter(x=[0, 1], y=[0.5, 0.75]))
+    with wandb.init(entity=entity, project="frames", settings={"console": "off"}) as run:
+        wandb.log({"df": wandb.Table(dataframe=df), "curve": fig, "explicit": wandb.Plotly(fig)})
+    uid = uid_of(f"{entity}/frames/{run.id}")
+    rows = sql("SELECT key, type, \"rows\", \"columns\" FROM media WHERE run_uid = ? ORDER BY key", [uid])
+    assert rows == [("curve", "plotly-file", None, None), ("df", "table-file", 2, 3),
+                    ("explicit", "plotly-file", None, None)]
+    import pyarrow.parquet as pq
+
+    (path,) = sql("SELECT path FROM media WHERE run_uid = ? AND key = 'df'", [uid])[0]
+    assert pq.read_table(run.dir / path).to_pylist() == [{"epoch": 0, "acc": 0.5, "note": "a"},
+                                                         {"epoch": 1, "acc": 0.75, "note": None}]
+    (curve,) = sql("SELECT path FROM media WHERE run_uid = ? AND key = 'curve'", [uid])[0]
+    assert json.loads((run.dir / curve).read_bytes())["data"][0]["y"] == [0.5, 0.75]
+    assert wandb.Api().run(f"{entity}/frames/{run.id}").url == (
+        f"{os.environ['RUNSTREAM_API_URL']}/{entity}/frames/runs/{run.id}")
