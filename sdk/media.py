@@ -4,9 +4,10 @@
              "preds": runstream.Table(columns=["id", "label"], data=[[1, "cat"]]),
              "weights": runstream.Histogram(values)})
 
-A logged media object becomes a file of the run (``media/<kind>/<key>_<step>_<sha8>.<ext>``),
-written to the run's folder and uploaded like ``run.save(..., policy="now")``: content-addressed
-in the object store (identical content is stored once), spooled first, sent by ``runstream sync``
+A logged media object becomes a file of the run
+(``media/<images|tables|audio|videos|html|plotly>/<key>_<step>_<sha8>.<ext>``), written to the
+run's folder and uploaded like ``run.save(..., policy="now")``: content-addressed in the object
+store (identical content is stored once), spooled first, sent by ``runstream sync``
 if the process dies. The history row holds a *reference*, a dict with W&B's ``_type``
 (``image-file``, ``table-file``, ``audio-file``, ``video-file``, ``html-file``, ``plotly-file``)
 and the file's ``path``, ``sha256``, ``size`` and per-type metadata (``width``/``height``,
@@ -47,6 +48,8 @@ class Media:
     kind = "media"
     """The folder under ``media/`` and W&B's ``_type`` stem (``image`` → ``image-file``)."""
     ext = "bin"
+    folder = ""
+    """The folder under ``media/`` (default: ``kind`` + ``s``)."""
 
     def _bytes(self) -> bytes:
         raise NotImplementedError
@@ -58,7 +61,7 @@ class Media:
         """The history reference; with a run, the bytes are written and uploaded first."""
         data = self._bytes()
         sha = hashlib.sha256(data).hexdigest()
-        path = f"media/{self.kind}s/{_file_key(key)}_{step}_{sha[:8]}.{self.ext}"
+        path = f"media/{self.folder or self.kind + 's'}/{_file_key(key)}_{step}_{sha[:8]}.{self.ext}"
         if run is not None:
             _store(run, path, data)
         ref = {"_type": f"{self.kind}-file", "path": path, "sha256": sha, "size": len(data), "format": self.ext}
@@ -403,6 +406,7 @@ class Audio(Media):
     needed; written as 16-bit WAV)."""
 
     kind = "audio"
+    folder = "audio"
 
     def __init__(self, data_or_path: Any, sample_rate: int | None = None, caption: str | None = None) -> None:
         self.caption = caption
@@ -490,6 +494,7 @@ class Html(Media):
     """An HTML page (a string, or the path of a file): shown in a sandboxed frame with no scripts."""
 
     kind = "html"
+    folder = "html"
     ext = "html"
 
     def __init__(self, data: Any, inject: bool = True) -> None:
@@ -511,6 +516,7 @@ class Plotly(Media):
     """A plotly figure (its JSON: data and layout), drawn by the web app's plotly.js."""
 
     kind = "plotly"
+    folder = "plotly"
     ext = "plotly.json"
 
     def __init__(self, val: Any) -> None:
