@@ -429,8 +429,9 @@ def finished(run: Any, *, quiet: bool) -> None:
         from .console import RunInfo, render_finish
 
         up = run.__dict__.get("_uploader")
-        synced = None if run.mode != "online" else (
-            len(up.synced_files) if up else 0, run._media_count, up.synced_artifact_files if up else 0)
+        names = up.synced_files if up else set()
+        media = sum(1 for n in names if n.startswith("media/"))  # media are run files under media/
+        synced = None if run.mode != "online" else (len(names) - media, media, up.synced_artifact_files if up else 0)
         info = RunInfo(name=run.name, entity=run.entity, project=run.project, id=run.id, dir=run.dir,
                        mode=run.mode, cwd=Path.cwd(), pending=pending, web_url=run._web_base(), synced=synced)
         sys.stderr.write(render_finish(info, dict(mirror.series) if mirror else {},

@@ -86,7 +86,6 @@ def _store(run: Any, name: str, data: bytes) -> None:
         tmp.write_bytes(data)
         os.replace(tmp, dest)
     run.save(str(dest), base_path=str(run.dir), policy="now")
-    run._media_count += 1
 
 
 # -- images ---------------------------------------------------------------------------------------

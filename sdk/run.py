@@ -87,8 +87,6 @@ class Run:
         self._stop_requested: dict[str, Any] | None = None
         """Set by the worker when someone stopped the run from outside (see :mod:`.control`)."""
         self._alerts: Any = None
-        self._media_count = 0
-        """Media objects (images, tables, ...) logged: the closing ``Synced`` line counts them."""
         self._closers: list[Callable[[], None]] = []
         self._deferred: list[Callable[[], None]] = []
         """Started by the metadata thread, off ``init()``: the sampler, the console flusher."""

@@ -470,3 +470,35 @@ def test_tables_from_dataframes_and_plotly_figures(env: dict[str, str], tmp_path
     assert json.loads((run.dir / curve).read_bytes())["data"][0]["y"] == [0.5, 0.75]
     assert wandb.Api().run(f"{entity}/frames/{run.id}").url == (
         f"{os.environ['RUNSTREAM_API_URL']}/{entity}/frames/runs/{run.id}")
+
+
+def test_offline_media_reach_the_server_with_sync_and_save_code(env: dict[str, str], tmp_path: Path) -> None:
+    """Media of an offline run wait in its spool like any file; `runstream sync` sends them. The
+    closing lines count media apart from other files; save_code=True saves the script."""
+    entity = unique("compat")
+    (tmp_path / "train.py").write_text(__import__("textwrap").dedent(f"""
+        import numpy as np
+        import runstream as wandb
+        for mode in ("offline", "online"):
+            run = wandb.init(entity={entity!r}, project="sync", mode=mode, save_code=True, reinit=True)
+            wandb.log({{"img": wandb.Image(np.zeros((2, 2), np.uint8)), "t": wandb.Table(data=[[1]])}})
+            wandb.finish()
+            print(run.dir)
+    """))
+    import subprocess
+    import sys
+
+    proc = subprocess.run([sys.executable, "train.py"], env=env_with(env, RUNSTREAM_QUIET="0"), cwd=tmp_path,
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    offline_dir, online_dir = (Path(p) for p in proc.stdout.split())
+    assert "runstream: Synced 1 file(s), 2 media file(s), 0 artifact file(s)\n" in proc.stderr  # train.py + 2
+    from runstream.cli import main as cli_main
+
+    assert cli_main(["sync", str(offline_dir)]) == 0
+    for d in (offline_dir, online_dir):
+        uid = uid_of(f"{entity}/sync/{d.name.rsplit('-', 1)[-1]}")
+        assert sql("SELECT key, type FROM media WHERE run_uid = ? ORDER BY key", [uid]) == [
+            ("img", "image-file"), ("t", "table-file")]
+        names = sorted(n for (n,) in sql("SELECT name FROM files WHERE run_uid = ?", [uid]))
+        assert [n.split("/")[1] if n.startswith("media/") else n for n in names] == ["images", "tables", "train.py"]
