@@ -708,3 +708,33 @@ def test_media_tab_images_table_and_histograms(site: dict[str, Any], page: Any) 
     assert hist.evaluate("el => [el.data[0].x, el.data[0].y, el.data[0].marker.color]") == [
         [0, 0, 1, 1, 2, 2], [0.25, 0.75, 0.25, 0.75, 0.25, 0.75], [1, 1, 1, 2, 1, 3]]
     _shot(page, "run-media.png")
+
+
+def test_workspace_media_shows_each_runs_image_at_a_step(site: dict[str, Any], page: Any) -> None:
+    import numpy as np
+    from playwright.sync_api import expect
+
+    import runstream
+
+    entity = site["entity"]
+    for rid, shade in (("m1", 0), ("m2", 200)):
+        with runstream.init(entity=entity, project="wsmedia", id=rid, name=rid) as run:
+            for step in range(2 if rid == "m1" else 3):
+                run.log({"sample": runstream.Image(np.full((3, 5), shade + step, np.uint8), caption=f"{rid}@{step}"),
+                         "w": runstream.Histogram([1.0, 2.0, float(step)], num_bins=2)})
+    assert runstream.Api(base_url=site["url"]).sql(
+        f"SELECT count(*) AS n FROM media m JOIN runs r USING (run_uid) WHERE r.entity = '{entity}' "
+        "AND r.project = 'wsmedia'")["n"][0] == 10
+    page.goto(f"{site['url']}/{entity}/wsmedia")
+    grid = page.locator("#media-grid")
+    expect(page.locator("#media-step-label")).to_have_text("step 2")
+    # in the runs table's order (newest first); m1's latest image at or before step 2 is its step 1
+    expect(grid.locator(".caption")).to_have_text(["m2@2", "m1@1"])
+    page.wait_for_function("() => [...document.querySelectorAll('#media-grid img')]"
+                           ".every((i) => i.complete && i.naturalWidth === 5)")
+    page.locator("#media-step").fill("0")
+    expect(page.locator("#media-step-label")).to_have_text("step 0")
+    expect(grid.locator(".caption")).to_have_text(["m2@0", "m1@0"])
+    page.select_option("#media-key", "w")
+    expect(grid.locator(".media-hist")).to_have_count(2)
+    _shot(page, "workspace-media.png")
