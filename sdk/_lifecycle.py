@@ -142,7 +142,7 @@ def init(entity: str | None = None, project: str | None = None, id: str | None =
     if tags is not None and (isinstance(tags, str) or not all(isinstance(t, str) for t in tags)):
         raise UsageError("tags must be a list of strings")
     try:
-        cfg = select_keys(as_config(config), config_include_keys, config_exclude_keys)
+        cfg = select_keys({**_config_defaults(), **as_config(config)}, config_include_keys, config_exclude_keys)
     except TypeError as e:
         raise UsageError(str(e)) from None
     start = time.time()
@@ -258,6 +258,21 @@ def init(entity: str | None = None, project: str | None = None, id: str | None =
     if save_code:
         _save_script(run)
     return run
+
+
+CONFIG_DEFAULTS = "config-defaults.yaml"
+"""As in W&B: a file of this name in the working directory holds config defaults (``config=`` wins)."""
+
+
+def _config_defaults() -> dict[str, Any]:
+    path = Path(CONFIG_DEFAULTS)
+    if not path.is_file():
+        return {}
+    try:
+        return as_config(path)
+    except UsageError as e:  # e.g. no PyYAML: the run goes on without the defaults, saying why
+        sys.stderr.write(f"runstream: {CONFIG_DEFAULTS} not used: {e}\n")
+        return {}
 
 
 REINIT = ("default", "return_previous", "finish_previous", "create_new")

@@ -140,7 +140,7 @@ def test_a_training_script_in_wandb_style(env: dict[str, str], tmp_path: Path) -
 
 def test_config_from_yaml_absl_flags_and_include_keys(env: dict[str, str], tmp_path: Path) -> None:
     entity = unique("compat")
-    (tmp_path / "config-defaults.yaml").write_text(
+    (tmp_path / "cfg.yaml").write_text(
         "wandb_version: 1\nlr:\n  desc: learning rate\n  value: 0.003\nlayers: [64, 32]\nname: mlp\n")
 
     class Flags:  # the shape of absl.flags.FLAGS
@@ -148,7 +148,7 @@ def test_config_from_yaml_absl_flags_and_include_keys(env: dict[str, str], tmp_p
             return {"lr": 0.1, "steps": 100, "logtostderr": False}
 
     paths = []
-    for config, include in ((str(tmp_path / "config-defaults.yaml"), None), (Flags(), ["lr", "steps"])):
+    for config, include in ((str(tmp_path / "cfg.yaml"), None), (Flags(), ["lr", "steps"])):
         run = wandb.init(entity=entity, project="cfg", config=config, config_include_keys=include)
         paths.append(f"{entity}/cfg/{run.id}")
         run.finish()
@@ -161,6 +161,12 @@ def test_config_from_yaml_absl_flags_and_include_keys(env: dict[str, str], tmp_p
     run.config.update({"lr": 2})  # allowed for this run
     assert run.config.lr == 2
     run.finish()
+
+
+def test_config_defaults_yaml_in_the_working_directory(env: dict[str, str], tmp_path: Path) -> None:
+    (tmp_path / "config-defaults.yaml").write_text("lr:\n  desc: learning rate\n  value: 0.1\nepochs: 5\n")
+    with wandb.init(entity=unique("compat"), project="cfg", config={"epochs": 2}) as run:
+        assert run.config.as_dict() == {"lr": 0.1, "epochs": 2}  # config= wins over the defaults
 
 
 def test_reinit_values(env: dict[str, str]) -> None:
