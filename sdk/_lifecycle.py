@@ -530,6 +530,20 @@ def _install_hooks() -> None:
     sys.excepthook = excepthook
     sys.exit = exit_  # type: ignore[assignment]
     atexit.register(_at_exit)
+    os.register_at_fork(after_in_child=_after_fork)
+
+
+def _after_fork() -> None:
+    """In a forked child (a multiprocessing worker): the parent's runs are not this process's. Their
+    copies stop recording (the console tee and log() would write into the parent's spool), and
+    the child starts with no active run: it calls ``init()`` for its own, as in W&B."""
+    global _active
+    for run in [*_beside, _active]:
+        if run is not None:
+            run._finished = True
+    _beside.clear()
+    _active = None
+    _set_module_run(None)
 
 
 def _at_exit() -> None:

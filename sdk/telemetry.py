@@ -129,9 +129,10 @@ def new_console(run: Any, streams: dict[str, Any] | None = None, output_log: Out
     into ``output_log``, when given)."""
 
     def sink(updates: list[LineUpdate]) -> None:
+        if run._finished:  # finished, or this is a forked child's copy of the run
+            return
         if output_log is not None:
             output_log.feed(updates)
-        if not run._finished:
-            run._append_lines([(u.line, u.stream, u.ts, u.text) for u in updates])
+        run._append_lines([(u.line, u.stream, u.ts, u.text) for u in updates])
 
     return ConsoleCapture(sink, streams, **capture)

@@ -412,14 +412,23 @@ def test_a_multiprocessing_pool_of_runs(env: dict[str, str], tmp_path: Path) -> 
 
         def train(i):
             run = wandb.init(entity={entity!r}, project="pool", group="pool", config={{"worker": i}})
+            print(f"worker {{i}}")
             for step in range(5):
                 wandb.log({{"loss": (i + 1) / (step + 1)}})
             wandb.finish()
             return run.id
 
         if __name__ == "__main__":
-            with mp.get_context("spawn").Pool(3) as pool:
-                print(",".join(pool.map(train, range(3))))
+            parent = wandb.init(entity={entity!r}, project="pool-parent")
+            print("parent before")
+            ids = []
+            for method in ("spawn", "fork"):  # fork: the children inherit the parent's run and must not use it
+                with mp.get_context(method).Pool(3) as pool:
+                    ids += pool.map(train, range(3))
+            print("parent after")
+            wandb.log({{"done": 1.0}})
+            wandb.finish()
+            print(",".join(ids))
     """
     (tmp_path / "pool_script.py").write_text(__import__("textwrap").dedent(script))
     import subprocess
@@ -428,13 +437,21 @@ def test_a_multiprocessing_pool_of_runs(env: dict[str, str], tmp_path: Path) -> 
     proc = subprocess.run([sys.executable, "pool_script.py"], env=env, cwd=tmp_path, capture_output=True, text=True,
                           timeout=180)
     assert proc.returncode == 0, proc.stderr
-    ids = proc.stdout.strip().split(",")
-    assert len(set(ids)) == 3
+    ids = proc.stdout.strip().splitlines()[-1].split(",")
+    assert len(set(ids)) == 6
     rows = sql("SELECT r.run_id, c.value, count(h.step) FROM runs r JOIN config c USING (run_uid) "
                "JOIN history h USING (run_uid) WHERE r.entity = ? AND c.key = 'worker' AND h.key = 'loss' "
-               "AND r.state = 'finished' GROUP BY ALL ORDER BY c.value", [entity])
-    assert [(v, n) for _, v, n in rows] == [(0.0, 5), (1.0, 5), (2.0, 5)]
+               "AND r.state = 'finished' GROUP BY ALL ORDER BY c.value, r.run_id", [entity])
+    assert [(v, n) for _, v, n in rows] == [(0.0, 5), (0.0, 5), (1.0, 5), (1.0, 5), (2.0, 5), (2.0, 5)]
     assert sorted(r for r, _, _ in rows) == sorted(ids)
+    (parent,) = sql("SELECT run_uid FROM runs WHERE entity = ? AND project = 'pool-parent' AND state = 'finished'",
+                    [entity])[0]
+    assert sql("SELECT text FROM console WHERE run_uid = ? ORDER BY line", [parent]) == [
+        ("parent before",), ("parent after",)]
+    assert sql("SELECT key, value FROM history WHERE run_uid = ?", [parent]) == [("done", 1.0)]
+    assert sql("SELECT c.value, string_agg(o.text, '|') FROM runs r JOIN config c USING (run_uid) "
+               "JOIN console o USING (run_uid) WHERE r.entity = ? AND c.key = 'worker' GROUP BY ALL ORDER BY ALL",
+               [entity]) == [(0.0, "worker 0|worker 0"), (1.0, "worker 1|worker 1"), (2.0, "worker 2|worker 2")]
 
 
 def test_disabled_mode_accepts_the_whole_script(env: dict[str, str], tmp_path: Path) -> None:
