@@ -57,9 +57,9 @@ def init(entity: str | None = None, project: str | None = None, id: str | None =
         config_include_keys, config_exclude_keys: keep only these keys of ``config`` / drop these.
         allow_val_change: let later ``config.update()`` calls change values without saying so.
         reinit: what happens when a run is already active in this process, as in W&B:
-            ``"finish_previous"`` (True; also ``"default"`` outside notebooks) finishes it first,
-            ``"return_previous"`` (``"default"`` in a notebook) returns it and starts nothing,
-            ``"create_new"`` starts another run beside it (``runstream.run`` stays the first).
+            ``"return_previous"`` (``"default"``, the default, outside notebooks) returns it and
+            starts nothing, ``"finish_previous"`` (True; ``"default"`` in a notebook) finishes it
+            first, ``"create_new"`` starts another run beside it (``runstream.run`` stays the first).
         save_code: also save the main script (``sys.argv[0]``) as a run file.
         anonymous: W&B's ``never``/``allow``/``must``; accepted, no effect (there are no accounts).
         force, tensorboard, sync_tensorboard, monitor_gym: accepted for W&B's signature; no effect.
@@ -280,7 +280,7 @@ REINIT = ("default", "return_previous", "finish_previous", "create_new")
 
 def reinit_mode(reinit: Any) -> str:
     """W&B's ``reinit`` → what to do with an active run: True is ``finish_previous``, False and None
-    ``default``, which is ``return_previous`` in a notebook and ``finish_previous`` elsewhere."""
+    ``default``, which is ``finish_previous`` in a notebook and ``return_previous`` elsewhere."""
     if reinit is True:
         return "finish_previous"
     if reinit is None or reinit is False:
@@ -288,7 +288,7 @@ def reinit_mode(reinit: Any) -> str:
     if reinit not in REINIT:
         raise UsageError(f"reinit must be True, False or one of {', '.join(REINIT)}, not {reinit!r}")
     if reinit == "default":
-        return "return_previous" if _in_notebook() else "finish_previous"
+        return "finish_previous" if _in_notebook() else "return_previous"
     return str(reinit)
 
 

@@ -183,16 +183,18 @@ def test_reinit_values(env: dict[str, str]) -> None:
     wandb.log({"y": 2.0})
     beside.finish()
     assert wandb.run is third
-    fourth = wandb.init(entity=entity, project="loop", reinit="default")  # outside a notebook: finish_previous
-    assert third.state == "finished" and wandb.run is fourth
+    # outside a notebook "default" (and no reinit, and False) return the active run, as in W&B
+    assert wandb.init(entity=entity, project="loop", reinit="default") is third
+    assert wandb.init(entity=entity, project="loop") is third
+    assert wandb.init(entity=entity, project="loop", reinit=False) is third
     with pytest.raises(UsageError, match="reinit must be"):
         wandb.init(entity=entity, project="loop", reinit="sometimes")
-    fourth.finish()
+    third.finish()
     for i in range(3):  # W&B's loop of runs in one process
         with wandb.init(entity=entity, project="loop", config={"i": i}, reinit=True) as r:
             r.log({"i": float(i)})
     states = sql("SELECT state, count(*) FROM runs WHERE entity = ? GROUP BY ALL", [entity])
-    assert states == [("finished", 8)]
+    assert states == [("finished", 7)]
     assert sql("SELECT count(*) FROM history h JOIN runs r USING (run_uid) WHERE r.entity = ? AND key IN ('x', 'y')",
                [entity]) == [(2,)]
 
