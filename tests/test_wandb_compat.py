@@ -341,6 +341,13 @@ def test_media_in_a_training_loop(env: dict[str, str], tmp_path: Path) -> None:
     assert pq.read_table(tmp_path / "dl" / tpath).to_pylist() == [
         {"id": 0, "pred": "cat", "truth": "cat", "correct": True},
         {"id": 1, "pred": "dog", "truth": "cat", "correct": False}]
+    # through the Api too
+    api_media = api_run.media("samples")
+    assert [(m["step"], m["caption"], m["reference"]["width"]) for m in api_media] == [
+        (0, "epoch 0", 4), (1, "epoch 1", 4), (2, "epoch 2", 4)]
+    assert api_run.media_table("predictions").to_dict("records") == [
+        {"id": 0, "pred": "cat", "truth": "cat", "correct": True},
+        {"id": 1, "pred": "dog", "truth": "cat", "correct": False}]
     hist = json.loads(sql("SELECT reference FROM media WHERE run_uid = ? AND key = 'grads' AND step = 0", [uid])[0][0])
     counts, edges = np.histogram(rng_weights_first(), bins=4)
     assert hist["values"] == counts.tolist() and hist["bins"] == edges.tolist()
