@@ -124,6 +124,10 @@ def init(entity: str | None = None, project: str | None = None, id: str | None =
     with _state_lock:
         previous = _active
     if previous is not None and how == "return_previous":
+        if not s.quiet:
+            sys.stderr.write(f"runstream: init() called while run {previous.path} is active and reinit is "
+                             f"{reinit if reinit is not None else 'default'!r}, so it returns that run "
+                             "(reinit=True finishes it and starts a new one)\n")
         return previous
     if previous is not None and how == "finish_previous":
         if not s.quiet:
