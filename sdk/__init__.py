@@ -83,8 +83,8 @@ def init(*args: Any, **kwargs: Any) -> Run:
     return _init(*args, **kwargs)  # type: ignore[no-any-return]
 
 
-def log(data: Any, step: int | None = None, commit: bool | None = None) -> None:
-    """``run.log()`` on the active run."""
+def log(data: Any, step: int | None = None, commit: bool | None = None, sync: bool | None = None) -> None:
+    """``run.log()`` on the active run (``sync``: W&B's deprecated argument, ignored)."""
     if _active_run is None:
         from .errors import UsageError
 

@@ -436,13 +436,15 @@ class Run:
     # -- other API ---------------------------------------------------------------------------------
 
     def define_metric(self, name: str, step_metric: str | None = None, summary: str | None = None,
-                      goal: str | None = None, hidden: bool = False) -> None:
+                      goal: str | None = None, hidden: bool = False, step_sync: bool | None = None,
+                      overwrite: bool | None = None) -> None:
         """Declare how a metric is summarized and plotted (``name`` may end with ``*``).
 
         Args:
             summary: comma-separated ``min,max,mean,last,first,none`` — the summary values kept.
             step_metric: another metric to use as this one's x-axis.
             goal: ``minimize`` or ``maximize``.
+            step_sync, overwrite: accepted for W&B's signature; no effect.
         """
         if not isinstance(name, str) or not name or ("*" in name and not name.endswith("*")):
             raise UsageError(f"define_metric name {name!r} must be a metric name, optionally ending with '*'")
