@@ -26,8 +26,10 @@ help:
 # The stamp depends on pyproject.toml: a change of dependencies re-runs the install.
 $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "runstream needs Python >= 3.11; found " + sys.version.split()[0] + " (set PYTHON=python3.11 or newer)")'
-	test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install -q -e '.[dev]'
+	@test -x $(PY) || { echo "make: creating $(VENV) (a virtual environment for runstream)"; $(PYTHON) -m venv $(VENV); }
+	@echo "make: installing runstream and its dev extra into $(VENV) (about 2 minutes the first time; pip's progress follows)"
+	$(PY) -m pip install --progress-bar on -e '.[dev]'
+	@echo "make: installed. The runstream command is $(VENV)/bin/runstream; put it on your PATH with: . $(VENV)/bin/activate"
 	touch $@
 
 $(BENCH_STAMP): $(STAMP)

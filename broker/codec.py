@@ -71,6 +71,9 @@ def _default(obj: Any) -> Any:
         return sorted(obj, key=repr)
     if isinstance(obj, bytes | bytearray | memoryview):
         return bytes(obj)
+    if getattr(obj, "_runstream_media", False) or type(obj).__module__.startswith(("matplotlib", "plotly")):
+        # media and figures are stored as files by the SDK (runstream.media), never as their repr
+        raise TypeError(f"{type(obj).__name__} is media: it is stored as a file, not packed")
     return str(obj)
 
 
@@ -121,12 +124,15 @@ def decode_event(data: bytes) -> dict[str, Any]:
 
 
 def flatten(data: Mapping[str, Any], prefix: str = "", out: dict[str, Any] | None = None) -> dict[str, Any]:
-    """Nested dicts → dotted keys, the way W&B shows them (``{"a": {"b": 1}}`` → ``{"a.b": 1}``)."""
+    """Nested dicts → dotted keys, the way W&B shows them (``{"a": {"b": 1}}`` → ``{"a.b": 1}``).
+
+    A dict with a ``_type`` key is one value, as in W&B (a media reference: an image, a table, a
+    histogram), not nested metrics."""
     if out is None:
         out = {}
     for k, v in data.items():
         key = f"{prefix}{k}" if isinstance(k, str) else f"{prefix}{k!r}"
-        if isinstance(v, Mapping) and v:
+        if isinstance(v, Mapping) and v and "_type" not in v:
             flatten(v, key + ".", out)
         else:
             out[key] = v

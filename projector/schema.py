@@ -100,6 +100,14 @@ included), ``created_by`` VARCHAR (run_uid that made the version), ``created_at`
 ``version``, ``path`` VARCHAR, ``sha256`` VARCHAR (NULL for a reference), ``size`` BIGINT,
 ``ref`` VARCHAR (the URI of a reference, else NULL).
 
+``media`` (a view over ``history``) — one row per media value in the visible history (images,
+tables, histograms, audio, video, HTML, plotly figures: the history value is a reference with
+W&B's ``_type``): ``run_uid``, ``step``, ``key``, ``type`` (``image-file``, ``table-file``,
+``histogram``, ``images`` for a list, ...), ``path`` (the run file holding it), ``sha256`` (its
+object), ``size``, ``format``, ``caption``, ``width``, ``height``, ``"rows"``, ``"columns"``,
+``bins``, ``count`` (items of a list), ``reference`` (the whole reference as JSON), ``timestamp``.
+A view, so forks, rewinds and deletes show exactly as in ``history``.
+
 ``artifact_aliases`` (a view) — where each alias points now: ``entity``, ``project``, ``name``,
 ``alias``, ``version``. ``latest`` is always the newest version. Built from
 ``artifact_alias_moves`` (``entity``, ``project``, ``name``, ``alias``, ``version``,
@@ -130,12 +138,12 @@ from __future__ import annotations
 
 PUBLIC_TABLES = ("runs", "history", "summary", "config", "metrics", "dead_letters", "run_writers", "alerts",
                  "alert_deliveries", "stop_requests", "files", "artifacts", "artifact_files", "artifact_aliases",
-                 "artifact_alias_moves", "artifact_usage", "system_metrics", "console")
+                 "artifact_alias_moves", "artifact_usage", "system_metrics", "console", "media")
 """What users query as tables (``history`` is a view over the internal point tables)."""
 INTERNAL_TABLES = ("projector_checkpoint", "applied", "projector_state", "history_numeric", "history_other",
                    "history_steps", "history_run_ids", "history_key_ids", "history_segments", "history_clock")
 VIEWS = ("history_lines", "history", "history_branches", "history_wide", "runs_overview", "group_history",
-         "artifact_aliases")
+         "artifact_aliases", "media")
 """Created by :data:`VIEWS_DDL`, in this order."""
 STORED_TABLES = tuple(t for t in (*PUBLIC_TABLES, *INTERNAL_TABLES) if t not in VIEWS)
 """Every real table, created by :data:`TABLES_DDL`."""
@@ -277,4 +285,32 @@ GROUP BY ALL;
 CREATE OR REPLACE VIEW artifact_aliases AS
 SELECT entity, project, name, alias, arg_max(version, revision) AS version
 FROM artifact_alias_moves GROUP BY entity, project, name, alias;
+
+CREATE OR REPLACE VIEW media AS
+WITH m AS (
+    SELECT g.run_uid, h.step, k.key, h.value_json, s.timestamp,
+           json_extract_string(h.value_json, '$._type') AS type
+    FROM history_other h
+    JOIN (SELECT * FROM history_lines WHERE "current") g
+      ON g.line = h.run AND h.step >= g.min_step AND h.step <= g.max_step
+    JOIN history_key_ids k ON k.id = h.key
+    LEFT JOIN history_steps s ON s.run = h.run AND s.step = h.step
+    WHERE h.value_json LIKE '{%"_type"%'
+)
+SELECT run_uid, step, key, type,
+       json_extract_string(value_json, '$.path') AS path,
+       json_extract_string(value_json, '$.sha256') AS sha256,
+       TRY_CAST(json_extract_string(value_json, '$.size') AS BIGINT) AS size,
+       json_extract_string(value_json, '$.format') AS format,
+       json_extract_string(value_json, '$.caption') AS caption,
+       TRY_CAST(json_extract_string(value_json, '$.width') AS INTEGER) AS width,
+       TRY_CAST(json_extract_string(value_json, '$.height') AS INTEGER) AS height,
+       TRY_CAST(json_extract_string(value_json, '$.nrows') AS BIGINT) AS "rows",
+       TRY_CAST(json_extract_string(value_json, '$.ncols') AS INTEGER) AS "columns",
+       TRY_CAST(json_extract_string(value_json, '$.nbins') AS INTEGER) AS bins,
+       TRY_CAST(json_extract_string(value_json, '$.count') AS INTEGER) AS count,
+       value_json AS reference, timestamp
+FROM m
+WHERE type IN ('image-file', 'table-file', 'audio-file', 'video-file', 'html-file', 'plotly-file', 'histogram',
+               'images', 'media-list');
 """

@@ -23,6 +23,7 @@
     GET   /api/runs/{entity}/{project}/{run_id}/alerts        the run's alerts with delivery status
     GET   /api/alerts[?entity=E&project=P]                    alerts, newest first
     GET   /api/runs/.../files[/{name}], /api/artifacts/...    files and artifacts (see files_http.py)
+    GET   /api/runs/.../media[/keys|/histograms|/table]       media: images, tables, histograms (media_http.py)
 
 On a partitioned deployment (``runstream server --entities``) a request about an entity this
 server does not project is forwarded over NATS to one that does (:mod:`.forward`); ``POST
@@ -356,6 +357,10 @@ def create_app(core: ServerCore | None = None, *, api_key: str | None = None,
     from .files_http import add_file_routes
 
     add_file_routes(app, api)  # files and artifacts
+
+    from .media_http import add_media_routes
+
+    add_media_routes(app, api)  # images, tables, histograms, ...
 
     from .http_telemetry import add_routes
 

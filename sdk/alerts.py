@@ -11,13 +11,24 @@ from __future__ import annotations
 import os
 import time
 from collections.abc import Callable
+from enum import StrEnum
 from typing import Any
 
 from .errors import UsageError
 
-__all__ = ["LEVELS", "AlertThrottle", "alert_body"]
+__all__ = ["LEVELS", "AlertLevel", "AlertThrottle", "alert_body"]
 
 LEVELS = ("INFO", "WARN", "ERROR")
+
+
+class AlertLevel(StrEnum):
+    """W&B's ``wandb.AlertLevel``: ``runstream.alert(..., level=runstream.AlertLevel.WARN)``."""
+
+    INFO = "INFO"
+    WARN = "WARN"
+    ERROR = "ERROR"
+
+
 TITLE_LIMIT = 1024
 TEXT_LIMIT = 64 * 1024
 

@@ -20,6 +20,7 @@ pandas and polars are optional: imported only when asked for.
 from __future__ import annotations
 
 import getpass
+import urllib.parse
 from collections.abc import Iterator, Sequence
 from typing import Any
 
@@ -358,6 +359,13 @@ class Run:
         return self.name
 
     @property
+    def url(self) -> str:
+        """The run's page in the web app of the server this Api reads."""
+        from .console import run_url
+
+        return run_url(self._api.base_url, self.entity, self.project, self.id)
+
+    @property
     def state(self) -> str:
         return str(self._attrs["state"])
 
@@ -475,6 +483,41 @@ class Run:
         from .query.errors import NotFound
 
         raise NotFound(f"run {'/'.join(self.path)} has no file {name!r}; run.files() lists them")
+
+    def media(self, key: str | None = None, type: str | None = None) -> list[dict[str, Any]]:
+        """The run's media (images, tables, histograms, ...): one dict per (key, step) with ``type``,
+        ``path`` (the run file), ``sha256``, ``width``/``height``, ``rows``/``columns``, ``bins``,
+        ``caption`` and the whole ``reference`` (parsed)."""
+        import json
+
+        reply = self._api.client.json("GET", self._url("/media"), {"key": key, "type": type,
+                                                                   "fresh": self._api.fresh})
+        rows = list(reply["media"])
+        for r in rows:
+            r["reference"] = json.loads(r["reference"]) if r.get("reference") else None
+        return rows
+
+    def media_table(self, key: str, step: int | None = None, pandas: bool = True) -> Any:
+        """A logged ``Table`` in full (the last step that logged ``key`` unless ``step``): a pandas
+        DataFrame, or an Arrow table with ``pandas=False``.
+
+        Raises:
+            NotFound: the run logged no table under ``key`` (at ``step``).
+        """
+        import io
+
+        import pyarrow.parquet as pq
+
+        found = [m for m in self.media(key, "table-file") if step is None or m["step"] == step]
+        if not found:
+            from .query.errors import NotFound
+
+            raise NotFound(f"run {'/'.join(self.path)} logged no table {key!r}"
+                           f"{'' if step is None else f' at step {step}'}; run.media() lists its media")
+        buf = io.BytesIO()
+        self._api.client.download(self._url("/files/" + urllib.parse.quote(found[-1]["path"])), buf)
+        table = pq.read_table(io.BytesIO(buf.getvalue()))
+        return table.to_pandas() if pandas else table
 
     def logged_artifacts(self) -> list[Any]:
         """Artifact versions this run logged."""

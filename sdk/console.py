@@ -58,6 +58,10 @@ class RunInfo(NamedTuple):
     mode: str = "online"
     cwd: str | os.PathLike[str] | None = None
     pending: int = 0
+    web_url: str | None = None
+    """The web app's base URL (``http://127.0.0.1:14280``): the run and project lines become links."""
+    synced: tuple[int, int, int] | None = None
+    """At finish: (run files, media files, artifact files) sent, for the closing ``Synced`` line."""
 
     @property
     def path(self) -> str:
@@ -66,6 +70,15 @@ class RunInfo(NamedTuple):
     @property
     def project_path(self) -> str:
         return f"{self.entity}/{self.project}"
+
+    @property
+    def run_link(self) -> str:
+        """The run's web page, or its path when there is no web app to link to."""
+        return run_url(self.web_url, self.entity, self.project, self.id) if self.web_url else self.path
+
+    @property
+    def project_link(self) -> str:
+        return project_url(self.web_url, self.entity, self.project) if self.web_url else self.project_path
 
     def display_dir(self) -> str:
         """``dir`` relative to ``cwd`` when it lies inside it, else as given."""
@@ -79,6 +92,20 @@ class RunInfo(NamedTuple):
         except ValueError:  # different drives, or a mix of absolute and relative paths
             pass
         return d
+
+
+def project_url(base: str, entity: str, project: str) -> str:
+    """The web app's page of a project (the workspace)."""
+    from urllib.parse import quote
+
+    return f"{base.rstrip('/')}/{quote(entity, safe='')}/{quote(project, safe='')}"
+
+
+def run_url(base: str, entity: str, project: str, run_id: str) -> str:
+    """The web app's page of a run."""
+    from urllib.parse import quote
+
+    return f"{project_url(base, entity, project)}/runs/{quote(run_id, safe='')}"
 
 
 def lines(*texts: str) -> str:
@@ -100,6 +127,12 @@ def render_start(info: RunInfo) -> str:
             f"Offline run {info.name} ({info.path})",
             f"Run data is saved locally in {d}",
             f"Run `runstream sync {d}` to send it to the log",
+        )
+    if info.web_url:
+        return lines(
+            f"Syncing run {info.name}",
+            f"⭐️ View project at {info.project_link}",
+            f"🚀 View run at {info.run_link}",
         )
     return lines(
         f"Syncing run {info.name}",
@@ -137,7 +170,12 @@ def render_finish(info: RunInfo, history: Mapping[str, Sequence[Any]], summary: 
     if info.mode == "offline":
         parts += ["You can sync this run by running:", f"runstream sync {d}"]
     else:
-        parts.append(f"🚀 View run {info.name} at: {info.path}")
+        parts.append(f"🚀 View run {info.name} at: {info.run_link}")
+        if info.web_url:
+            parts.append(f"⭐️ View project at: {info.project_link}")
+    if info.synced is not None:
+        files, media, artifacts = info.synced
+        parts.append(f"Synced {files} file(s), {media} media file(s), {artifacts} artifact file(s)")
     parts.append(f"Find logs at: {d}")
     if info.pending > 0 and info.mode != "offline":
         parts.append(render_pending(info.pending, d))

@@ -26,6 +26,7 @@ import math
 import random
 import sys
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, TextIO
 
 ENTITY = "demo"
@@ -227,6 +228,9 @@ def _report(settings: Any, expected: dict[str, str], say: Any) -> int:
     say(f"  runstream show {ENTITY}/{PROJECT}/{first}")
     say(f"  runstream sql \"SELECT name, state, runtime FROM runs WHERE project = '{PROJECT}'\"")
     say("  runstream ui                      # the web app: workspace, charts, run pages")
+    hint = command_hint()
+    if hint:
+        say(hint)
     if settings.embedded:
         from runstream import stack
 
@@ -236,6 +240,22 @@ def _report(settings: Any, expected: dict[str, str], say: Any) -> int:
             pass
         say(f"The local stack keeps running (data in {settings.dir}); stop it with: runstream down")
     return 1 if wrong else 0
+
+
+def command_hint(which: Any = None, executable: str | None = None) -> str | None:
+    """How to get the ``runstream`` command, when it is not on ``PATH`` (``make demo`` runs it from
+    ``.venv/bin``); None when it is."""
+    import shutil
+
+    which = which or shutil.which
+    if which("runstream"):
+        return None
+    bindir = Path(executable or sys.executable).parent
+    if not (bindir / "activate").is_file():
+        return f"The runstream command is {bindir / 'runstream'} (that folder is not on your PATH)"
+    return (f"The runstream command is {bindir / 'runstream'}; put it on your PATH with:\n"
+            f"  . {bindir / 'activate'}\n"
+            "(or pip install runstream into your own environment)")
 
 
 if __name__ == "__main__":  # pragma: no cover

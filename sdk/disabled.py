@@ -15,10 +15,28 @@ class _Dict(dict[str, Any]):
         except KeyError:
             raise AttributeError(key) from None
 
+    def __setattr__(self, key: str, value: Any) -> None:
+        self[key] = value
+
+    def setdefaults(self, data: Any) -> None:
+        for k, v in dict(data).items():
+            self.setdefault(k, v)
+
+    def as_dict(self) -> dict[str, Any]:
+        return dict(self)
+
 
 class DisabledRun:
+    """Every Run method and W&B's module-level calls (``runstream.config``, ``save``, ...) work and
+    record nothing; ``runstream.run`` is this run until it finishes."""
+
     mode = "disabled"
     state = "disabled"
+    url = None
+    tags: tuple[str, ...] = ()
+    notes: str | None = None
+    group: str | None = None
+    job_type: str | None = None
 
     def __init__(self, entity: str | None, project: str | None, run_id: str | None, name: str | None,
                  config: dict[str, Any]) -> None:
@@ -42,11 +60,36 @@ class DisabledRun:
     def alert(self, *args: Any, **kwargs: Any) -> None:
         pass
 
-    def finish(self, exit_code: int | None = None, quiet: bool | None = None) -> None:
+    def save(self, *args: Any, **kwargs: Any) -> list[str]:
+        return []
+
+    def log_artifact(self, artifact_or_path: Any, *args: Any, **kwargs: Any) -> Any:
+        return artifact_or_path
+
+    def use_artifact(self, *args: Any, **kwargs: Any) -> None:
+        return None
+
+    def log_code(self, *args: Any, **kwargs: Any) -> None:
+        return None
+
+    def watch(self, *args: Any, **kwargs: Any) -> None:
         pass
+
+    def unwatch(self, *args: Any, **kwargs: Any) -> None:
+        pass
+
+    def get_url(self) -> None:
+        return None
+
+    def finish(self, exit_code: int | None = None, quiet: bool | None = None) -> None:
+        import sys
+
+        mod = sys.modules.get("runstream")
+        if mod is not None and mod.__dict__.get("_active_run") is self:
+            mod.__dict__["_active_run"] = None
 
     def __enter__(self) -> DisabledRun:
         return self
 
     def __exit__(self, *exc: Any) -> None:
-        pass
+        self.finish()

@@ -6,6 +6,7 @@
 
 from __future__ import annotations
 
+import os
 import threading
 import time
 import warnings
@@ -39,20 +40,20 @@ class Run:
     def __init__(self, *, settings: Settings, entity: str, project: str, run_id: str, name: str,
                  uid: str, writer: str, run_dir: Path, spool: Spool, config: dict[str, Any],
                  tags: list[str], notes: str | None, group: str | None, job_type: str | None,
-                 mode: str, start_time: float) -> None:
+                 mode: str, start_time: float, allow_val_change: bool = False) -> None:
         self.settings = settings
         self.entity = entity
         self.project = project
         self.id = run_id
-        self.name = name
+        self._name = name
         self.uid = uid
         self.writer = writer
         self.dir = run_dir
         self.mode = mode
-        self.tags = tuple(tags)
-        self.notes = notes
-        self.group = group
-        self.job_type = job_type
+        self._tags = tuple(tags)
+        self._notes = notes
+        self._group = group
+        self._job_type = job_type
         self.start_time = start_time
         self._spool = spool
         self._lock = spool.lock
@@ -90,7 +91,7 @@ class Run:
         self._deferred: list[Callable[[], None]] = []
         """Started by the metadata thread, off ``init()``: the sampler, the console flusher."""
         """Stopped first in ``finish()``, in reverse order: the console tee, the system sampler."""
-        self.config = Config(config, self._publish_config)
+        self.config = Config(config, self._publish_config, allow_val_change=allow_val_change)
         self.summary = Summary(self._sync_mirror, _NoMirror(), self._publish_summary)
 
     # -- identity ----------------------------------------------------------------------------------
@@ -98,6 +99,99 @@ class Run:
     @property
     def path(self) -> str:
         return f"{self.entity}/{self.project}/{self.id}"
+
+    # -- descriptive fields: assigning one records a ``meta`` event (SQL, the Api, the web app) -----
+
+    @property
+    def name(self) -> str:
+        """The display name; assigning it renames the run (a ``meta`` event)."""
+        return self._name
+
+    @name.setter
+    def name(self, value: str) -> None:
+        if not isinstance(value, str) or not value:
+            raise UsageError(f"run name must be a non-empty string, not {value!r}")
+        self._edit("name", value)
+
+    @property
+    def notes(self) -> str | None:
+        return self._notes
+
+    @notes.setter
+    def notes(self, value: str | None) -> None:
+        if value is not None and not isinstance(value, str):
+            raise UsageError(f"run notes must be a string, not {type(value).__name__}")
+        self._edit("notes", value)
+
+    @property
+    def tags(self) -> tuple[str, ...]:
+        """The run's tags; assign a new list or tuple to change them (``run.tags += ("x",)``)."""
+        return self._tags
+
+    @tags.setter
+    def tags(self, value: Iterable[str]) -> None:
+        if isinstance(value, str) or not all(isinstance(t, str) for t in value):
+            raise UsageError("tags must be a list or tuple of strings")
+        self._edit("tags", tuple(value))
+
+    @property
+    def group(self) -> str | None:
+        return self._group
+
+    @group.setter
+    def group(self, value: str | None) -> None:
+        if value is not None and not isinstance(value, str):
+            raise UsageError(f"run group must be a string, not {type(value).__name__}")
+        self._edit("group", value)
+
+    @property
+    def job_type(self) -> str | None:
+        return self._job_type
+
+    @job_type.setter
+    def job_type(self, value: str | None) -> None:
+        if value is not None and not isinstance(value, str):
+            raise UsageError(f"run job_type must be a string, not {type(value).__name__}")
+        self._edit("job_type", value)
+
+    def _edit(self, field: str, value: Any) -> None:
+        if self._finished:
+            raise UsageError(f"run {self.path} is finished; edit it with runstream.Api().run(...).update()")
+        setattr(self, f"_{field}", value)
+        self._emit("meta", {field: list(value) if field == "tags" else value})
+
+    @property
+    def url(self) -> str | None:
+        """The run's page in the web app (None when no web app is known: an offline run, or a remote
+        broker without ``RUNSTREAM_API_URL``)."""
+        base = self._web_base()
+        if base is None:
+            return None
+        from .console import run_url
+
+        return run_url(base, self.entity, self.project, self.id)
+
+    def get_url(self) -> str | None:
+        return self.url
+
+    def get_project_url(self) -> str | None:
+        base = self._web_base()
+        if base is None:
+            return None
+        from .console import project_url
+
+        return project_url(base, self.entity, self.project)
+
+    def _web_base(self) -> str | None:
+        if "_web" not in self.__dict__:
+            from ._lifecycle import web_base
+
+            self.__dict__["_web"] = web_base(self.settings) if self.mode == "online" else None
+        return self.__dict__["_web"]  # type: ignore[no-any-return]
+
+    @property
+    def project_url(self) -> str | None:
+        return self.get_project_url()
 
     @property
     def step(self) -> int:
@@ -152,7 +246,7 @@ class Run:
         try:
             payload = self._pack((cur, time.time(), kid, list(data.values())))
         except (TypeError, ValueError, OverflowError) as e:
-            raise ValueError(f"run.log(): a value cannot be recorded: {e}") from None
+            data, payload = self._pack_media(data, cur, e)
         if len(payload) > SEAL_BYTES:
             self._log_large(data, payload)
         else:
@@ -169,6 +263,19 @@ class Run:
                 self._step = cur + 1
         elif commit:
             self._step = max(self._step, cur + 1)
+
+    def _pack_media(self, data: dict[str, Any], step: int, error: Exception) -> tuple[dict[str, Any], bytes]:
+        """A row ``_pack`` refused: store its media (images, tables, figures...) and pack their
+        references instead (off the hot path: plain rows never come here)."""
+        from .media import has_media, resolve
+
+        if not has_media(data):
+            raise ValueError(f"run.log(): a value cannot be recorded: {error}") from None
+        row = resolve(self, data, step)
+        try:
+            return row, self._pack((step, time.time(), self._keysets[tuple(data)], list(row.values())))
+        except (TypeError, ValueError, OverflowError) as e:
+            raise ValueError(f"run.log(): a value cannot be recorded: {e}") from None
 
     def _check_step(self, step: Any) -> int:
         try:
@@ -316,6 +423,10 @@ class Run:
         self._emit("config", {"set": changes})
 
     def _publish_summary(self, changes: dict[str, Any], delete: list[str]) -> None:
+        from .media import has_media, resolve
+
+        if has_media(changes):
+            changes = resolve(self, changes, self._step)
         self._emit("summary", {"set": changes, "delete": delete})
 
     def _sync_mirror(self) -> None:
@@ -325,13 +436,15 @@ class Run:
     # -- other API ---------------------------------------------------------------------------------
 
     def define_metric(self, name: str, step_metric: str | None = None, summary: str | None = None,
-                      goal: str | None = None, hidden: bool = False) -> None:
+                      goal: str | None = None, hidden: bool = False, step_sync: bool | None = None,
+                      overwrite: bool | None = None) -> None:
         """Declare how a metric is summarized and plotted (``name`` may end with ``*``).
 
         Args:
             summary: comma-separated ``min,max,mean,last,first,none`` — the summary values kept.
             step_metric: another metric to use as this one's x-axis.
             goal: ``minimize`` or ``maximize``.
+            step_sync, overwrite: accepted for W&B's signature; no effect.
         """
         if not isinstance(name, str) or not name or ("*" in name and not name.endswith("*")):
             raise UsageError(f"define_metric name {name!r} must be a metric name, optionally ending with '*'")
@@ -375,29 +488,72 @@ class Run:
 
         return save(self, glob_str, base_path, policy)
 
-    def log_artifact(self, artifact: Any, aliases: list[str] | None = None) -> Any:
-        """Log an :class:`~runstream.Artifact` as this run's output; returns it at once.
+    def log_artifact(self, artifact_or_path: Any, name: str | None = None, type: str | None = None,
+                     aliases: list[str] | None = None, tags: list[str] | None = None) -> Any:
+        """Log an :class:`~runstream.Artifact` (or a file or folder path) as this run's output;
+        returns it at once.
+
+        A path becomes an artifact named ``name`` (default ``run-<id>-<file name>``) of type
+        ``type`` (default ``unspecified``), as in W&B. ``tags`` is accepted for W&B's signature
+        and not stored.
 
         The uploader stores its files (content-addressed: known content is not sent again),
         takes the next version (``v0``, ``v1``, …) unless identical content already has one,
         and points ``latest`` (only ever forward) and ``aliases`` at it. ``artifact.wait()``
         blocks until then and sets ``artifact.version``.
         """
-        from .run_files import log_artifact
+        from .artifact import Artifact
+        from .run_files import artifact_of_path, log_artifact
 
-        return log_artifact(self, artifact, aliases)
+        if isinstance(artifact_or_path, (str, os.PathLike)):
+            artifact_or_path = artifact_of_path(self, artifact_or_path, name, type)
+        elif isinstance(artifact_or_path, Artifact) and (name is not None or type is not None):
+            raise UsageError("log_artifact(): name= and type= go with a path; an Artifact has its own")
+        if isinstance(aliases, str):
+            aliases = [aliases]
+        return log_artifact(self, artifact_or_path, aliases)
 
-    def use_artifact(self, ref: str) -> Any:
+    def log_code(self, root: str | os.PathLike[str] | None = ".", name: str | None = None,
+                 include_fn: Callable[..., bool] | None = None,
+                 exclude_fn: Callable[..., bool] | None = None) -> Any:
+        """Save the source files under ``root`` (``*.py`` unless ``include_fn`` says otherwise) as a
+        ``code`` artifact (``source-<project>-<id>`` unless ``name`` is given); returns it, or None
+        when no file matched. ``.git``, virtual environments, caches and run folders are skipped."""
+        from .run_files import log_code
+
+        return log_code(self, "." if root is None else root, name, include_fn, exclude_fn)
+
+    def watch(self, models: Any, criterion: Any = None, log: str | None = "gradients", log_freq: int = 1000,
+              idx: int | None = None, log_graph: bool = False) -> None:
+        """Log histograms of a PyTorch model's gradients and/or parameters every ``log_freq`` steps
+        (``log``: ``gradients``, ``parameters``, ``all`` or None), through torch hooks."""
+        from .watch import watch
+
+        watch(self, models, log=log, log_freq=log_freq)
+
+    def unwatch(self, models: Any = None) -> None:
+        """Remove the hooks :meth:`watch` added (of ``models``, or all)."""
+        from .watch import unwatch
+
+        unwatch(self, models)
+
+    def use_artifact(self, ref: str, type: str | None = None, aliases: list[str] | None = None) -> Any:
         """Record that this run uses an artifact version and return it (``.download(root)``).
 
         Args:
-            ref: ``name:alias``, ``name:v3`` or ``entity/project/name:alias`` (default ``latest``).
+            ref: ``name:alias``, ``name:v3`` or ``entity/project/name:alias`` (default ``latest``),
+                or an :class:`~runstream.Artifact` logged before (its version, once stored).
+            type, aliases: accepted for W&B's signature.
 
         Raises:
             UsageError: no such artifact or version, or the run is offline.
         """
+        from .artifact import Artifact
         from .run_files import use_artifact
 
+        if isinstance(ref, Artifact):
+            ref.wait()
+            ref = f"{ref.name}:{ref.version or 'latest'}"
         return use_artifact(self, ref)
 
     def _uploads_pending(self) -> int:

@@ -76,6 +76,54 @@ def save(run: Any, glob_str: str | os.PathLike[str], base_path: str | os.PathLik
     return [name for _, name in matched]
 
 
+def artifact_of_path(run: Any, path: str | os.PathLike[str], name: str | None, type: str | None) -> Any:
+    """``log_artifact("model.pt", name=..., type=...)``: an artifact of one file or folder. As in W&B,
+    the name defaults to ``run-<id>-<file name>`` and the type to ``unspecified``."""
+    import re
+
+    from .artifact import Artifact
+
+    p = Path(os.fspath(path))
+    if not p.exists():
+        raise UsageError(f"log_artifact(): {os.fspath(path)} is not a file or folder")
+    if name is None:
+        name = re.sub(r"[^A-Za-z0-9._-]", "_", f"run-{run.id}-{p.resolve().name}")[:128]
+    art = Artifact(name, type or "unspecified")
+    if p.is_dir():
+        art.add_dir(p)
+    else:
+        art.add_file(p)
+    return art
+
+
+CODE_SKIP = frozenset({".git", ".venv", "venv", "__pycache__", "node_modules", "runstream-runs", "wandb",
+                       ".mypy_cache", ".pytest_cache", ".ruff_cache"})
+"""Folders ``log_code`` never descends into."""
+
+
+def log_code(run: Any, root: str | os.PathLike[str], name: str | None, include_fn: Any, exclude_fn: Any) -> Any:
+    """See :meth:`runstream.Run.log_code`: the matching files under ``root`` as a ``code`` artifact."""
+    import re
+
+    from .artifact import Artifact
+
+    base = Path(os.fspath(root)).resolve()
+    if not base.is_dir():
+        raise UsageError(f"log_code(): {os.fspath(root)} is not a folder")
+    include = include_fn or (lambda p: p.endswith(".py"))
+    art = Artifact(name or re.sub(r"[^A-Za-z0-9._-]", "_", f"source-{run.project}-{run.id}")[:128], "code")
+    for dirpath, dirnames, filenames in os.walk(base):
+        dirnames[:] = sorted(d for d in dirnames if d not in CODE_SKIP)
+        for f in sorted(filenames):
+            full = os.path.join(dirpath, f)
+            if os.path.islink(full) or not include(full) or (exclude_fn is not None and exclude_fn(full)):
+                continue
+            art.add_file(full, name=os.path.relpath(full, base).replace(os.sep, "/"))
+    if not art._files:
+        return None  # W&B: nothing matched, nothing logged
+    return log_artifact(run, art)
+
+
 def log_artifact(run: Any, artifact: Any, aliases: list[str] | None = None) -> Any:
     """See :meth:`runstream.Run.log_artifact`."""
     from .artifact import Artifact

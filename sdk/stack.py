@@ -209,9 +209,13 @@ def up(settings: Settings, timeout: float = 30.0) -> StackStatus:
                     _terminate(st.server_pid)
         if not _alive(data.get("server_pid")):
             log = open(settings.dir / "server.log", "ab")
+            preferred = web_port(settings, data)
+            command = server_command(settings, data["nats_url"])
+            if preferred is not None:
+                command += ["--http-port", str(preferred)]
             try:
                 proc = subprocess.Popen(
-                    server_command(settings, data["nats_url"]), stdin=subprocess.DEVNULL,
+                    command, stdin=subprocess.DEVNULL,
                     stdout=log, stderr=log, start_new_session=True,
                     env={**os.environ, "RUNSTREAM_DIR": str(settings.dir)},
                 )
@@ -237,8 +241,38 @@ def up(settings: Settings, timeout: float = 30.0) -> StackStatus:
             from .query.server import read_http_url
 
             data["http_url"] = read_http_url(settings.dir, proc.pid)
+            got = _port_of(data["http_url"])
+            if got is not None and "web_port" not in data:
+                data["web_port"] = got  # from now on the web app asks for this port first
             _write(settings, data)
+            if preferred and got is not None and got != preferred and not settings.quiet:
+                sys.stderr.write(f"runstream: the web app's port {preferred} is in use by another program, so it "
+                                 f"is at {data['http_url']} this time (bookmarks to port {preferred} will work "
+                                 f"again once that port is free and the stack restarts; `runstream down` and "
+                                 f"`runstream up`, or set RUNSTREAM_HTTP_PORT)\n")
         return status(settings)
+
+
+DEFAULT_HTTP_PORT = Settings().http_port
+
+
+def web_port(settings: Settings, data: dict[str, Any]) -> int | None:
+    """The HTTP port the server asks for: ``RUNSTREAM_HTTP_PORT`` when set to something else than
+    the default, else the port the web app had the first time (``web_port`` in ``stack.json``), so
+    its URL stays the same across restarts even when the default port was taken; None when the
+    server is to choose (``0``) or has no HTTP (``-1``)."""
+    if settings.http_port != DEFAULT_HTTP_PORT:
+        return settings.http_port if settings.http_port > 0 else None
+    recorded = data.get("web_port")
+    return int(recorded) if isinstance(recorded, int) and recorded > 0 else settings.http_port
+
+
+def _port_of(url: str | None) -> int | None:
+    if not url:
+        return None
+    from urllib.parse import urlsplit
+
+    return urlsplit(url).port
 
 
 def _terminate(pid: int, timeout: float = 15.0) -> None:

@@ -35,7 +35,10 @@ def attach(run: Any) -> None:
         run._closers.append(sampler.stop)
         run._deferred.append(sampler.start_unless_stopped)
     if s.console != "off":
-        capture = new_console(run).start(flusher=False)
+        log = open_output_log(run)
+        if log is not None:
+            run._closers.append(log.close)  # closers run in reverse: after the tee's last lines
+        capture = new_console(run, output_log=log).start(flusher=False)
         run._closers.append(capture.stop)
         run._deferred.append(capture.start_flusher)
 
@@ -75,11 +78,61 @@ def start_console(run: Any, streams: dict[str, Any] | None = None, **capture: An
     return new_console(run, streams, **capture).start().stop
 
 
-def new_console(run: Any, streams: dict[str, Any] | None = None, **capture: Any) -> ConsoleCapture:
-    """A console tee (not started) spooling each line state into ``run``."""
+OUTPUT_LOG = "output.log"
+"""In the run's folder: the console as the terminal showed it, one final line state per line."""
+
+
+class OutputLog:
+    """The run folder's ``output.log``: each console line once, in its final state, as the terminal
+    showed it. A line is written when it is finished: a newer line of its stream began, or the tee
+    handed it out as final, or the run ends (:meth:`close`)."""
+
+    def __init__(self, fh: Any) -> None:
+        self.fh = fh
+        self.open: dict[str, tuple[int, str]] = {}
+        """Stream → (line number, latest text) of its unfinished line."""
+
+    def feed(self, updates: list[LineUpdate]) -> None:
+        if self.fh.closed:
+            return
+        for u in updates:
+            cur = self.open.get(u.stream)
+            if cur is not None and cur[0] != u.line:
+                self.fh.write(cur[1] + "\n")
+            if u.final:
+                self.fh.write(u.text + "\n")
+                self.open.pop(u.stream, None)
+            else:
+                self.open[u.stream] = (u.line, u.text)
+
+    def close(self) -> None:
+        if self.fh.closed:
+            return
+        for _, text in sorted(self.open.values()):
+            self.fh.write(text + "\n")
+        self.open.clear()
+        self.fh.close()
+
+
+def open_output_log(run: Any) -> OutputLog | None:
+    """The run folder's ``output.log``, opened for appending (None, with a message, if it cannot be)."""
+    try:
+        return OutputLog(open(run.dir / OUTPUT_LOG, "a", encoding="utf-8", errors="backslashreplace"))
+    except OSError as e:
+        sys.stderr.write(f"runstream: run {run.path}: cannot write {run.dir / OUTPUT_LOG}: {e}\n")
+        return None
+
+
+def new_console(run: Any, streams: dict[str, Any] | None = None, output_log: OutputLog | None = None,
+                **capture: Any) -> ConsoleCapture:
+    """A console tee (not started) spooling each line state into ``run`` (and each finished line
+    into ``output_log``, when given)."""
 
     def sink(updates: list[LineUpdate]) -> None:
-        if not run._finished:
-            run._append_lines([(u.line, u.stream, u.ts, u.text) for u in updates])
+        if run._finished:  # finished, or this is a forked child's copy of the run
+            return
+        if output_log is not None:
+            output_log.feed(updates)
+        run._append_lines([(u.line, u.stream, u.ts, u.text) for u in updates])
 
     return ConsoleCapture(sink, streams, **capture)

@@ -44,6 +44,9 @@ class Uploader(threading.Thread):
         super().__init__(name=f"runstream-uploads-{run.id}", daemon=True)
         self.run_ = run
         self.url = url
+        self.synced_files: set[str] = set()
+        """Names of the run files stored (for the closing ``Synced`` line)."""
+        self.synced_artifact_files = 0
         self._cv = threading.Condition()
         self._jobs: deque[_Job] = deque()
         self._busy = 0
@@ -197,6 +200,10 @@ class Uploader(threading.Thread):
             raise UsageError("the run finished before this upload was done; `runstream sync` sends it")
         seq = int(self.run_._append_event(type_, body))
         self.run_._wake()
+        if type_ == "file":
+            self.synced_files.add(str(body.get("name")))
+        elif type_ == "artifact":
+            self.synced_artifact_files += len(body.get("entries") or {})
         return seq
 
     def _do(self, job: _Job) -> None:

@@ -90,3 +90,19 @@ def test_results_sql_quotes_ids() -> None:
     sql = results_sql(["abc", "o'brien"])
     assert "IN ('abc', 'o''brien')" in sql
     assert DIVERGING.learning_rate > max(t.learning_rate for t in TRIALS)
+
+
+def test_the_demo_says_how_to_get_the_command(tmp_path: Path) -> None:
+    from runstream.demo import command_hint
+
+    (tmp_path / "bin").mkdir()
+    (tmp_path / "bin" / "activate").write_text("")
+    exe = str(tmp_path / "bin" / "python")
+    assert command_hint(lambda name: None, exe) == (
+        f"The runstream command is {tmp_path}/bin/runstream; put it on your PATH with:\n"
+        f"  . {tmp_path}/bin/activate\n"
+        "(or pip install runstream into your own environment)")
+    assert command_hint(lambda name: "/usr/bin/runstream", exe) is None
+    (tmp_path / "bin" / "activate").unlink()
+    assert command_hint(lambda name: None, exe) == (
+        f"The runstream command is {tmp_path}/bin/runstream (that folder is not on your PATH)")

@@ -26,7 +26,16 @@ values = st.one_of(
     st.none(),
     st.sampled_from([-0.0, 0.0]),
 )
-nested = st.one_of(values, st.dictionaries(st.sampled_from(["d", "e"]), values, max_size=2))
+media_refs = st.one_of(
+    st.builds(lambda w, sha: {"_type": "image-file", "path": f"media/images/k_{sha}.png", "sha256": sha * 8,
+                              "size": 70, "format": "png", "width": w, "height": 2},
+              st.integers(1, 4), st.sampled_from(["aa", "bb"])),
+    st.builds(lambda n: {"_type": "histogram", "values": [n, 1], "bins": [0.0, 0.5, 1.0], "nbins": 2},
+              st.integers(0, 3)),
+)
+"""Media references as runstream.media writes them: dicts with ``_type`` are one value (the ``media``
+view reads them), never flattened into dotted keys."""
+nested = st.one_of(values, media_refs, st.dictionaries(st.sampled_from(["d", "e"]), values, max_size=2))
 """A value of a ``log_rows`` row: the SDK ships them unflattened."""
 rows = st.lists(
     st.tuples(

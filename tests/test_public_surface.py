@@ -7,6 +7,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 import runstream
 
 HEAVY = ("nats", "aiohttp", "duckdb", "pyarrow", "pydantic", "pandas", "numpy", "asyncio", "anyio")
@@ -16,9 +18,25 @@ def test_public_names() -> None:
     assert set(runstream.__all__) == {
         "Api", "Artifact", "Run", "RunExistsError", "RunstreamError", "Settings", "UsageError", "__version__",
         "finish", "init", "log", "run",
+        # W&B's module-level API (issue 15): aliases of the active run, media types, AlertLevel
+        "AlertLevel", "Audio", "Histogram", "Html", "Image", "Plotly", "Table", "Video", "alert", "config",
+        "define_metric", "log_artifact", "log_code", "login", "save", "summary", "unwatch", "use_artifact", "watch",
     }
     for name in runstream.__all__:
         assert getattr(runstream, name, "missing") != "missing", name
+
+
+def test_run_config_and_summary_follow_the_active_run_not_the_submodules() -> None:
+    """``runstream.run`` and ``runstream.config`` are also submodules' names: importing those must
+    not replace the active run's (None here) or its config."""
+    import runstream.config
+    import runstream.run  # noqa: F401
+
+    assert runstream.run is None
+    assert repr(runstream.config) == "<runstream.config: no active run; call runstream.init() first>"
+    assert repr(runstream.summary) == "<runstream.summary: no active run; call runstream.init() first>"
+    with pytest.raises(AttributeError, match="follows the active run"):
+        runstream.run = object()
 
 
 def _loaded_after(code: str, env: dict[str, str], cwd: Path) -> dict[str, object]:

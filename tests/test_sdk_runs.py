@@ -38,7 +38,7 @@ def test_issue_snippet_lands_in_duckdb(rs_env: dict[str, str], nats_server, tmp_
 
 
 def test_module_level_functions(rs_env: dict[str, str], nats_server, tmp_path: Path) -> None:
-    with pytest.raises(UsageError, match="before runstream.init"):
+    with pytest.raises(UsageError, match=r"You must call runstream\.init\(\) before runstream\.log\(\)"):
         runstream.log({"x": 1})
     run = runstream.init(entity="sem", project="module-functions")
     runstream.log({"x": 1})

@@ -13,6 +13,7 @@ README's). Without Chromium the module is skipped.
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 import textwrap
@@ -652,7 +653,8 @@ def test_stop_button_kills_a_live_run_and_its_logs_follow(site: dict[str, Any], 
         assert child.stdout.readline().strip() == "ready"
         page.goto(f"{site['url']}/{site['entity']}/stop/runs/victim#logs")
         expect(page.locator("#run-state .badge")).to_have_text("running")
-        expect(page.locator("#log-lines .log-line", has_text="tick 3")).to_have_count(1)  # arrives while it runs
+        # arrives while it runs (anchored: on a loaded machine "tick 30".."tick 39" may be there too)
+        expect(page.locator("#log-lines .log-line", has_text=re.compile(r"^tick 3$"))).to_have_count(1)
         expect(page.locator("#stop-run")).to_be_visible()
         page.click("#stop-run")
         expect(page.locator("#stop-msg")).to_contain_text("Stop requested")
@@ -666,3 +668,75 @@ def test_stop_button_kills_a_live_run_and_its_logs_follow(site: dict[str, Any], 
         if child.poll() is None:
             child.kill()
         child.communicate(timeout=30)
+
+
+def test_media_tab_images_table_and_histograms(site: dict[str, Any], page: Any) -> None:
+    import numpy as np
+    from playwright.sync_api import expect
+
+    import runstream
+
+    entity = site["entity"]
+    with runstream.init(entity=entity, project="media", id="m") as run:
+        for step in range(3):
+            run.log({"img": runstream.Image(np.full((4, 6, 3), step * 100, np.uint8), caption=f"step {step}"),
+                     "w": runstream.Histogram(np_histogram=([1, step + 1], [0.0, 0.5, 1.0]))})
+        run.log({"preds": runstream.Table(columns=["id", "label"],
+                                          data=[[i, "cat" if i % 2 else "dog"] for i in range(25)])})
+    assert runstream.Api(base_url=site["url"]).sql(f"SELECT count(*) AS n FROM media m JOIN runs r USING (run_uid) "
+                               f"WHERE r.path = '{entity}/media/m'")["n"][0] == 7  # the projection holds them
+    page.goto(f"{site['url']}/{entity}/media/runs/m#media")
+    img = page.locator("[data-key=img]")
+    expect(img.locator(".step-label")).to_have_text("step 2 (3 of 3)")
+    expect(img.locator(".caption")).to_have_text("step 2")
+    page.wait_for_function("() => { const i = document.querySelector('[data-key=img] img');"
+                           " return i && i.complete && i.naturalWidth === 6 && i.naturalHeight === 4; }")
+    img.locator(".step-slider").fill("0")
+    expect(img.locator(".step-label")).to_have_text("step 0 (1 of 3)")
+    expect(img.locator(".caption")).to_have_text("step 0")
+
+    table = page.locator("[data-key=preds]")
+    expect(table.locator(".table-info")).to_have_text("rows 1–20 of 25")
+    table.locator("button.next").click()
+    expect(table.locator(".table-info")).to_have_text("rows 21–25 of 25")
+    table.locator(".table-filter").fill("cat")
+    expect(table.locator(".table-info")).to_have_text("rows 1–12 of 12")
+    table.locator("th[data-col=id]").click()
+    table.locator("th[data-col=id]").click()  # again: descending
+    expect(table.locator("tbody tr").first.locator("td").first).to_have_text("23")
+
+    hist = page.locator("[data-key=w] .media-hist")
+    page.wait_for_function("el => el.data && el.data[0].x.length === 6", arg=hist.element_handle())
+    assert hist.evaluate("el => [el.data[0].x, el.data[0].y, el.data[0].marker.color]") == [
+        [0, 0, 1, 1, 2, 2], [0.25, 0.75, 0.25, 0.75, 0.25, 0.75], [1, 1, 1, 2, 1, 3]]
+    _shot(page, "run-media.png")
+
+
+def test_workspace_media_shows_each_runs_image_at_a_step(site: dict[str, Any], page: Any) -> None:
+    import numpy as np
+    from playwright.sync_api import expect
+
+    import runstream
+
+    entity = site["entity"]
+    for rid, shade in (("m1", 0), ("m2", 200)):
+        with runstream.init(entity=entity, project="wsmedia", id=rid, name=rid) as run:
+            for step in range(2 if rid == "m1" else 3):
+                run.log({"sample": runstream.Image(np.full((3, 5), shade + step, np.uint8), caption=f"{rid}@{step}"),
+                         "w": runstream.Histogram([1.0, 2.0, float(step)], num_bins=2)})
+    assert runstream.Api(base_url=site["url"]).sql(
+        f"SELECT count(*) AS n FROM media m JOIN runs r USING (run_uid) WHERE r.entity = '{entity}' "
+        "AND r.project = 'wsmedia'")["n"][0] == 10
+    page.goto(f"{site['url']}/{entity}/wsmedia")
+    grid = page.locator("#media-grid")
+    expect(page.locator("#media-step-label")).to_have_text("step 2")
+    # in the runs table's order (newest first); m1's latest image at or before step 2 is its step 1
+    expect(grid.locator(".caption")).to_have_text(["m2@2", "m1@1"])
+    page.wait_for_function("() => [...document.querySelectorAll('#media-grid img')]"
+                           ".every((i) => i.complete && i.naturalWidth === 5)")
+    page.locator("#media-step").fill("0")
+    expect(page.locator("#media-step-label")).to_have_text("step 0")
+    expect(grid.locator(".caption")).to_have_text(["m2@0", "m1@0"])
+    page.select_option("#media-key", "w")
+    expect(grid.locator(".media-hist")).to_have_count(2)
+    _shot(page, "workspace-media.png")

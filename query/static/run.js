@@ -27,7 +27,7 @@
   const title = h("h1", { id: "run-name" }, run.name || runId);
   const stopBtn = h("button", { id: "stop-run", class: "danger", onclick: () => stop() }, "Stop run");
   const stopMsg = h("span", { id: "stop-msg", class: "muted" });
-  const TABS = ["overview", "charts", "system", "logs", "files", "artifacts"];
+  const TABS = ["overview", "charts", "media", "system", "logs", "files", "artifacts"];
   const tabBar = h("nav", { class: "tabs" }, TABS.map((t) => h("a", { href: `${location.pathname}#${t}`, "data-tab": t }, t[0].toUpperCase() + t.slice(1))));
   const panes = Object.fromEntries(TABS.map((t) => [t, h("section", { class: "pane", id: `tab-${t}`, hidden: true })]));
   main.append(h("div", { class: "run-head" }, title, badge, stopBtn, stopMsg), tabBar, ...Object.values(panes));
@@ -172,6 +172,7 @@
 
   const ctx = { runApi, entity, project, runId, routes, isLive: () => run.state === "running" };
   const tabs = Object.fromEntries(["system", "logs", "files", "artifacts"].map((t) => [t, RSRunTabs[t](panes[t], ctx)]));
+  tabs.media = RSRunMedia.media(panes.media, ctx);
 
   // -- charts -----------------------------------------------------------------------------------
 

@@ -57,6 +57,7 @@
   const smoothLabel = h("span", { id: "smoothing-value", class: "muted" });
   const logBox = h("input", { id: "log-scale", type: "checkbox" });
   const chartRoot = h("div", { id: "charts" });
+  const mediaRoot = h("section", { id: "workspace-media" });
 
   main.append(
     h("section", { class: "runs-pane" },
@@ -68,7 +69,7 @@
     h("section", { class: "charts-pane" },
       h("div", { class: "toolbar" }, chartsTitle, h("label", {}, "x ", xBox),
         h("label", {}, " smoothing ", smoothBox, smoothLabel), h("label", {}, logBox, " log scale")),
-      chartRoot));
+      chartRoot, mediaRoot));
 
   xBox.value = st.x;
   smoothBox.value = st.smoothing;
@@ -196,6 +197,7 @@
 
   let chartToken = 0;
   const panel = RSCharts.panel(chartRoot, zoom);
+  const mediaPanel = RSWorkspaceMedia.panel(mediaRoot, entity, project);
   function buckets(n) { return n > 100 ? 100 : n > 20 ? 250 : 500; }
 
   async function fetchSeries(runs, extra) {
@@ -224,6 +226,7 @@
     const token = ++chartToken;
     const shown = shownRuns();
     chartsTitle.textContent = `Charts (${shown.length} visualized)`;
+    mediaPanel.set(shown.map((r) => ({ run_id: r.run_id, name: r.name || r.run_id, color: colourOf(r) })));
     try {
       const series = await fetchSeries(shown, {});
       if (token !== chartToken) return;
