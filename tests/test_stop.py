@@ -149,7 +149,10 @@ def test_replay_reproduces_the_stop_projection(env: dict[str, str], tmp_path: Pa
             proc.kill()
             proc.wait()
     wait_for(lambda: _state(path, "killed"), timeout=30, what="state killed")
-    queries = ["SELECT * FROM stop_requests ORDER BY ALL", "SELECT * EXCLUDE (metadata) FROM runs ORDER BY run_uid"]
+    # this test's runs only: the crash reaper may decide about other tests' silent runs in between
+    mine = f"run_uid IN (SELECT run_uid FROM runs WHERE entity = '{entity}')"
+    queries = [f"SELECT * FROM stop_requests WHERE {mine} ORDER BY ALL",
+               f"SELECT * EXCLUDE (metadata) FROM runs WHERE {mine} ORDER BY run_uid"]
     before = [Api().sql(q, pandas=False).to_pylist() for q in queries]
     assert cli_main(["replay"]) == 0
     after = [Api().sql(q, pandas=False).to_pylist() for q in queries]
