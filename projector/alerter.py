@@ -169,10 +169,16 @@ class Alerter:
 
     async def tick(self, tg: anyio.abc.TaskGroup) -> list[Delivery]:
         """Start the attempts due now in ``tg`` (not those already in flight); return them."""
+        mark = self.mark
         try:
             due = await anyio.to_thread.run_sync(self.due, self.clock())
         except duckdb.Error as e:  # e.g. a replay recreating the tables
             log.warning("alert delivery: cannot read the projection: %s", e)
+            return []
+        if self.mark != mark:
+            # an outcome was recorded while due() read the projection: its answer may still list
+            # that attempt (read before the outcome, finished after the attempt left the in-flight
+            # set), and it would be made again. Ask again at the next look.
             return []
         if self.claims is not None and self._lost:
             old = self.clock() - self.claims.stale_after
