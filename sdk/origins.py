@@ -114,10 +114,12 @@ class Planner:
     def close(self) -> None:
         self.client.close()
 
-    def _lineage(self, uid: str, step: float | None = None) -> dict[str, Any]:
+    def _lineage(self, entity: str, uid: str, step: float | None = None) -> dict[str, Any]:
+        """Asked of a server holding ``entity`` (on a partitioned deployment, no server may hold
+        every entity)."""
         from .query.client import QueryClient
 
-        info = QueryClient(self.settings).lineage(uid, step, timeout=self.settings.init_timeout)
+        info = QueryClient(self.settings).lineage(uid, step, timeout=self.settings.init_timeout, entity=entity)
         return info or {}
 
     def _send_leftovers(self, entity: str, project: str, run_id: str) -> None:
@@ -157,7 +159,7 @@ class Planner:
             raise RunExistsError(path)
         if existing is None:
             return Plan(uid=new_uid, run_id=run_id)
-        info = self._lineage(existing)
+        info = self._lineage(entity, existing)
         last = info.get("last_step")
         return Plan(uid=existing, run_id=run_id, origin={"kind": "resume", "run_uid": existing, "path": path},
                     claim=False, first_step=0 if last is None else int(last) + 1, existing=info)
@@ -175,8 +177,8 @@ class Planner:
                     raise
         return Plan(uid=existing, run_id=run_id, event="join", claim=False)
 
-    def _at(self, uid: str, step: float, what: str, path: str) -> dict[str, Any]:
-        info = self._lineage(uid, step)
+    def _at(self, entity: str, uid: str, step: float, what: str, path: str) -> dict[str, Any]:
+        info = self._lineage(entity, uid, step)
         if not info:
             raise RunNotFoundError(f"{what}: run {path} is not in the server's projection yet; "
                                    "wait for it to be projected (runstream status) and try again")
@@ -195,7 +197,7 @@ class Planner:
         uid = self.client.resolve_path(entity, project, run_id)
         if uid is None:
             raise RunNotFoundError(f"{what}: there is no run {path} to {kind}")
-        info = self._at(uid, step, what, path)
+        info = self._at(entity, uid, step, what, path)
         origin = {"kind": kind, "run_uid": uid, "path": path, "step": step, "stats": info.get("stats") or {},
                   "last_step": info.get("step_last"), "runtime": info.get("step_runtime") or 0.0}
         return uid, info, origin

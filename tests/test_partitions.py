@@ -226,3 +226,28 @@ def test_live_streams_and_tail_reach_the_holder(partitions: dict[str, tuple[Serv
     assert Api(base_url=url_a).run(f"{B}/p/{runs[B]}").state == "finished"  # still serving
     srv_b, _ = partitions[B]  # and the holder stopped producing the stream nobody reads any more
     wait_for(lambda: named(srv_b).health()["forwarded_in_flight"] == 0, timeout=60, what="the holder's stream ended")
+
+
+def test_resume_and_fork_ask_the_partition_holding_the_run(partitions: dict[str, tuple[ServerProc, str]],
+                                                           runs: dict[str, str], nats: NatsServer,
+                                                           tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """No server holds every entity here: ``init(resume=...)`` and ``fork_from`` must reach the
+    server of the run's entity for its lineage."""
+    import runstream
+
+    for k, v in {"RUNSTREAM_NATS_URL": nats.url, "RUNSTREAM_DIR": str(tmp_path / "sdk"),
+                 "RUNSTREAM_RUN_DIR": str(tmp_path / "work"), "RUNSTREAM_QUIET": "1"}.items():
+        monkeypatch.setenv(k, v)
+    run_id = runs[B]
+    run = runstream.init(entity=B, project="p", id=run_id, resume="must")
+    assert run.step == 4  # it logged steps 0-3
+    run.log({"loss": 0.1})
+    run.finish()
+    fork = runstream.init(entity=B, project="p", fork_from=f"{run_id}?_step=2")
+    fork.log({"loss": 0.2})
+    fork.finish()
+    srv, _ = partitions[B]
+    rows = named(srv).sql(f"SELECT max(step) FROM history h JOIN runs r USING (run_uid) "
+                          f"WHERE r.run_id = '{fork.id}' AND h.key = 'loss'", wait_seq=named(srv).stream_last_seq(),
+                          entity=B)
+    assert rows.to_pylist() == [{"max(step)": 3}]
