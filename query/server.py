@@ -58,7 +58,8 @@ class ServerConfig:
         nats_url: the NATS server holding the log.
         name: the server name in the RPC subjects (``rsctl.q.<name>.*``) and of its projector.
         settings: credentials, crash timeout, heartbeat interval, API key and SQL memory limit.
-        http_port: preferred HTTP port on 127.0.0.1 (a free one if taken; 0: any; None: no HTTP).
+        http_port: preferred HTTP port on ``settings.http_host`` (a free one if taken; 0: any; None: no
+            HTTP).
         entities: project and answer for these entities only (a partition); None: every entity.
         filter_subjects: or a raw subject filter of the event stream (then the server answers
             entity requests for none: only its own subjects and SQL sent to it by name).
@@ -115,12 +116,24 @@ def _remove_ready(path: Path) -> None:
             path.unlink()
 
 
-def bind_http(port: int) -> socket.socket:
-    """A listening socket on 127.0.0.1: ``port`` if free (and not 0), else any free port."""
+def _loopback(host: str) -> bool:
+    import ipaddress
+
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return host == "localhost"
+
+
+def bind_http(port: int, host: str = HTTP_HOST) -> socket.socket:
+    """A listening socket on ``host`` (127.0.0.1 unless ``RUNSTREAM_HTTP_HOST`` says otherwise):
+    ``port`` if free (and not 0), else any free port."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+
     def bound(p: int) -> socket.socket:
-        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        sock = socket.socket(family, socket.SOCK_STREAM)
         try:
-            sock.bind((HTTP_HOST, p))
+            sock.bind((host, p))
             sock.listen(128)
         except OSError:
             sock.close()
@@ -189,7 +202,11 @@ async def serve(config: ServerConfig, *, handle_signals: bool = True,
     """
     from .core import open_core
 
-    sock = bind_http(config.http_port) if config.http_port is not None else None
+    host = config.settings.http_host
+    sock = bind_http(config.http_port, host) if config.http_port is not None else None
+    if sock is not None and not _loopback(host) and not config.settings.api_key:
+        log.warning("the HTTP API listens on %s without an API key: anyone who can reach it reads and edits "
+                    "every run; set RUNSTREAM_API_KEY", host)
     try:
         async with open_core(config) as core:
             if handle_signals:
@@ -200,6 +217,8 @@ async def serve(config: ServerConfig, *, handle_signals: bool = True,
                 app = create_app(core, api_key=config.settings.api_key)
                 await core.tg.start(serve_http, app, sock)
                 host, port = sock.getsockname()[:2]
+                if host in ("0.0.0.0", "::"):
+                    host = "127.0.0.1"  # every interface: local clients take the loopback one
                 _write_http(config.http_path, f"http://{host}:{port}")
                 log.info("HTTP API on http://%s:%d%s", host, port,
                          " (API key required)" if config.settings.api_key else "")
@@ -238,8 +257,11 @@ def build_parser(parser: argparse.ArgumentParser | None = None) -> argparse.Argu
                    help="server name in the RPC subjects rsctl.q.<name>.* "
                         "(default: RUNSTREAM_SERVER_NAME or main)")
     p.add_argument("--http-port", type=int, default=None,
-                   help="HTTP API port on 127.0.0.1, a free one if taken; 0: any free port; -1: no HTTP "
+                   help="HTTP API port, a free one if taken; 0: any free port; -1: no HTTP "
                         "(default: RUNSTREAM_HTTP_PORT or 14280)")
+    p.add_argument("--http-host", default=None,
+                   help="address the HTTP API listens on (default: RUNSTREAM_HTTP_HOST or 127.0.0.1; "
+                        "0.0.0.0 for every interface, with RUNSTREAM_API_KEY set)")
     part = p.add_mutually_exclusive_group()
     part.add_argument("--entities", default=None,
                       help="project and answer for these entities only, comma-separated (a partition; "
@@ -285,7 +307,7 @@ def partition_from(entities: str | None, subjects: str | None,
 
 def config_from_args(args: argparse.Namespace, settings: Settings | None = None) -> ServerConfig:
     """Resolve the server's configuration; without a URL, use the running local stack's nats-server."""
-    s = settings or load_settings(dir=args.dir)
+    s = settings or load_settings(dir=args.dir, http_host=getattr(args, "http_host", None))
     url = args.nats_url or s.nats_url
     if not url:
         from ..stack import status

@@ -53,6 +53,9 @@ class Settings(NamedTuple):
     http_port: int = 14280
     """Preferred HTTP port of ``runstream server`` on 127.0.0.1 (a free one if taken; 0: any free
     one; -1: no HTTP API). ``RUNSTREAM_HTTP_PORT``."""
+    http_host: str = "127.0.0.1"
+    """Address the server's HTTP API listens on: loopback by default; ``0.0.0.0`` (all interfaces)
+    behind a load balancer or in a container, with ``api_key`` set. ``RUNSTREAM_HTTP_HOST``."""
     api_key: str | None = None
     """When set, the server's HTTP API requires ``Authorization: Bearer <key>`` and ``Api()``
     sends it. ``RUNSTREAM_API_KEY``."""

@@ -367,7 +367,8 @@ def test_the_runstream_statefulset_names_each_server_after_its_pod_with_its_own_
     env = {e["name"]: e.get("value", e.get("valueFrom")) for e in container["env"]}
     assert env == {"RUNSTREAM_SERVER_NAME": {"fieldRef": {"fieldPath": "metadata.name"}},
                    "RUNSTREAM_NATS_URL": K8S_NATS_URLS, "RUNSTREAM_STREAM_REPLICAS": "3",
-                   "RUNSTREAM_HTTP_PORT": "14280"}
+                   "RUNSTREAM_HTTP_PORT": "14280", "RUNSTREAM_HTTP_HOST": "0.0.0.0",
+                   "RUNSTREAM_API_KEY": {"secretKeyRef": {"name": "runstream-api-key", "key": "key"}}}
     assert container["ports"] == [{"name": "http", "containerPort": 14280}]
     assert container["volumeMounts"] == [{"name": "data", "mountPath": "/data"}]
     (claim,) = sts["volumeClaimTemplates"]
