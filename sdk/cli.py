@@ -70,8 +70,12 @@ def health_lines(health: dict[str, Any] | None, health_error: str | None) -> lis
     from .query.render import format_duration
 
     if health is not None:
-        lines = [f"projector at stream seq {health['projected_seq']} of {health['stream_last_seq']} "
-                 f"(lag {health['lag']}), up {format_duration(health.get('uptime_s'))}"]
+        last, lag = health.get("stream_last_seq"), health.get("lag")
+        lines = [f"projector at stream seq {health['projected_seq']} of {'?' if last is None else last} "
+                 f"(lag {'?' if lag is None else lag}), up {format_duration(health.get('uptime_s'))}"]
+        broker = health.get("broker")
+        if broker:
+            lines.append(broker_line(broker))
         replay = health.get("replay") or {}
         if replay.get("running"):
             lines.append(f"replay    running: {replay.get('done', 0)}/{replay.get('total', 0)}")
@@ -81,6 +85,24 @@ def health_lines(health: dict[str, Any] | None, health_error: str | None) -> lis
     if health_error:
         return [f"projector unknown: {health_error}"]
     return []
+
+
+def broker_line(broker: dict[str, Any]) -> str:
+    """The server's view of the log (health's ``broker``): connected where, or down since when."""
+    import time as _time
+
+    since = broker.get("since")
+    when = _time.strftime("%H:%M:%S", _time.localtime(since)) if since else "?"
+    if broker.get("connected"):
+        line = f"broker    connected to {broker.get('url') or '?'} since {when}"
+    else:
+        line = f"broker    unreachable since {when}: reads answer from the database, the lag is as last known"
+        if broker.get("last_error"):
+            line += f" (last error: {broker['last_error']})"
+    failing = broker.get("failing")
+    if failing:
+        line += f"; retrying: {', '.join(sorted(failing))}"
+    return line
 
 
 def cmd_up(args: argparse.Namespace, settings: Settings) -> int:
