@@ -131,14 +131,19 @@ print(json.dumps({"all_acked": is_complete(run.spool_path)}))
 
 
 def test_a_restarted_nats_server_comes_back_on_its_port_and_live_runs_reconnect(
-        local: Settings, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+        local: Settings, tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> None:
     """SIGKILL the local nats-server under a live run: ``runstream up`` starts it on the same port,
     the run's client reconnects by itself (the finish timeout is far away: it does not just leave
     its events to ``runstream sync``), and the server keeps running and projects all of it."""
     import textwrap
 
+    from runstream.broker.server import free_port
     from tests.sdk_helpers import env_with
 
+    # ports of this test alone (the defaults may be another stack's on a shared machine)
+    monkeypatch.setenv("RUNSTREAM_PORT", str(free_port()))
+    monkeypatch.setenv("RUNSTREAM_HTTP_PORT", "0")
+    local = load_settings()
     before = stack.up(local)
     data = json.loads((local.dir / "stack.json").read_text())
     env = env_with(dict(os.environ), RUNSTREAM_FINISH_TIMEOUT="600", RUNSTREAM_CONSOLE="off",
