@@ -190,6 +190,9 @@ def up(settings: Settings, timeout: float = 30.0) -> StackStatus:
         data = _read(settings)
         st = status(settings)
         if not st.nats_alive:
+            old = data.get("nats_pid")
+            if old and _alive(old) and _is_nats_server(old):
+                _terminate(old)  # ours, not answering: dying (killed a moment ago) or hung; its port is wanted
             # back on the port it had, so that live trainers and the server reconnect to it
             recorded = data.get("nats_port")
             port = free_port(int(recorded) if recorded else settings.port)
@@ -273,6 +276,16 @@ def _port_of(url: str | None) -> int | None:
     from urllib.parse import urlsplit
 
     return urlsplit(url).port
+
+
+def _is_nats_server(pid: int) -> bool:
+    """The process is a ``nats-server`` (a recorded pid may have been reused by another program)."""
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as fh:
+            argv0 = fh.read().split(b"\0", 1)[0]
+    except OSError:
+        return False
+    return argv0.endswith(b"nats-server")
 
 
 def _terminate(pid: int, timeout: float = 15.0) -> None:
