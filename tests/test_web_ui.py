@@ -12,11 +12,13 @@ README's). Without Chromium the module is skipped.
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import subprocess
 import sys
 import textwrap
+import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -184,7 +186,7 @@ def _shot(pg: Any, name: str) -> None:
 
 
 def _rows(pg: Any) -> list[str]:
-    return pg.locator("#runs-table tbody tr.run:not([hidden]) td[data-col=name]").all_inner_texts()
+    return pg.locator("#runs-table tbody tr.run:not([hidden]) td[data-col=name] a.run-link").all_inner_texts()
 
 
 def test_home_lists_projects(site: dict[str, Any], page: Any) -> None:
@@ -627,7 +629,8 @@ def test_rewound_run_offers_its_archived_branch(site: dict[str, Any], page: Any)
 STOP_CHILD = textwrap.dedent("""
     import sys, time
     import runstream
-    run = runstream.init(entity=sys.argv[1], project="stop", id="victim", name="victim")
+    project, rid = (sys.argv[2], sys.argv[3]) if len(sys.argv) > 3 else ("stop", "victim")
+    run = runstream.init(entity=sys.argv[1], project=project, id=rid, name=rid)
     print("ready", flush=True)
     i = 0
     try:
@@ -740,3 +743,145 @@ def test_workspace_media_shows_each_runs_image_at_a_step(site: dict[str, Any], p
     page.select_option("#media-key", "w")
     expect(grid.locator(".media-hist")).to_have_count(2)
     _shot(page, "workspace-media.png")
+
+
+def _eyes(pg: Any) -> dict[str, bool]:
+    """run id → whether its eye (shown in charts) is ticked, in table order."""
+    rows = pg.locator("#runs-table tbody tr.run")
+    ids = rows.evaluate_all("rs => rs.map(r => r.dataset.run)")
+    ticks = pg.locator("#runs-table tbody tr.run input.visible").evaluate_all("es => es.map(e => e.checked)")
+    return dict(zip(ids, ticks, strict=True))
+
+
+def _chart_names(pg: Any, key: str, expected: list[str]) -> list[str]:
+    """The trace names of a chart, sorted, once they are ``expected`` (sorted); a timeout shows them."""
+    chart = pg.locator(f".chart[data-key='{key}']")
+    want = sorted(expected)
+    try:
+        pg.wait_for_function("([el, want]) => el.data && JSON.stringify(el.data.map(t => t.name).sort()) === "
+                             "JSON.stringify(want)", arg=[chart.element_handle(), want], timeout=15_000)
+    except Exception:
+        pass  # the assertion below shows what it has
+    return sorted(chart.evaluate("el => el.data.map(t => t.name)"))
+
+
+def test_visualized_set_follows_sort_max_runs_and_new_runs(site: dict[str, Any], page: Any) -> None:
+    from playwright.sync_api import expect
+
+    e = site["entity"]
+    ids = [f"r-{i:02d}" for i in range(12)]
+    _seed(e, "vis", *ids)
+    page.goto(f"{site['url']}/{e}/vis")
+    expect(page.locator("#run-count")).to_have_text("12 runs")
+    expect(page.locator("#charts-title")).to_have_text("Charts (10 visualized)")
+    newest_first = list(reversed(ids))
+    assert _eyes(page) == {r: i < 10 for i, r in enumerate(newest_first)}
+    page.click("th[data-col=name]")  # descending
+    page.click("th[data-col=name]")  # ascending: the charts follow the sort
+    expect(page.locator("#runs-table tbody tr.run").first).to_have_attribute("data-run", "r-00")
+    assert _eyes(page) == {r: i < 10 for i, r in enumerate(ids)}
+    assert _chart_names(page, "loss", ids[:10]) == ids[:10]
+    colours = page.locator("#runs-table tbody tr.run input.colour").evaluate_all("es => es.map(e => e.value)")
+    assert len(set(colours[:10])) == 10  # no colour repeats among the charted runs
+
+    page.fill("#max-runs", "3")
+    page.press("#max-runs", "Enter")
+    expect(page.locator("#charts-title")).to_have_text("Charts (3 visualized)")
+    assert _chart_names(page, "loss", ["r-00", "r-01", "r-02"]) == ["r-00", "r-01", "r-02"]
+    page.locator("tr[data-run=r-05] input.visible").check()  # the eye still overrides by hand
+    expect(page.locator("#charts-title")).to_have_text("Charts (4 visualized)")
+    assert _chart_names(page, "loss", ["r-00", "r-01", "r-02", "r-05"]) == ["r-00", "r-01", "r-02", "r-05"]
+
+    _seed(e, "vis", "a-new")  # created later, sorts first: it enters the charted set live, r-02 leaves
+    expect(page.locator("#run-count")).to_have_text("13 runs")
+    expect(page.locator("#runs-table tbody tr.run").first).to_have_attribute("data-run", "a-new")
+    expect(page.locator("#charts-title")).to_have_text("Charts (4 visualized)")
+    assert _chart_names(page, "loss", ["a-new", "r-00", "r-01", "r-05"]) == ["a-new", "r-00", "r-01", "r-05"]
+    assert _eyes(page)["r-02"] is False
+    page.reload()  # max runs and the eye's choice persist per project
+    expect(page.locator("#charts-title")).to_have_text("Charts (4 visualized)")
+    expect(page.locator("#max-runs")).to_have_value("3")
+
+
+LONG = "experiment-" + "x" * 70 + "-seed-0042"
+
+
+def test_kebab_rename_delete_crop_notes_and_expand(site: dict[str, Any], page: Any) -> None:
+    from playwright.sync_api import expect
+
+    import runstream
+
+    e = site["entity"]
+    run = runstream.init(entity=e, project="kb", id="long", name=LONG, notes="first line of notes\nsecond line")
+    run.log({"loss": 1.0})
+    run.finish()
+    _seed(e, "kb", "short")
+    page.goto(f"{site['url']}/{e}/kb")
+    expect(page.locator("#run-count")).to_have_text("2 runs")
+    link = page.locator("tr[data-run=long] a.run-link")
+    assert len(LONG) == 91
+    expect(link).to_have_text("experiment-xxx…xxx-seed-0042")  # middle, the default: 28 characters
+    expect(link).to_have_attribute("title", LONG)
+    page.select_option("#name-crop", "end")
+    expect(link).to_have_text(LONG[:27] + "…")
+    page.select_option("#name-crop", "beginning")
+    expect(link).to_have_text("…" + LONG[-27:])
+    page.reload()  # the crop mode persists per project
+    expect(link).to_have_text("…" + LONG[-27:])
+    expect(page.locator("tr[data-run=long] td[data-col=notes]")).to_have_text("first line of notes")
+    expect(page.locator("tr[data-run=short] td[data-col=notes]")).to_have_text("")
+
+    # a single point is drawn as a marker
+    chart = page.locator(".chart[data-key=loss]")
+    page.wait_for_function("el => el.data && el.data.length === 2", arg=chart.element_handle())
+    modes = chart.evaluate("el => Object.fromEntries(el.data.map(t => [t.name, t.mode]))")
+    assert modes == {LONG: "markers", "short": "lines"}
+    expect(chart.locator("g.points path.point")).to_have_count(1)
+
+    page.locator("tr[data-run=long] button.kebab").click()
+    expect(page.locator(".menu .menu-item")).to_have_text(["Rename", "Delete…"])  # finished: no Stop
+    page.click(".menu [data-action=rename]")
+    page.fill("#rename-input", "renamed")
+    page.press("#rename-input", "Enter")
+    expect(page.locator("#action-msg")).to_have_text("Renamed long to renamed.")
+    expect(page.locator("tr[data-run=long] a.run-link")).to_have_text("renamed")
+    with urllib.request.urlopen(f"{site['url']}/api/runs/{e}/kb/long?fresh=true") as resp:
+        assert json.load(resp)["name"] == "renamed"  # through PATCH: a meta event
+
+    page.click("#expand-table")
+    expect(page.locator(".charts-pane")).to_be_hidden()
+    expect(page.locator("#expand-table")).to_have_attribute("aria-pressed", "true")
+    page.select_option("#add-column", "summary.loss")
+    expect(page.locator("tr[data-run=long] td[data-col='summary.loss']")).to_have_text("1")
+    page.click("#expand-table")
+    expect(page.locator(".charts-pane")).to_be_visible()
+
+    page.locator("tr[data-run=short] button.kebab").click()
+    page.click(".menu [data-action=delete]")
+    expect(page.locator("#confirm-runs li")).to_have_text([f"short {e}/kb/short"])
+    page.click("#confirm-delete")
+    expect(page.locator("#action-msg")).to_have_text("Deleted 1 run.")
+    expect(page.locator("#run-count")).to_have_text("1 run")
+
+
+def test_kebab_stop_stops_a_running_run(site: dict[str, Any], page: Any) -> None:
+    from playwright.sync_api import expect
+
+    child = subprocess.Popen([sys.executable, "-c", STOP_CHILD, site["entity"], "kstop", "busy"],
+                             env=site["env"], text=True, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
+                             cwd=site["base"])
+    try:
+        assert child.stdout is not None
+        assert child.stdout.readline().strip() == "ready"
+        page.goto(f"{site['url']}/{site['entity']}/kstop")
+        expect(page.locator("tr[data-run=busy] .badge")).to_have_text("running")
+        page.locator("tr[data-run=busy] button.kebab").click()
+        expect(page.locator(".menu .menu-item")).to_have_text(["Rename", "Stop run", "Delete…"])
+        page.click(".menu [data-action=stop]")
+        expect(page.locator("#action-msg")).to_contain_text("Stop requested for busy")
+        expect(page.locator("tr[data-run=busy] .badge")).to_have_text("killed", timeout=60_000)
+        assert child.wait(60) != 0
+    finally:
+        if child.poll() is None:
+            child.kill()
+        child.communicate(timeout=30)

@@ -7,8 +7,12 @@ const RSCharts = (() => {
   const PALETTE = ["#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f",
                    "#bcbd22", "#17becf", "#3b5bdb", "#e8590c", "#2b8a3e", "#c2255c", "#5f3dc4", "#0b7285"];
 
-  /** A colour for the i-th run or group. */
-  const colour = (i) => PALETTE[i % PALETTE.length];
+  /** A colour for the i-th run or group: the palette, then hues a golden angle apart, so no two of the
+   * charted runs share one. */
+  const colour = (i) => i < PALETTE.length ? PALETTE[i]
+    : `hsl(${Math.round(((i - PALETTE.length) * 137.508 + 17) % 360)}, ${60 + (i % 3) * 12}%, ${38 + (i % 4) * 7}%)`;
+  /** A colour with alpha for a band (hex or hsl). */
+  const faded = (c) => c.startsWith("#") ? c + "33" : c.replace("hsl(", "hsla(").replace(")", ", 0.2)");
 
   /** Plotly reads a small HTML subset in names and labels: escape so user text stays text. */
   const plotlyText = (s) => String(s).replace(/&/g, "&amp;").replace(/</g, "&lt;").replace(/>/g, "&gt;");
@@ -26,11 +30,11 @@ const RSCharts = (() => {
     return out;
   }
 
-  /** Mean and min/max per x bin of several series: {x, mean, lo, hi}. */
+  /** Mean, min/max and population std per x bin of several series: {x, mean, lo, hi, std}. */
   function aggregate(list, bins) {
     let lo = Infinity, hi = -Infinity;
     for (const s of list) for (const x of s.x) { if (x < lo) lo = x; if (x > hi) hi = x; }
-    if (!isFinite(lo)) return { x: [], mean: [], lo: [], hi: [] };
+    if (!isFinite(lo)) return { x: [], mean: [], lo: [], hi: [], std: [] };
     const width = hi > lo ? (hi - lo) / bins : 1;
     const sums = new Map();
     for (const s of list) {
@@ -48,11 +52,13 @@ const RSCharts = (() => {
       }
     }
     const keys = [...sums.keys()].sort((a, b) => a - b);
-    const out = { x: [], mean: [], lo: [], hi: [] };
+    const out = { x: [], mean: [], lo: [], hi: [], std: [] };
     for (const b of keys) {
       const a = sums.get(b);
       out.x.push(a.xs / a.n);
-      out.mean.push(a.vals.reduce((p, v) => p + v, 0) / a.vals.length);
+      const mean = a.vals.reduce((p, v) => p + v, 0) / a.vals.length;
+      out.mean.push(mean);
+      out.std.push(Math.sqrt(a.vals.reduce((p, v) => p + (v - mean) * (v - mean), 0) / a.vals.length));
       out.lo.push(Math.min(...a.vals));
       out.hi.push(Math.max(...a.vals));
     }
@@ -86,12 +92,19 @@ const RSCharts = (() => {
           if (!mine.length) continue;
           const a = aggregate(mine, 200);
           const name = plotlyText(`${g.name} (${members.size})`);
-          out.push({ x: a.x, y: a.lo, mode: "lines", line: { width: 0, color: g.color }, hoverinfo: "skip",
-                     showlegend: false, legendgroup: name, type: "scatter" });
-          out.push({ x: a.x, y: a.hi, mode: "lines", line: { width: 0, color: g.color }, fill: "tonexty",
-                     fillcolor: g.color + "33", hoverinfo: "skip", showlegend: false, legendgroup: name, type: "scatter" });
-          out.push({ x: a.x, y: smooth(a.mean, state.smoothing), mode: "lines", name, legendgroup: name,
-                     line: { color: g.color, width: 2 }, type: "scatter" });
+          // the guide: a line along the mean, a shaded region for the variance (±1 std); min–max as an option
+          const minmax = state.band === "minmax";
+          const lo = minmax ? a.lo : a.mean.map((m, i) => m - a.std[i]);
+          const hi = minmax ? a.hi : a.mean.map((m, i) => m + a.std[i]);
+          const mode = a.x.length === 1 ? "markers" : "lines";
+          out.push({ x: a.x, y: lo, mode, line: { width: 0, color: g.color }, marker: { size: 0.1 }, hoverinfo: "skip",
+                     showlegend: false, legendgroup: name, type: "scatter", meta: "band-lo" });
+          out.push({ x: a.x, y: hi, mode, line: { width: 0, color: g.color }, marker: { size: 0.1 }, fill: "tonexty",
+                     fillcolor: faded(g.color), hoverinfo: "skip", showlegend: false, legendgroup: name, type: "scatter",
+                     meta: "band-hi" });
+          out.push({ x: a.x, y: smooth(a.mean, state.smoothing), mode: a.x.length === 1 ? "markers" : "lines", name,
+                     legendgroup: name, line: { color: g.color, width: 2 }, marker: { color: g.color, size: 8 },
+                     type: "scatter", meta: "mean" });
         }
         return out;
       }
@@ -116,7 +129,9 @@ const RSCharts = (() => {
           }
           continue;
         }
-        out.push({ x: s.x, y, mode: "lines", name, line: { color: run.color, width: 1.5 }, type: "scatter" });
+        // a run with a single point draws it as a marker (a line of one point is invisible)
+        out.push({ x: s.x, y, mode: s.x.length === 1 ? "markers" : "lines", name, line: { color: run.color, width: 1.5 },
+                   marker: { color: run.color, size: 8 }, type: "scatter" });
       }
       return out;
     }
@@ -144,10 +159,34 @@ const RSCharts = (() => {
       return {
         ...markers(),
         title: { text: plotlyText(key), font: { size: 13 }, x: 0.02 },
-        margin: { l: 50, r: 10, t: 30, b: 35 }, height: 260, showlegend: false, hovermode: "closest",
-        xaxis: { title: { text: state.x, font: { size: 11 } }, ...xr },
-        yaxis: { type: state.log ? "log" : "linear", autorange: true },
+        margin: { l: 50, r: 10, t: 30, b: 35 }, height: 260, hovermode: "closest",
+        showlegend: Boolean(state.groups), legend: { orientation: "h", y: -0.25, font: { size: 11 } },
+        paper_bgcolor: "rgba(0,0,0,0)", plot_bgcolor: "rgba(0,0,0,0)", font: { color: themeColour("--fg") },
+        xaxis: { title: { text: state.x, font: { size: 11 } }, gridcolor: themeColour("--line"), ...xr },
+        yaxis: { type: state.log ? "log" : "linear", gridcolor: themeColour("--line"), ...yRange(key) },
       };
+    }
+
+    /** The y range: autorange, or the 5th–95th percentile of the points (padded) when outliers are
+     * ignored — state.outliers "on", or "auto" (the default) when one series dwarfs the rest. */
+    function yRange(key) {
+      const list = state.series.filter((s) => s.key === key && (state.groups || state.runs.has(s.run_id)));
+      const chart = charts.get(key);
+      const ignore = state.outliers === "on" || (state.outliers !== "off" && dwarfs(list));
+      if (chart) chart.div.dataset.outliers = ignore ? "ignored" : "shown";
+      if (!ignore || state.log) return { autorange: true };
+      const ys = list.flatMap((s) => s.y).filter((v) => Number.isFinite(v)).sort((a, b) => a - b);
+      if (ys.length < 3) return { autorange: true };
+      const q = (p) => ys[Math.min(ys.length - 1, Math.max(0, Math.round(p * (ys.length - 1))))];
+      const lo = q(0.05), hi = q(0.95), pad = (hi - lo || Math.abs(hi) || 1) * 0.1;
+      return { autorange: false, range: [lo - pad, hi + pad] };
+    }
+
+    /** True when one series' largest |y| is over 10× every other series' largest (three or more series). */
+    function dwarfs(list) {
+      if (list.length < 3) return false;
+      const peaks = list.map((s) => s.y.reduce((m, v) => (Number.isFinite(v) ? Math.max(m, Math.abs(v)) : m), 0)).sort((a, b) => b - a);
+      return peaks[1] > 0 && peaks[0] > 10 * peaks[1];
     }
 
     function draw(key) {
@@ -206,6 +245,11 @@ const RSCharts = (() => {
     }
 
     return { set, replaceKey, get state() { return state; } };
+  }
+
+  /** A theme colour (a CSS custom property of :root) for plotly, which cannot read CSS variables. */
+  function themeColour(name) {
+    return getComputedStyle(document.documentElement).getPropertyValue(name).trim() || "#444";
   }
 
   return { panel, colour, smooth, aggregate, plotlyText, PALETTE };

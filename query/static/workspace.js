@@ -9,14 +9,16 @@
   const store = `runstream.ws.${entity}/${project}.`;
   const load = (k, d) => { try { const v = localStorage.getItem(store + k); return v === null ? d : JSON.parse(v); } catch { return d; } };
   const save = (k, v) => localStorage.setItem(store + k, JSON.stringify(v));
-  const DEFAULT_VISIBLE = 10;
+  const DEFAULT_MAX_RUNS = 10;  // the guide: the charts show the first 10 runs of the table (its sort, filters, search)
   const PAGE = 1000;
 
   const st = {
     runs: [], total: 0, search: "", filters: load("filters", []), order: load("order", "-created_at"),
-    groupBy: load("groupBy", ""), columns: load("columns", []), visible: load("visible", null),
+    groupBy: load("groupBy", ""), columns: load("columns", []),
+    overrides: load("overrides", {}),  // run_id → true/false: the eye icon's choice, over the first-N rule
+    maxRuns: load("maxRuns", DEFAULT_MAX_RUNS), crop: load("crop", "middle"), expanded_view: false,
     colours: load("colours", {}), selected: new Set(), expanded: new Set(), x: load("x", "_step"),
-    smoothing: load("smoothing", 0), log: load("log", false),
+    smoothing: load("smoothing", 0), log: load("log", false), band: load("band", "std"), outliers: load("outliers", "auto"),
     pending: null,  // the move or delete being confirmed: {kind, runs} (the runs it acts on, fixed when asked)
   };
 
@@ -36,6 +38,13 @@
   const groupBox = h("select", { id: "group-by", title: "Group runs" });
   const columnBox = h("select", { id: "add-column" });
   const countLabel = h("span", { id: "run-count", class: "muted" });
+  const maxRunsBox = h("input", { id: "max-runs", type: "number", min: 1, max: 1000, step: 1, value: st.maxRuns,
+                                  "aria-label": "Runs shown in the charts", title: "The first N runs of the table are charted" });
+  const cropBox = h("select", { id: "name-crop", title: "Crop long run names", "aria-label": "Crop run names" },
+    [["end", "crop end"], ["middle", "crop middle"], ["beginning", "crop beginning"]].map(([v, l]) => h("option", { value: v }, l)));
+  cropBox.value = st.crop;
+  const expandBtn = h("button", { id: "expand-table", "aria-pressed": "false", title: "Show the full runs table",
+                                  onclick: () => toggleExpanded() }, "⤢ Expand");
 
   const tagBox = h("input", { id: "bulk-tag", placeholder: "tag", size: 10 });
   const bulkMsg = h("span", { id: "bulk-msg", class: "muted" });
@@ -56,31 +65,39 @@
   const smoothBox = h("input", { id: "smoothing", type: "range", min: 0, max: 0.99, step: 0.01 });
   const smoothLabel = h("span", { id: "smoothing-value", class: "muted" });
   const logBox = h("input", { id: "log-scale", type: "checkbox" });
+  const bandBox = h("select", { id: "group-band", title: "The shaded band of a group", "aria-label": "Group band" },
+    h("option", { value: "std" }, "band ±1 std"), h("option", { value: "minmax" }, "band min–max"));
+  const outlierBox = h("select", { id: "outliers", title: "Ignore outliers in the y range", "aria-label": "Outliers" },
+    h("option", { value: "auto" }, "outliers: auto"), h("option", { value: "on" }, "ignore outliers"),
+    h("option", { value: "off" }, "show outliers"));
   const chartRoot = h("div", { id: "charts" });
   const mediaRoot = h("section", { id: "workspace-media" });
 
   main.append(
     h("section", { class: "runs-pane" },
-      h("div", { class: "toolbar" }, searchBox, countLabel),
+      h("div", { class: "toolbar" }, searchBox, countLabel, h("span", { class: "spacer" }), expandBtn),
       h("div", { class: "toolbar" }, "Filter ", fieldBox, opBox, valueBox,
         h("button", { id: "filter-add", onclick: () => addFilter() }, "Add filter"), fieldList, chips),
-      h("div", { class: "toolbar" }, "Group by ", groupBox, " Add column ", columnBox),
+      h("div", { class: "toolbar" }, "Group by ", groupBox, " Add column ", columnBox, " ", cropBox,
+        h("label", {}, " Charted runs ", maxRunsBox)),
       bulk, confirmPanel, actionMsg, h("div", { class: "table-wrap" }, table)),
     h("section", { class: "charts-pane" },
       h("div", { class: "toolbar" }, chartsTitle, h("label", {}, "x ", xBox),
-        h("label", {}, " smoothing ", smoothBox, smoothLabel), h("label", {}, logBox, " log scale")),
+        h("label", {}, " smoothing ", smoothBox, smoothLabel), h("label", {}, logBox, " log scale"), bandBox, outlierBox),
       chartRoot, mediaRoot));
 
   xBox.value = st.x;
   smoothBox.value = st.smoothing;
   smoothLabel.textContent = String(st.smoothing);
   logBox.checked = st.log;
+  bandBox.value = st.band;
+  outlierBox.value = st.outliers;
 
   // -- columns ----------------------------------------------------------------------------------
 
   const meta = (r) => (r.metadata && typeof r.metadata === "object" ? r.metadata : {});
   const FIXED = [
-    { id: "name", label: "Name", order: "name", cell: (r) => h("a", { href: rs.runHref(entity, project, r.run_id), class: "run-link" }, r.name || r.run_id) },
+    { id: "name", label: "Name", order: "name", cell: (r) => nameCell(r) },
     { id: "state", label: "State", order: "state", cell: (r) => rs.stateBadge(r.state) },
     { id: "created", label: "Created", order: "created_at", cell: (r) => rs.fmtTime(r.created_at) },
     { id: "runtime", label: "Runtime", order: "runtime", cell: (r) => rs.fmtDuration(r.runtime) },
@@ -88,7 +105,23 @@
     { id: "group", label: "Group", order: "group", cell: (r) => r.group || "" },
     { id: "job_type", label: "Job type", order: "job_type", cell: (r) => r.job_type || "" },
     { id: "user", label: "User", order: "user", cell: (r) => meta(r).username || "" },
+    { id: "notes", label: "Notes", cell: (r) => h("span", { class: "notes", title: r.notes || "" }, crop((r.notes || "").split("\n")[0], 40, "end")) },
   ];
+  const NAME_WIDTH = 28;
+  /** `text` cropped to `n` characters at its end, middle or beginning (the guide's three modes). */
+  function crop(text, n, mode) {
+    const t = String(text);
+    if (t.length <= n) return t;
+    if (mode === "end") return t.slice(0, n - 1) + "…";
+    if (mode === "beginning") return "…" + t.slice(t.length - n + 1);
+    const head = Math.ceil((n - 1) / 2);
+    return t.slice(0, head) + "…" + t.slice(t.length - (n - 1 - head));
+  }
+  function nameCell(r) {
+    const full = r.name || r.run_id;
+    return [h("a", { href: rs.runHref(entity, project, r.run_id), class: "run-link", title: full },
+              crop(full, NAME_WIDTH, st.crop)), kebab(r)];
+  }
   function userColumn(id) {
     const [kind, ...rest] = id.split(".");
     const key = rest.join(".");
@@ -155,21 +188,24 @@
     document.getElementById("banner").hidden = true;
     st.runs = runs;
     st.total = total;
-    if (st.visible === null) {
-      st.visible = runs.slice(0, DEFAULT_VISIBLE).map((r) => r.run_id);
-      save("visible", st.visible);
-    }
     render();
     fetchCharts();
   }
 
-  const visibleSet = () => new Set(st.visible || []);
-  const shownRuns = () => { const v = visibleSet(); return st.runs.filter((r) => v.has(r.run_id)); };
+  /** The charted runs: the first maxRuns of the table in its current order (filters and search applied),
+   * then the eye icon's choices on top. */
+  const shownRuns = () => st.runs.filter((r, i) => {
+    const o = st.overrides[r.run_id];
+    return o === undefined ? i < st.maxRuns : o;
+  });
+  let shownIdx = new Map();  // run_id → position among the charted runs; rebuilt by render()
+  const indexShown = () => { shownIdx = new Map(shownRuns().map((r, i) => [r.run_id, i])); };
+  const visibleSet = () => shownIdx;
 
   function colourOf(r) {
     if (st.colours[r.run_id]) return st.colours[r.run_id];
-    const i = (st.visible || []).indexOf(r.run_id);
-    if (i >= 0) return RSCharts.colour(i);
+    const i = shownIdx.get(r.run_id);
+    if (i !== undefined) return RSCharts.colour(i);
     let hash = 0;
     for (const c of r.run_uid || r.run_id) hash = (hash * 31 + c.charCodeAt(0)) >>> 0;
     return RSCharts.colour(hash);
@@ -219,10 +255,11 @@
     if (st.groupBy) {
       gs = [...groups(shown)].map(([name, members], i) => ({ name, color: RSCharts.colour(i), members: members.map((r) => r.run_id) }));
     }
-    return { series, runs, groups: gs, x: st.x, smoothing: Number(st.smoothing), log: st.log };
+    return { series, runs, groups: gs, x: st.x, smoothing: Number(st.smoothing), log: st.log, band: st.band, outliers: st.outliers };
   }
 
   async function fetchCharts() {
+    indexShown();
     const token = ++chartToken;
     const shown = shownRuns();
     chartsTitle.textContent = `Charts (${shown.length} visualized)`;
@@ -262,7 +299,7 @@
     const cells = columns().map((c) => {
       const dir = st.order === `+${c.order}` || st.order === c.order ? "asc" : st.order === `-${c.order}` ? "desc" : null;
       const th = h("th", { "data-col": c.id, class: c.order ? "sortable" : null, "aria-sort": dir ? `${dir}ending` : null },
-        c.label, dir ? h("span", { class: "arrow" }, dir === "asc" ? " ▲" : " ▼") : null);
+        h("span", { class: "resizable" }, c.label, dir ? h("span", { class: "arrow" }, dir === "asc" ? " ▲" : " ▼") : null));
       if (c.order) th.addEventListener("click", () => { st.order = dir === "desc" ? `+${c.order}` : `-${c.order}`; save("order", st.order); fetchRuns(); });
       if (c.removable) {
         th.append(h("button", { class: "x", title: "Remove column", onclick: (ev) => { ev.stopPropagation();
@@ -289,6 +326,7 @@
   }
 
   function render() {
+    indexShown();
     const body = h("tbody", {});
     if (!st.runs.length) {
       body.append(h("tr", {}, h("td", { colspan: columns().length + 3, class: "empty" },
@@ -357,12 +395,75 @@
   const sameIds = (a, b) => { const ids = new Set(a.map((r) => r.run_id)); return a.length === b.length && b.every((r) => ids.has(r.run_id)); };
 
   function setVisible(ids, on) {
-    const v = visibleSet();
-    for (const id of ids) on ? v.add(id) : v.delete(id);
-    st.visible = [...v];
-    save("visible", st.visible);
+    for (const id of ids) st.overrides[id] = on;
+    save("overrides", st.overrides);
     render();
     fetchCharts();
+  }
+
+  // -- the kebab menu of a run: rename, stop (while running), delete --------------------------------
+
+  let openMenu = null;
+  function closeMenu() { if (openMenu) { openMenu.remove(); openMenu = null; } }
+  document.addEventListener("click", (ev) => { if (openMenu && !openMenu.contains(ev.target)) closeMenu(); });
+  document.addEventListener("keydown", (ev) => { if (ev.key === "Escape") closeMenu(); });
+
+  function kebab(r) {
+    return h("button", { class: "kebab", title: "Run actions", "aria-haspopup": "menu", "aria-label": `Actions for ${r.name || r.run_id}`,
+      onclick: (ev) => {
+        ev.stopPropagation();
+        const had = openMenu && openMenu.dataset.run === r.run_id;
+        closeMenu();
+        if (had) return;
+        const item = (id, label, fn, cls) => h("button", { role: "menuitem", class: `menu-item ${cls || ""}`, "data-action": id,
+          onclick: (e) => { e.stopPropagation(); closeMenu(); fn(); } }, label);
+        openMenu = h("div", { class: "menu", role: "menu", "data-run": r.run_id },
+          item("rename", "Rename", () => startRename(r)),
+          r.state === "running" ? item("stop", "Stop run", () => stopRun(r)) : null,
+          item("delete", "Delete…", () => { st.selected = new Set([r.run_id]); render(); ask("delete"); }, "danger"));
+        ev.currentTarget.parentElement.append(openMenu);
+        openMenu.querySelector("button").focus();
+      } }, "⋮");
+  }
+
+  function startRename(r) {
+    const cell = table.querySelector(`tr.run[data-run="${CSS.escape(r.run_id)}"] td[data-col=name]`);
+    if (!cell) return;
+    const box = h("input", { id: "rename-input", value: r.name || r.run_id, "aria-label": "New run name", size: 24 });
+    box.addEventListener("keydown", async (ev) => {
+      if (ev.key === "Escape") { render(); return; }
+      if (ev.key !== "Enter") return;
+      const name = box.value.trim();
+      if (!name) { showMessage("A run's name cannot be empty.", true); return; }
+      box.disabled = true;
+      try {
+        await rs.api("PATCH", runApi(r), { name });
+        showMessage(`Renamed ${r.run_id} to ${name}.`);
+      } catch (e) {
+        showMessage(`Could not rename: ${e.message}`, true);
+      }
+      fetchRuns();
+    });
+    cell.replaceChildren(box);
+    box.focus();
+    box.select();
+  }
+
+  async function stopRun(r) {
+    try {
+      const res = await rs.api("POST", `${runApi(r)}/stop`, { requested_by: "web" });
+      showMessage(`Stop requested for ${r.name || r.run_id}${res && res.state ? ` (${res.state})` : ""}.`);
+    } catch (e) {
+      showMessage(`Could not stop: ${e.message}`, true);
+    }
+  }
+
+  function toggleExpanded() {
+    st.expanded_view = !st.expanded_view;
+    main.classList.toggle("expanded", st.expanded_view);
+    expandBtn.setAttribute("aria-pressed", String(st.expanded_view));
+    expandBtn.textContent = st.expanded_view ? "⤡ Back to charts" : "⤢ Expand";
+    if (!st.expanded_view) window.dispatchEvent(new Event("resize"));  // plotly re-fits the charts it hid
   }
 
   // -- actions ----------------------------------------------------------------------------------
@@ -454,8 +555,8 @@
   /** The runs acted on leave the selection and the charts' settings of this project. */
   function forget(runIds) {
     for (const id of runIds) { st.selected.delete(id); delete st.colours[id]; }
-    st.visible = (st.visible || []).filter((id) => !runIds.includes(id));
-    save("visible", st.visible);
+    for (const id of runIds) delete st.overrides[id];
+    save("overrides", st.overrides);
     save("colours", st.colours);
   }
 
@@ -504,9 +605,16 @@
   columnBox.addEventListener("change", () => {
     if (columnBox.value) { st.columns.push(columnBox.value); save("columns", st.columns); render(); }
   });
+  maxRunsBox.addEventListener("change", () => {
+    const n = Math.max(1, Math.floor(Number(maxRunsBox.value) || DEFAULT_MAX_RUNS));
+    st.maxRuns = n; maxRunsBox.value = n; save("maxRuns", n); render(); fetchCharts();
+  });
+  cropBox.addEventListener("change", () => { st.crop = cropBox.value; save("crop", st.crop); render(); });
   xBox.addEventListener("change", () => { st.x = xBox.value; save("x", st.x); fetchCharts(); });
   smoothBox.addEventListener("input", () => { st.smoothing = Number(smoothBox.value); smoothLabel.textContent = smoothBox.value; save("smoothing", st.smoothing); redrawCharts(); });
   logBox.addEventListener("change", () => { st.log = logBox.checked; save("log", st.log); redrawCharts(); });
+  bandBox.addEventListener("change", () => { st.band = bandBox.value; save("band", st.band); redrawCharts(); });
+  outlierBox.addEventListener("change", () => { st.outliers = outlierBox.value; save("outliers", st.outliers); redrawCharts(); });
 
   // live: the project's runs as they change; a new run or a visible run that logged more refetches
   let liveTimer = null;
