@@ -885,3 +885,61 @@ def test_kebab_stop_stops_a_running_run(site: dict[str, Any], page: Any) -> None
         if child.poll() is None:
             child.kill()
         child.communicate(timeout=30)
+
+
+def _sql(site: dict[str, Any], sql: str) -> list[dict[str, Any]]:
+    req = urllib.request.Request(f"{site['url']}/api/sql", data=json.dumps({"sql": sql, "fresh": True}).encode(),
+                                 headers={"Content-Type": "application/json"}, method="POST")
+    with urllib.request.urlopen(req) as resp:
+        return json.load(resp)["rows"]
+
+
+def test_group_mean_and_std_band_match_sql_and_outliers(site: dict[str, Any], page: Any) -> None:
+    from playwright.sync_api import expect
+
+    e = site["entity"]
+    page.goto(f"{site['url']}/{e}/ws")
+    expect(page.locator("#run-count")).to_have_text("4 runs")
+    page.select_option("#group-by", "config.opt")
+    chart = page.locator(".chart[data-key='train/loss']")
+    page.wait_for_function("el => el.data && el.data.length === 6", arg=chart.element_handle())
+    expect(chart.locator(".legend .traces")).to_have_count(2)  # a legend naming each group
+    expect(chart.locator(".legend .traces text.legendtext")).to_have_text(["sgd (2)", "adam (2)"])  # newest first
+    traces = chart.evaluate("el => el.data.map(t => ({name: t.name, meta: t.meta, x: t.x, y: t.y}))")
+    rows = _sql(site, f"""SELECT h.step, avg(h.value) AS mean, stddev_pop(h.value) AS std FROM history h
+        JOIN runs r USING (run_uid) WHERE r.entity = '{e}' AND r.project = 'ws' AND r.run_id IN ('alpha-1', 'beta-1')
+        AND h.key = 'train/loss' GROUP BY h.step ORDER BY h.step""")
+    assert len(rows) == 30
+    adam = [t for t in traces if t["name"] == "adam (2)"][0]
+    lo, hi = traces[traces.index(adam) - 2], traces[traces.index(adam) - 1]
+    assert (lo["meta"], hi["meta"]) == ("band-lo", "band-hi")
+    assert adam["x"] == [r["step"] for r in rows]
+    assert adam["y"] == pytest.approx([r["mean"] for r in rows], rel=1e-9)
+    assert hi["y"] == pytest.approx([r["mean"] + r["std"] for r in rows], rel=1e-9)
+    assert lo["y"] == pytest.approx([r["mean"] - r["std"] for r in rows], rel=1e-9, abs=1e-12)
+    page.select_option("#group-band", "minmax")
+    band = traces.index(adam) - 2
+    page.wait_for_function(f"el => el.data[{band}].y[0] !== " + json.dumps(lo["y"][0]), arg=chart.element_handle())
+    mins = _sql(site, f"""SELECT h.step, min(h.value) AS lo FROM history h JOIN runs r USING (run_uid)
+        WHERE r.entity = '{e}' AND r.project = 'ws' AND r.run_id IN ('alpha-1', 'beta-1') AND h.key = 'train/loss'
+        GROUP BY h.step ORDER BY h.step""")
+    assert chart.evaluate(f"el => el.data[{band}].y") == pytest.approx([r["lo"] for r in mins], rel=1e-9)
+    page.select_option("#group-band", "std")
+    page.select_option("#group-by", "")
+
+    # one diverged run dwarfs the rest: the y range ignores outliers by default, and can show them
+    import runstream
+
+    for i, peak in enumerate((1.0, 1.2, 0.9, 210.0)):
+        run = runstream.init(entity=e, project="spike", id=f"s-{i}", name=f"s-{i}")
+        for step in range(20):
+            run.log({"loss": peak if step == 10 else 1.0 - step / 40})
+        run.finish()
+    page.goto(f"{site['url']}/{e}/spike")
+    spike = page.locator(".chart[data-key=loss]")
+    expect(spike).to_have_attribute("data-outliers", "ignored")
+    top = spike.evaluate("el => el.layout.yaxis.range[1]")
+    assert top < 5
+    page.select_option("#outliers", "off")
+    expect(spike).to_have_attribute("data-outliers", "shown")
+    page.wait_for_function("el => el._fullLayout.yaxis.range[1] > 200", arg=spike.element_handle())
