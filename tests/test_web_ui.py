@@ -943,3 +943,41 @@ def test_group_mean_and_std_band_match_sql_and_outliers(site: dict[str, Any], pa
     page.select_option("#outliers", "off")
     expect(spike).to_have_attribute("data-outliers", "shown")
     page.wait_for_function("el => el._fullLayout.yaxis.range[1] > 200", arg=spike.element_handle())
+
+
+def test_url_reproduces_the_view_and_the_guide_run_url(site: dict[str, Any], page: Any, browser: Any) -> None:
+    from playwright.sync_api import expect
+
+    e = site["entity"]
+    page.goto(f"{site['url']}/{e}/ws")
+    expect(page.locator("#run-count")).to_have_text("4 runs")
+    page.click("th[data-col=name]")  # descending
+    page.fill("#filter-field", "config.lr")
+    page.select_option("#filter-op", "<")
+    page.fill("#filter-value", "0.05")
+    page.click("#filter-add")
+    expect(page.locator("#run-count")).to_have_text("2 runs")
+    page.select_option("#group-by", "config.opt")
+    chart = page.locator(".chart[data-key='train/loss']")
+    page.wait_for_function("el => el.data && el.data.length === 6", arg=chart.element_handle())
+    chart.evaluate("el => Plotly.relayout(el, {'xaxis.range[0]': 5, 'xaxis.range[1]': 12})")
+    page.wait_for_function("() => location.search.includes('zoom')")
+    link = page.url
+    other = browser.new_context(viewport={"width": 1280, "height": 800})  # nothing saved there
+    try:
+        fresh = other.new_page()
+        fresh.goto(link)
+        expect(fresh.locator("#run-count")).to_have_text("2 runs")
+        expect(fresh.locator("th[data-col=name]")).to_have_attribute("aria-sort", "descending")
+        expect(fresh.locator("#filter-chips .chip")).to_have_text("config.lr < 0.05×")
+        expect(fresh.locator("#group-by")).to_have_value("config.opt")
+        expect(fresh.locator("tr.group-row")).to_have_count(2)
+        zoomed = fresh.locator(".chart[data-key='train/loss']")
+        fresh.wait_for_function("el => el.layout && el.layout.xaxis.range && el.layout.xaxis.range[0] === 5 && "
+                                "el.layout.xaxis.range[1] === 12", arg=zoomed.element_handle())
+        fresh.goto(f"{site['url']}/{e}/ws/alpha-1")  # the guide's run URL
+        expect(fresh).to_have_url(f"{site['url']}/{e}/ws/runs/alpha-1")
+        fresh.goto(f"{site['url']}/{e}/ws/runs/alpha-1#logs")  # the tab is in the URL too
+        expect(fresh.locator(".tabs a.active")).to_have_text("Logs")
+    finally:
+        other.close()

@@ -213,7 +213,7 @@ const RSCharts = (() => {
         for (const key of list) {
           let chart = charts.get(key);
           if (!chart) {
-            chart = { div: h("div", { class: "chart", "data-key": key }), range: null, bound: false };
+            chart = { div: h("div", { class: "chart", "data-key": key }), range: (state.zoom || {})[key] || null, bound: false };
             charts.set(key, chart);
           }
           grid.appendChild(chart.div);

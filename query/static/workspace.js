@@ -12,6 +12,10 @@
   const DEFAULT_MAX_RUNS = 10;  // the guide: the charts show the first 10 runs of the table (its sort, filters, search)
   const PAGE = 1000;
 
+  // a link reproduces the view: sort, filters, search, grouping, x axis, max runs and zoom live in the URL
+  // (they win over this browser's saved settings of the project)
+  const url = new URLSearchParams(location.search);
+  const fromUrl = (k, d, parse) => { if (!url.has(k)) return d; try { return parse ? JSON.parse(url.get(k)) : url.get(k); } catch { return d; } };
   const st = {
     runs: [], total: 0, search: "", filters: load("filters", []), order: load("order", "-created_at"),
     groupBy: load("groupBy", ""), columns: load("columns", []),
@@ -20,7 +24,29 @@
     colours: load("colours", {}), selected: new Set(), expanded: new Set(), x: load("x", "_step"),
     smoothing: load("smoothing", 0), log: load("log", false), band: load("band", "std"), outliers: load("outliers", "auto"),
     pending: null,  // the move or delete being confirmed: {kind, runs} (the runs it acts on, fixed when asked)
+    zoom: {},  // metric key → [x0, x1] of a zoomed chart
   };
+  st.order = fromUrl("sort", st.order);
+  st.filters = fromUrl("filters", st.filters, true);
+  st.search = fromUrl("q", st.search);
+  st.groupBy = fromUrl("group", st.groupBy);
+  st.x = fromUrl("x", st.x);
+  st.maxRuns = Number(fromUrl("max", st.maxRuns)) || DEFAULT_MAX_RUNS;
+  st.zoom = fromUrl("zoom", st.zoom, true) || {};
+
+  /** The view into the address bar (replaceState: no history entry per click). */
+  function syncUrl() {
+    const q = new URLSearchParams();
+    q.set("sort", st.order);
+    if (st.filters.length) q.set("filters", JSON.stringify(st.filters));
+    if (st.search) q.set("q", st.search);
+    if (st.groupBy) q.set("group", st.groupBy);
+    if (st.x !== "_step") q.set("x", st.x);
+    if (st.maxRuns !== DEFAULT_MAX_RUNS) q.set("max", String(st.maxRuns));
+    if (Object.keys(st.zoom).length) q.set("zoom", JSON.stringify(st.zoom));
+    const next = `${location.pathname}?${q}`;
+    if (next !== location.pathname + location.search) history.replaceState(null, "", next);
+  }
 
   document.title = `${project} · runstream`;
   const main = rs.frame([[entity, null], [project, rs.projectHref(entity, project)]]);
@@ -87,6 +113,7 @@
       chartRoot, mediaRoot));
 
   xBox.value = st.x;
+  searchBox.value = st.search;
   smoothBox.value = st.smoothing;
   smoothLabel.textContent = String(st.smoothing);
   logBox.checked = st.log;
@@ -232,7 +259,11 @@
   }
 
   let chartToken = 0;
-  const panel = RSCharts.panel(chartRoot, zoom);
+  const panel = RSCharts.panel(chartRoot, (key, lo, hi) => {
+    if (lo === null) delete st.zoom[key]; else st.zoom[key] = [Number(lo), Number(hi)];
+    syncUrl();
+    zoom(key, lo, hi);
+  });
   const mediaPanel = RSWorkspaceMedia.panel(mediaRoot, entity, project);
   function buckets(n) { return n > 100 ? 100 : n > 20 ? 250 : 500; }
 
@@ -255,7 +286,7 @@
     if (st.groupBy) {
       gs = [...groups(shown)].map(([name, members], i) => ({ name, color: RSCharts.colour(i), members: members.map((r) => r.run_id) }));
     }
-    return { series, runs, groups: gs, x: st.x, smoothing: Number(st.smoothing), log: st.log, band: st.band, outliers: st.outliers };
+    return { series, runs, groups: gs, x: st.x, zoom: st.zoom, smoothing: Number(st.smoothing), log: st.log, band: st.band, outliers: st.outliers };
   }
 
   async function fetchCharts() {
@@ -269,6 +300,7 @@
       if (token !== chartToken) return;
       panel.set(chartState(series));
       chartRoot.dataset.ready = String(token);
+      for (const [key, [lo, hi]] of Object.entries(st.zoom)) zoom(key, lo, hi);  // a linked zoom, at full resolution
     } catch (e) {
       rs.showError(`Could not load charts: ${e.message}`);
     }
@@ -327,6 +359,7 @@
 
   function render() {
     indexShown();
+    syncUrl();
     const body = h("tbody", {});
     if (!st.runs.length) {
       body.append(h("tr", {}, h("td", { colspan: columns().length + 3, class: "empty" },
@@ -601,7 +634,7 @@
     searchTimer = setTimeout(() => { st.search = searchBox.value; fetchRuns(); }, 250);
   });
   valueBox.addEventListener("keydown", (ev) => { if (ev.key === "Enter") addFilter(); });
-  groupBox.addEventListener("change", () => { st.groupBy = groupBox.value; save("groupBy", st.groupBy); render(); redrawCharts(); });
+  groupBox.addEventListener("change", () => { st.groupBy = groupBox.value; syncUrl(); save("groupBy", st.groupBy); render(); redrawCharts(); });
   columnBox.addEventListener("change", () => {
     if (columnBox.value) { st.columns.push(columnBox.value); save("columns", st.columns); render(); }
   });
@@ -610,7 +643,7 @@
     st.maxRuns = n; maxRunsBox.value = n; save("maxRuns", n); render(); fetchCharts();
   });
   cropBox.addEventListener("change", () => { st.crop = cropBox.value; save("crop", st.crop); render(); });
-  xBox.addEventListener("change", () => { st.x = xBox.value; save("x", st.x); fetchCharts(); });
+  xBox.addEventListener("change", () => { st.x = xBox.value; st.zoom = {}; save("x", st.x); syncUrl(); fetchCharts(); });
   smoothBox.addEventListener("input", () => { st.smoothing = Number(smoothBox.value); smoothLabel.textContent = smoothBox.value; save("smoothing", st.smoothing); redrawCharts(); });
   logBox.addEventListener("change", () => { st.log = logBox.checked; save("log", st.log); redrawCharts(); });
   bandBox.addEventListener("change", () => { st.band = bandBox.value; save("band", st.band); redrawCharts(); });
