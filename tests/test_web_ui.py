@@ -745,8 +745,15 @@ def test_workspace_media_shows_each_runs_image_at_a_step(site: dict[str, Any], p
     _shot(page, "workspace-media.png")
 
 
-def _eyes(pg: Any) -> dict[str, bool]:
-    """run id → whether its eye (shown in charts) is ticked, in table order."""
+def _eyes(pg: Any, want: dict[str, bool] | None = None) -> dict[str, bool]:
+    """run id → whether its eye (shown in charts) is ticked, in table order (once it is ``want``)."""
+    if want is not None:
+        try:
+            pg.wait_for_function("want => JSON.stringify(Object.fromEntries([...document.querySelectorAll("
+                                 "'#runs-table tbody tr.run')].map(r => [r.dataset.run, r.querySelector("
+                                 "'input.visible').checked]))) === JSON.stringify(want)", arg=want, timeout=15_000)
+        except Exception:
+            pass  # the assertion shows what it has
     rows = pg.locator("#runs-table tbody tr.run")
     ids = rows.evaluate_all("rs => rs.map(r => r.dataset.run)")
     ticks = pg.locator("#runs-table tbody tr.run input.visible").evaluate_all("es => es.map(e => e.checked)")
@@ -775,11 +782,15 @@ def test_visualized_set_follows_sort_max_runs_and_new_runs(site: dict[str, Any],
     expect(page.locator("#run-count")).to_have_text("12 runs")
     expect(page.locator("#charts-title")).to_have_text("Charts (10 visualized)")
     newest_first = list(reversed(ids))
-    assert _eyes(page) == {r: i < 10 for i, r in enumerate(newest_first)}
+    want = {r: i < 10 for i, r in enumerate(newest_first)}
+    assert _eyes(page, want) == want
     page.click("th[data-col=name]")  # descending
+    expect(page.locator("th[data-col=name]")).to_have_attribute("aria-sort", "descending")
     page.click("th[data-col=name]")  # ascending: the charts follow the sort
+    expect(page.locator("th[data-col=name]")).to_have_attribute("aria-sort", "ascending")
     expect(page.locator("#runs-table tbody tr.run").first).to_have_attribute("data-run", "r-00")
-    assert _eyes(page) == {r: i < 10 for i, r in enumerate(ids)}
+    want = {r: i < 10 for i, r in enumerate(ids)}
+    assert _eyes(page, want) == want
     assert _chart_names(page, "loss", ids[:10]) == ids[:10]
     colours = page.locator("#runs-table tbody tr.run input.colour").evaluate_all("es => es.map(e => e.value)")
     assert len(set(colours[:10])) == 10  # no colour repeats among the charted runs
@@ -797,7 +808,7 @@ def test_visualized_set_follows_sort_max_runs_and_new_runs(site: dict[str, Any],
     expect(page.locator("#runs-table tbody tr.run").first).to_have_attribute("data-run", "a-new")
     expect(page.locator("#charts-title")).to_have_text("Charts (4 visualized)")
     assert _chart_names(page, "loss", ["a-new", "r-00", "r-01", "r-05"]) == ["a-new", "r-00", "r-01", "r-05"]
-    assert _eyes(page)["r-02"] is False
+    expect(page.locator("tr[data-run=r-02] input.visible")).not_to_be_checked()
     page.reload()  # max runs and the eye's choice persist per project
     expect(page.locator("#charts-title")).to_have_text("Charts (4 visualized)")
     expect(page.locator("#max-runs")).to_have_value("3")
@@ -981,3 +992,61 @@ def test_url_reproduces_the_view_and_the_guide_run_url(site: dict[str, Any], pag
         expect(fresh.locator(".tabs a.active")).to_have_text("Logs")
     finally:
         other.close()
+
+
+def _page_scrolls_sideways(pg: Any) -> int:
+    """How far the page itself scrolls sideways (0: it fits its viewport)."""
+    return pg.evaluate("() => document.documentElement.scrollWidth - document.documentElement.clientWidth")
+
+
+def test_dark_theme_toggle_focus_and_layouts_at_1280_and_390(site: dict[str, Any], browser: Any) -> None:
+    from playwright.sync_api import expect
+
+    e = site["entity"]
+    context = browser.new_context(viewport={"width": 1280, "height": 800}, color_scheme="dark")
+    context.set_default_timeout(TIMEOUT_MS)
+    problems: list[str] = []
+    try:
+        pg = context.new_page()
+        pg.on("pageerror", lambda err: problems.append(str(err)))
+        pg.on("console", lambda m: problems.append(m.text) if m.type == "error" else None)
+        pg.goto(f"{site['url']}/{e}/ws")
+        expect(pg.locator("#run-count")).to_have_text("4 runs")
+        bg = "() => getComputedStyle(document.body).backgroundColor"
+        assert pg.evaluate(bg) == "rgb(18, 21, 28)"  # the system's dark scheme
+        expect(pg.locator("#theme-toggle")).to_have_text("☀ Light")
+        chart = pg.locator(".chart[data-key='train/loss']")
+        pg.wait_for_function("el => el._fullLayout && el._fullLayout.font.color === '#e4e7ee'",
+                             arg=chart.element_handle())
+        assert _page_scrolls_sideways(pg) == 0
+        _shot(pg, "workspace-dark.png")
+        pg.click("#theme-toggle")
+        assert pg.evaluate(bg) == "rgb(255, 255, 255)"
+        pg.wait_for_function("el => el._fullLayout.font.color === '#1b2030'", arg=chart.element_handle())
+        pg.reload()  # the choice is kept over the system's
+        expect(pg.locator("#theme-toggle")).to_have_text("☾ Dark")
+        assert pg.evaluate(bg) == "rgb(255, 255, 255)"
+        pg.keyboard.press("Tab")  # keyboard focus is visible
+        assert pg.evaluate("() => document.activeElement.matches('a.brand')")
+        assert pg.evaluate("() => getComputedStyle(document.activeElement).outlineStyle") == "solid"
+        assert pg.evaluate("() => getComputedStyle(document.activeElement).outlineWidth") == "2px"
+        pg.click("#theme-toggle")
+        pg.goto(f"{site['url']}/{e}/ws/runs/alpha-1")
+        expect(pg.locator("#run-state .badge")).to_have_text("finished")
+        assert _page_scrolls_sideways(pg) == 0
+        _shot(pg, "run-dark.png")
+
+        pg.set_viewport_size({"width": 390, "height": 844})
+        for path in (f"/{e}/ws", f"/{e}/ws/runs/alpha-1", f"/{e}/tele/runs/tele#files", "/", "/sql"):
+            pg.goto(site["url"] + path)
+            pg.wait_for_selector("main#main > *")
+            assert _page_scrolls_sideways(pg) == 0, path
+        pg.goto(f"{site['url']}/{e}/ws")
+        expect(pg.locator("#run-count")).to_have_text("4 runs")
+        assert _page_scrolls_sideways(pg) == 0
+        wrap = pg.locator(".runs-pane .table-wrap")
+        assert wrap.evaluate("el => el.scrollWidth > el.clientWidth")  # the table scrolls inside its frame
+        _shot(pg, "workspace-phone.png")
+    finally:
+        context.close()
+    assert not problems, problems

@@ -81,6 +81,7 @@ const RSCharts = (() => {
   function panel(root, onZoom) {
     const charts = new Map(); // key → {div, range}
     let state = null;
+    window.addEventListener("rs-theme", () => { if (state) for (const key of charts.keys()) draw(key); });
 
     function traces(key) {
       const list = state.series.filter((s) => s.key === key);

@@ -332,7 +332,9 @@
       const dir = st.order === `+${c.order}` || st.order === c.order ? "asc" : st.order === `-${c.order}` ? "desc" : null;
       const th = h("th", { "data-col": c.id, class: c.order ? "sortable" : null, "aria-sort": dir ? `${dir}ending` : null },
         h("span", { class: "resizable" }, c.label, dir ? h("span", { class: "arrow" }, dir === "asc" ? " ▲" : " ▼") : null));
-      if (c.order) th.addEventListener("click", () => { st.order = dir === "desc" ? `+${c.order}` : `-${c.order}`; save("order", st.order); fetchRuns(); });
+      if (c.order) th.addEventListener("click", () => {  // the order now, not when this header was drawn
+        st.order = st.order === `-${c.order}` ? `+${c.order}` : `-${c.order}`; save("order", st.order); syncUrl(); fetchRuns();
+      });
       if (c.removable) {
         th.append(h("button", { class: "x", title: "Remove column", onclick: (ev) => { ev.stopPropagation();
           st.columns = st.columns.filter((x) => x !== c.id); save("columns", st.columns); render(); } }, "×"));
