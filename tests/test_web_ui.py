@@ -452,6 +452,12 @@ def test_live_run_charts_state_and_crash(site: dict[str, Any], page: Any) -> Non
         child.stdin.flush()
         assert child.wait(30) == 1
         expect(page.locator("#run-state .badge")).to_have_text("crashed", timeout=60_000)
+        # a crashed run has both a Duration (time running) and a Runtime (wall clock), as the API says
+        run = _get(site, f"/api/runs/{site['entity']}/live/runner?fresh=true")
+        page.goto(f"{site['url']}/{site['entity']}/live/runs/runner")
+        expect(page.locator("#duration")).to_have_text(_fmt_duration(run["runtime"]))
+        expect(page.locator("#runtime")).to_have_text(_fmt_duration(_wall_clock(run)))
+        assert page.locator("#duration").inner_text() != ""
     finally:
         if child.poll() is None:
             child.kill()
@@ -1050,3 +1056,58 @@ def test_dark_theme_toggle_focus_and_layouts_at_1280_and_390(site: dict[str, Any
     finally:
         context.close()
     assert not problems, problems
+
+
+def _get(site: dict[str, Any], path: str) -> Any:
+    with urllib.request.urlopen(site["url"] + path) as resp:
+        return json.load(resp)
+
+
+def _epoch(t: Any) -> float:
+    from datetime import datetime
+
+    return float(t) if isinstance(t, (int, float)) else datetime.fromisoformat(str(t)).timestamp()
+
+
+def _wall_clock(run: dict[str, Any]) -> float:
+    end = run["finished_at"] if run["finished_at"] is not None else run["heartbeat_at"]
+    return _epoch(end) - _epoch(run["created_at"])
+
+
+def _fmt_duration(s: float) -> str:
+    """The web app's rs.fmtDuration for under an hour."""
+    s = max(0, round(s))
+    return f"{s // 60}m {s % 60}s" if s >= 60 else f"{s}s"
+
+
+def test_overview_duration_runtime_artifacts_and_name_in_place(site: dict[str, Any], page: Any) -> None:
+    import time
+
+    from playwright.sync_api import expect
+
+    import runstream
+
+    e = site["entity"]
+    run = runstream.init(entity=e, project="ov", id="gap", name="gap")
+    run.log({"loss": 1.0})
+    run.finish()
+    time.sleep(3)  # setup, not a wait: the run is away for 3 s before it resumes
+    run = runstream.init(entity=e, project="ov", id="gap", resume="must")
+    run.log({"loss": 0.5})
+    run.finish()
+    got = _get(site, f"/api/runs/{e}/ov/gap?fresh=true")
+    assert _wall_clock(got) - got["runtime"] >= 3  # the resume gap is in Runtime, not in Duration
+    page.goto(f"{site['url']}/{e}/ov/runs/gap")
+    expect(page.locator("#duration")).to_have_text(_fmt_duration(got["runtime"]))
+    expect(page.locator("#runtime")).to_have_text(_fmt_duration(_wall_clock(got)))
+
+    page.goto(f"{site['url']}/{e}/tele/runs/tele")
+    expect(page.locator("#artifact-outputs .artifact-output")).to_have_text(["model:v0 model"])
+    page.goto(f"{site['url']}/{e}/tele/runs/maker")
+    expect(page.locator("#artifact-outputs .artifact-output")).to_have_text(["digits:v0 dataset"])
+    page.goto(f"{site['url']}/{e}/ov/runs/gap")
+    page.fill("#name-edit", "gap renamed")
+    page.press("#name-edit", "Enter")
+    expect(page.locator("#name-msg")).to_have_text("Saved.")
+    expect(page.locator("#run-name")).to_have_text("gap renamed")
+    assert _get(site, f"/api/runs/{e}/ov/gap?fresh=true")["name"] == "gap renamed"
