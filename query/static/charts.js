@@ -81,7 +81,8 @@ const RSCharts = (() => {
   function panel(root, onZoom) {
     const charts = new Map(); // key → {div, range}
     let state = null;
-    window.addEventListener("rs-theme", () => { if (state) for (const key of charts.keys()) draw(key); });
+    window.addEventListener("rs-theme", () => { if (state && window.Plotly) for (const key of charts.keys()) draw(key); });
+    let loading = null;
 
     function traces(key) {
       const list = state.series.filter((s) => s.key === key);
@@ -198,6 +199,10 @@ const RSCharts = (() => {
 
     function set(next) {
       state = next;
+      if (!window.Plotly) {  // plotly.js loads on the first draw: draw the latest state once it is there
+        if (!loading) loading = rs.plotly().then(() => { loading = null; set(state); }, (e) => rs.showError(e.message));
+        return;
+      }
       const keys = [...new Set(state.series.map((s) => s.key))].sort();
       const sections = new Map();
       for (const k of keys) {
@@ -242,7 +247,7 @@ const RSCharts = (() => {
     /** Replace one key's series (a zoomed fetch) and redraw that chart only. */
     function replaceKey(key, list) {
       state.series = state.series.filter((s) => s.key !== key).concat(list);
-      if (charts.has(key)) draw(key);
+      if (charts.has(key) && window.Plotly) draw(key);
     }
 
     return { set, replaceKey, get state() { return state; } };

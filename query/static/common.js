@@ -215,6 +215,23 @@ const rs = (() => {
   applyTheme();
   darkQuery.addEventListener("change", applyTheme);
 
+  /** plotly.js, loaded once when a page first draws a chart (a page that lists things first, like the
+   * workspace's table, does not wait for its ~4 MB to parse). Resolves to window.Plotly. */
+  let plotlyLoading = null;
+  function plotly() {
+    if (window.Plotly) return Promise.resolve(window.Plotly);
+    if (!plotlyLoading) {
+      plotlyLoading = new Promise((resolve, reject) => {
+        const s = document.createElement("script");
+        s.src = "/static/vendor/plotly.min.js";
+        s.onload = () => resolve(window.Plotly);
+        s.onerror = () => { plotlyLoading = null; reject(new Error("could not load /static/vendor/plotly.min.js")); };
+        document.head.appendChild(s);
+      });
+    }
+    return plotlyLoading;
+  }
+
   /** The page frame: a top bar with breadcrumbs, then the page's main element. */
   function frame(crumbs) {
     const toggle = h("button", { id: "theme-toggle", type: "button", onclick: () => {
@@ -243,5 +260,5 @@ const rs = (() => {
   }
 
   return { h, append, api, ApiError, follow, routes, fmtTime, fmtDuration, fmtValue, fmtBytes, stateBadge, frame,
-           showError, pathParts, enc, runHref, projectHref, theme };
+           showError, pathParts, enc, runHref, projectHref, theme, plotly };
 })();

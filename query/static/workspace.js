@@ -197,26 +197,30 @@
     const f = filtersJson();
     if (f) params.set("filters", f);
     const runs = [];
-    let offset = 0, total = 0;
+    let offset = 0;
+    let charted = null;  // the charted ids once drawn from the first page
     try {
       for (;;) {
         params.set("offset", String(offset));
         const page = await rs.api("GET", `${base}/runs?${params}`);
         if (token !== fetchToken) return;
         runs.push(...page.runs);
-        total = page.total;
-        if (page.next_offset === null || page.next_offset === undefined) break;
+        const done = page.next_offset === null || page.next_offset === undefined;
+        if (charted === null || done) {
+          // the first page is the table's top and the charted runs: show it at once, the rest as it comes
+          document.getElementById("banner").hidden = true;
+          st.runs = runs.slice();
+          st.total = page.total;
+          render();
+          const ids = shownRuns().map((r) => r.run_id).join("\n");
+          if (ids !== charted) { charted = ids; fetchCharts(); }
+        }
+        if (done) break;
         offset = page.next_offset;
       }
     } catch (e) {
       if (token === fetchToken) { rs.showError(`Could not list runs: ${e.message}`); st.runs = []; render(); }
-      return;
     }
-    document.getElementById("banner").hidden = true;
-    st.runs = runs;
-    st.total = total;
-    render();
-    fetchCharts();
   }
 
   /** The charted runs: the first maxRuns of the table in its current order (filters and search applied),
@@ -359,10 +363,13 @@
       columns().map((c) => h("td", { "data-col": c.id }, c.cell(r))));
   }
 
+  const ROWS = 200;  // rows drawn at a time: a 10,000-run project pages its table ("Show more")
+  let rowLimit = ROWS;
   function render() {
     indexShown();
     syncUrl();
     const body = h("tbody", {});
+    let drawn = 0;
     if (!st.runs.length) {
       body.append(h("tr", {}, h("td", { colspan: columns().length + 3, class: "empty" },
         st.filters.length || st.search ? "No runs match the search and filters." : "No runs in this project yet.")));
@@ -379,10 +386,22 @@
         body.append(h("tr", { class: "group-row", "data-group": label },
           h("td", {}, toggle), h("td", {}, eye), h("td", {}),
           h("td", { colspan: columns().length }, h("strong", {}, `${st.groupBy}: ${label}`), h("span", { class: "muted" }, ` ${members.length} runs`))));
-        for (const r of members) body.append(runRow(r, collapsed));
+        if (collapsed) continue;  // a collapsed group's rows are drawn when it opens
+        for (const r of members) {
+          if (drawn >= rowLimit) break;
+          body.append(runRow(r, false));
+          drawn++;
+        }
       }
     } else {
-      for (const r of st.runs) body.append(runRow(r, false));
+      for (const r of st.runs.slice(0, rowLimit)) body.append(runRow(r, false));
+      drawn = Math.min(st.runs.length, rowLimit);
+    }
+    if (!st.groupBy && st.runs.length > rowLimit) {
+      const rest = st.runs.length - rowLimit;
+      body.append(h("tr", { class: "more-row" }, h("td", { colspan: columns().length + 3 },
+        h("button", { id: "more-runs", onclick: () => { rowLimit += ROWS; render(); } },
+          `Show ${Math.min(ROWS, rest)} more`), h("span", { class: "muted" }, ` of ${rest} not shown`))));
     }
     table.replaceChildren(header(), body);
     countLabel.textContent = `${st.total} run${st.total === 1 ? "" : "s"}`;
