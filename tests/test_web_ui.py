@@ -1111,3 +1111,30 @@ def test_overview_duration_runtime_artifacts_and_name_in_place(site: dict[str, A
     expect(page.locator("#name-msg")).to_have_text("Saved.")
     expect(page.locator("#run-name")).to_have_text("gap renamed")
     assert _get(site, f"/api/runs/{e}/ov/gap?fresh=true")["name"] == "gap renamed"
+
+
+def test_a_large_project_pages_its_table(site: dict[str, Any], page: Any) -> None:
+    import time
+    from concurrent.futures import ThreadPoolExecutor
+
+    from playwright.sync_api import expect
+
+    from tests.bench.rs import publish_runs
+
+    e, now = site["entity"], time.time()
+    specs = [(f"b{i:04d}", {"i": i}, [(0, now, {"loss": float(i)})]) for i in range(450)]
+    with ThreadPoolExecutor(1) as pool:  # its own event loop: Playwright's sync API holds this thread's
+        pool.submit(publish_runs, site["env"]["RUNSTREAM_NATS_URL"], e, "big", specs).result()
+    page.goto(f"{site['url']}/{e}/big")
+    expect(page.locator("#run-count")).to_have_text("450 runs")
+    rows = page.locator("#runs-table tbody tr.run")
+    expect(rows).to_have_count(200)  # drawn 200 at a time
+    expect(page.locator("#charts-title")).to_have_text("Charts (10 visualized)")
+    expect(page.locator("#more-runs")).to_have_text("Show 200 more")
+    page.click("#more-runs")
+    expect(rows).to_have_count(400)
+    expect(page.locator("#more-runs")).to_have_text("Show 50 more")
+    page.click("#more-runs")
+    expect(rows).to_have_count(450)
+    expect(page.locator("#more-runs")).to_have_count(0)
+    expect(rows.last).to_have_attribute("data-run", "b0000")  # newest first: the first published is last
