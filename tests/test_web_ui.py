@@ -1138,3 +1138,71 @@ def test_a_large_project_pages_its_table(site: dict[str, Any], page: Any) -> Non
     expect(rows).to_have_count(450)
     expect(page.locator("#more-runs")).to_have_count(0)
     expect(rows.last).to_have_attribute("data-run", "b0000")  # newest first: the first published is last
+
+
+def _panels(pg: Any, want: list[str]) -> list[str]:
+    """The workspace's chart panels in page order, once they are ``want``."""
+    try:
+        pg.wait_for_function("want => JSON.stringify([...document.querySelectorAll('#charts .chart-frame')]"
+                             ".map(f => f.dataset.panel)) === JSON.stringify(want)", arg=want, timeout=15_000)
+    except Exception:
+        pass  # the assertion shows what there is
+    return pg.locator("#charts .chart-frame").evaluate_all("fs => fs.map(f => f.dataset.panel)")
+
+
+def test_panels_reorder_hide_resize_max_runs_saved_and_reset_and_system_section(site: dict[str, Any],
+                                                                                page: Any) -> None:
+    from playwright.sync_api import expect
+
+    e = site["entity"]
+    page.goto(f"{site['url']}/{e}/ws")
+    expect(page.locator("#charts-title")).to_have_text("Charts (4 visualized)")
+    assert _panels(page, ["train/loss", "val/acc", "lr"]) == ["train/loss", "val/acc", "lr"]  # train, val, Charts
+    charts_section = page.locator("details[data-section=Charts]")
+    expect(charts_section.locator(".chart-frame")).to_have_count(1)
+    page.locator(".chart-frame[data-panel='val/acc'] .hide").click()
+    expect(page.locator(".chart-frame[data-panel='val/acc']")).to_have_count(0)
+    expect(page.locator("details[data-section=val]")).to_have_count(0)
+    page.locator(".chart-frame[data-panel='train/loss'] .resize").click()
+    expect(page.locator(".chart-frame[data-panel='train/loss']")).to_have_class("chart-frame wide")
+    page.fill(".chart-frame[data-panel='train/loss'] input.chart-max", "2")
+    page.press(".chart-frame[data-panel='train/loss'] input.chart-max", "Enter")
+    loss = page.locator(".chart[data-key='train/loss']")
+    page.wait_for_function("el => el.data && el.data.length === 2", arg=loss.element_handle())
+    assert sorted(loss.evaluate("el => el.data.map(t => t.name)")) == ["beta-1", "beta-2"]  # the first two charted
+    page.reload()  # saved per project
+    assert _panels(page, ["train/loss", "lr"]) == ["train/loss", "lr"]
+    expect(page.locator(".chart-frame[data-panel='train/loss']")).to_have_class("chart-frame wide")
+    page.wait_for_function("el => el.data && el.data.length === 2", arg=loss.element_handle())
+    expect(page.locator("#charts select.add-panel option")).to_have_text(["Add panel (1 hidden)", "val/acc"])
+    page.select_option("#charts select.add-panel", "val/acc")
+    assert _panels(page, ["train/loss", "val/acc", "lr"]) == ["train/loss", "val/acc", "lr"]
+    page.click("#charts .reset-layout")
+    expect(page.locator(".chart-frame[data-panel='train/loss']")).to_have_class("chart-frame")
+    page.wait_for_function("el => el.data && el.data.length === 4", arg=loss.element_handle())
+
+    # the System section: the charted runs' system metrics
+    page.goto(f"{site['url']}/{e}/tele")
+    expect(page.locator("#run-count")).to_have_text("2 runs")
+    page.click("#workspace-system > summary")
+    cpu = page.locator("#workspace-system-charts .chart[data-key='system/cpu']")
+    page.wait_for_function("el => el.data && el.data.length === 1", arg=cpu.element_handle())
+    assert cpu.evaluate("el => [el.data[0].name, Array.from(el.data[0].y)]") == ["tele", [10, 11, 12, 13, 14]]
+
+
+def test_panels_reorder_within_a_section(site: dict[str, Any], page: Any) -> None:
+    import runstream
+
+    e = site["entity"]
+    run = runstream.init(entity=e, project="lay", id="one", name="one")
+    for i in range(3):
+        run.log({"a/x": float(i), "a/y": float(-i)})
+    run.finish()
+    page.goto(f"{site['url']}/{e}/lay")
+    assert _panels(page, ["a/x", "a/y"]) == ["a/x", "a/y"]
+    page.locator(".chart-frame[data-panel='a/x'] .move-right").click()
+    assert _panels(page, ["a/y", "a/x"]) == ["a/y", "a/x"]
+    page.reload()
+    assert _panels(page, ["a/y", "a/x"]) == ["a/y", "a/x"]
+    page.locator(".chart-frame[data-panel='a/x'] .move-left").click()
+    assert _panels(page, ["a/x", "a/y"]) == ["a/x", "a/y"]

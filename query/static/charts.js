@@ -78,14 +78,22 @@ const RSCharts = (() => {
    * onZoom(key, lo, hi) is called when a chart's x range changes
    * (lo/hi null when reset), so the caller can fetch that range at full resolution.
    */
-  function panel(root, onZoom) {
+  function panel(root, onZoom, opts) {
+    // opts.layout: {get() → {order: [key], hidden: [key], wide: [key], max: {key: n}}, save(layout)} makes the
+    // panels arrangeable (the workspace): reorder, hide, widen, a max-runs per chart; hidden ones can be added back
+    const arrange = opts && opts.layout;
     const charts = new Map(); // key → {div, range}
     let state = null;
     window.addEventListener("rs-theme", () => { if (state && window.Plotly) for (const key of charts.keys()) draw(key); });
     let loading = null;
 
     function traces(key) {
-      const list = state.series.filter((s) => s.key === key);
+      let list = state.series.filter((s) => s.key === key);
+      const max = arrange ? arrange.get().max[key] : undefined;
+      if (max && !state.groups) {  // this chart's max runs: the first n of the charted runs, in their order
+        const allowed = new Set([...state.runs.keys()].slice(0, max));
+        list = list.filter((s) => allowed.has(s.run_id));
+      }
       const out = [];
       if (state.groups) {
         for (const g of state.groups) {
@@ -197,13 +205,64 @@ const RSCharts = (() => {
                                                                   modeBarButtonsToRemove: ["toImage"] });
     }
 
+    /** A chart's frame: its tools (when arrangeable) above the plotly div. */
+    function frameOf(key, chart) {
+      if (!arrange) return chart.div;
+      if (!chart.frame) {
+        const lay = () => arrange.get();
+        const move = (d) => {
+          const l = lay(), all = visibleKeys(), i = all.indexOf(key), j = i + d;
+          if (j < 0 || j >= all.length) return;
+          [all[i], all[j]] = [all[j], all[i]];
+          arrange.save({ ...l, order: all });
+          set(state);
+        };
+        const maxBox = h("input", { type: "number", min: 1, class: "chart-max", "aria-label": `Max runs in ${key}`,
+                                    title: "Max runs in this chart", placeholder: "max runs" });
+        maxBox.addEventListener("change", () => {
+          const l = lay(), n = Math.floor(Number(maxBox.value));
+          const max = { ...l.max };
+          if (n > 0) max[key] = n; else delete max[key];
+          arrange.save({ ...l, max });
+          draw(key);
+        });
+        chart.maxBox = maxBox;
+        const tool = (cls, label, title, fn) => h("button", { type: "button", class: `chart-tool ${cls}`, title, "aria-label": `${title}: ${key}`, onclick: fn }, label);
+        chart.frame = h("div", { class: "chart-frame", "data-panel": key },
+          h("div", { class: "chart-tools" },
+            tool("move-left", "←", "Move earlier", () => move(-1)), tool("move-right", "→", "Move later", () => move(1)),
+            tool("resize", "⇔", "Wide / narrow", () => {
+              const l = lay(), wide = l.wide.includes(key) ? l.wide.filter((k) => k !== key) : [...l.wide, key];
+              arrange.save({ ...l, wide });
+              set(state);
+            }),
+            maxBox,
+            tool("hide", "✕", "Hide panel", () => { const l = lay(); arrange.save({ ...l, hidden: [...l.hidden, key] }); set(state); })),
+          chart.div);
+      }
+      const l = arrange.get();
+      chart.frame.classList.toggle("wide", l.wide.includes(key));
+      chart.maxBox.value = l.max[key] || "";
+      return chart.frame;
+    }
+
+    let allKeys = [];
+    /** The keys drawn, in the layout's order (keys it does not know yet go after, by name). */
+    function visibleKeys() {
+      if (!arrange) return allKeys;
+      const l = arrange.get();
+      const rank = (k) => { const i = l.order.indexOf(k); return i < 0 ? Infinity : i; };
+      return allKeys.filter((k) => !l.hidden.includes(k)).sort((a, b) => rank(a) - rank(b) || a.localeCompare(b));
+    }
+
     function set(next) {
       state = next;
       if (!window.Plotly) {  // plotly.js loads on the first draw: draw the latest state once it is there
         if (!loading) loading = rs.plotly().then(() => { loading = null; set(state); }, (e) => rs.showError(e.message));
         return;
       }
-      const keys = [...new Set(state.series.map((s) => s.key))].sort();
+      allKeys = [...new Set(state.series.map((s) => s.key))].sort();
+      const keys = visibleKeys();
       const sections = new Map();
       for (const k of keys) {
         const sec = sectionOf(k);
@@ -222,11 +281,12 @@ const RSCharts = (() => {
             chart = { div: h("div", { class: "chart", "data-key": key }), range: (state.zoom || {})[key] || null, bound: false };
             charts.set(key, chart);
           }
-          grid.appendChild(chart.div);
+          grid.appendChild(frameOf(key, chart));
         }
         frag.push(h("details", { class: "section", open: true, "data-section": sec },
                     h("summary", {}, `${sec} `, h("span", { class: "muted" }, `(${list.length})`)), grid));
       }
+      if (arrange) frag.push(layoutBar());
       root.replaceChildren(...(frag.length ? frag : [h("p", { class: "muted empty" }, "No numeric metrics logged by the visible runs yet.")]));
       for (const key of keys) {
         const chart = charts.get(key);
@@ -242,6 +302,27 @@ const RSCharts = (() => {
           });
         }
       }
+    }
+
+    /** Add a hidden panel back, and reset the layout. */
+    function layoutBar() {
+      const l = arrange.get();
+      const hidden = allKeys.filter((k) => l.hidden.includes(k));
+      const add = h("select", { class: "add-panel", "aria-label": "Add a panel" },
+        h("option", { value: "" }, hidden.length ? `Add panel (${hidden.length} hidden)` : "Add panel (none hidden)"),
+        hidden.map((k) => h("option", { value: k }, k)));
+      add.disabled = !hidden.length;
+      add.addEventListener("change", () => {
+        if (!add.value) return;
+        const cur = arrange.get();
+        arrange.save({ ...cur, hidden: cur.hidden.filter((k) => k !== add.value) });
+        set(state);
+      });
+      const reset = h("button", { type: "button", class: "reset-layout", onclick: () => {
+        arrange.save({ order: [], hidden: [], wide: [], max: {} });
+        set(state);
+      } }, "Reset layout");
+      return h("div", { class: "toolbar layout-bar" }, add, reset);
     }
 
     /** Replace one key's series (a zoomed fetch) and redraw that chart only. */

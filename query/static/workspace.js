@@ -98,6 +98,11 @@
     h("option", { value: "off" }, "show outliers"));
   const chartRoot = h("div", { id: "charts" });
   const mediaRoot = h("section", { id: "workspace-media" });
+  const systemRoot = h("div", { id: "workspace-system-charts" });
+  const systemStatus = h("span", { id: "workspace-system-status", class: "muted" });
+  const systemSection = h("details", { id: "workspace-system", class: "section" },
+    h("summary", {}, "System ", systemStatus), systemRoot);
+
 
   main.append(
     h("section", { class: "runs-pane" },
@@ -110,7 +115,7 @@
     h("section", { class: "charts-pane" },
       h("div", { class: "toolbar" }, chartsTitle, h("label", {}, "x ", xBox),
         h("label", {}, " smoothing ", smoothBox, smoothLabel), h("label", {}, logBox, " log scale"), bandBox, outlierBox),
-      chartRoot, mediaRoot));
+      chartRoot, systemSection, mediaRoot));
 
   xBox.value = st.x;
   searchBox.value = st.search;
@@ -267,7 +272,41 @@
     if (lo === null) delete st.zoom[key]; else st.zoom[key] = [Number(lo), Number(hi)];
     syncUrl();
     zoom(key, lo, hi);
-  });
+  }, { layout: { get: () => ({ order: [], hidden: [], wide: [], max: {}, ...load("layout", {}) }), save: (l) => save("layout", l) } });
+
+  // the System section: the charted runs' system metrics (x: _runtime), loaded when opened
+  const systemPanel = RSCharts.panel(systemRoot, null);
+  let systemToken = 0;
+  async function fetchSystem() {
+    if (!systemSection.open) return;
+    const token = ++systemToken;
+    const shown = shownRuns().slice(0, 20);
+    systemStatus.textContent = "loading…";
+    const series = [];
+    try {
+      const all = await Promise.all(shown.map((r) => rs.api("GET", `${runApi(r)}/system?samples=500`).catch(() => null)));
+      all.forEach((res, i) => {
+        if (!res) return;
+        for (const col of res.columns.filter((c) => !c.startsWith("_"))) {
+          const s = { run_id: shown[i].run_id, key: `system/${col.replace(/^system\./, "")}`, x: [], y: [] };
+          for (const row of res.rows) {
+            const v = row[col];
+            if (typeof v === "number" && isFinite(v) && typeof row._runtime === "number") { s.x.push(row._runtime); s.y.push(v); }
+          }
+          if (s.x.length) series.push(s);
+        }
+      });
+    } catch (e) {
+      systemStatus.textContent = `could not load: ${e.message}`;
+      return;
+    }
+    if (token !== systemToken) return;
+    const runs = new Map(shown.map((r) => [r.run_id, { name: r.name || r.run_id, color: colourOf(r) }]));
+    systemStatus.textContent = series.length ? `(${new Set(series.map((s) => s.key)).size})` : "(none recorded by the charted runs)";
+    systemPanel.set({ series, runs, groups: null, x: "_runtime", smoothing: 0, log: false, outliers: "off" });
+    systemRoot.dataset.ready = String(token);
+  }
+  systemSection.addEventListener("toggle", fetchSystem);
   const mediaPanel = RSWorkspaceMedia.panel(mediaRoot, entity, project);
   function buckets(n) { return n > 100 ? 100 : n > 20 ? 250 : 500; }
 
@@ -299,6 +338,7 @@
     const shown = shownRuns();
     chartsTitle.textContent = `Charts (${shown.length} visualized)`;
     mediaPanel.set(shown.map((r) => ({ run_id: r.run_id, name: r.name || r.run_id, color: colourOf(r) })));
+    fetchSystem();
     try {
       const series = await fetchSeries(shown, {});
       if (token !== chartToken) return;
