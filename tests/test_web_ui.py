@@ -868,6 +868,10 @@ def test_kebab_rename_delete_crop_notes_and_expand(site: dict[str, Any], page: A
     page.click("#expand-table")
     expect(page.locator(".charts-pane")).to_be_hidden()
     expect(page.locator("#expand-table")).to_have_attribute("aria-pressed", "true")
+    header = page.locator("th[data-col=name] .resizable")  # column widths: drag the header's corner
+    assert header.evaluate("el => getComputedStyle(el).resize") == "horizontal"
+    header.evaluate("el => { el.style.width = '300px'; }")
+    assert page.locator("th[data-col=name]").evaluate("el => el.getBoundingClientRect().width") >= 300
     page.select_option("#add-column", "summary.loss")
     expect(page.locator("tr[data-run=long] td[data-col='summary.loss']")).to_have_text("1")
     page.click("#expand-table")
