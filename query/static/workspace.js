@@ -340,7 +340,7 @@
     mediaPanel.set(shown.map((r) => ({ run_id: r.run_id, name: r.name || r.run_id, color: colourOf(r) })));
     fetchSystem();
     try {
-      const series = await fetchSeries(shown, {});
+      const series = await fetchSeries(shown, {});  // plotly.js runs after this: the table is drawn by then
       if (token !== chartToken) return;
       panel.set(chartState(series));
       chartRoot.dataset.ready = String(token);
