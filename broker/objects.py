@@ -124,7 +124,7 @@ class ObjectStore:
                 raise
             try:
                 self.client.js_api(f"STREAM.CREATE.{self.stream}", bucket_config(
-                    replicas or getattr(self.client, "replicas", 1), self.bucket))
+                    replicas or int(getattr(self.client, "replicas", 1)), self.bucket))
             except JetStreamError:
                 self.client.js_api(f"STREAM.INFO.{self.stream}")  # created meanwhile
         self._ensured = True
