@@ -6,6 +6,7 @@ only the app needs. Mounted on the HTTP API by :func:`mount_ui`.
     GET  /                                    home: entities and projects    (JSON twin /api/projects)
     GET  /{entity}/{project}                  project workspace              (/api/projects/{e}/{p}/runs)
     GET  /{entity}/{project}/runs/{run_id}    run page                       (/api/runs/{e}/{p}/{id})
+    GET  /{entity}/{project}/{run_id}         redirect to the run page (the W&B guide's run URL)
     GET  /sql                                 SQL editor                     (POST /api/sql)
     GET  /runs/by-uid/{run_uid}               redirect to the run page of a run uid (lineage links)
     GET  /static/...                          our own JS/CSS; /static/vendor/plotly.min.js from the plotly wheel
@@ -245,3 +246,11 @@ def mount_ui(app: FastAPI, dependencies: list[Any]) -> None:
     # the catch-all project and run pages last, so /api, /static, /sql, /docs win
     app.add_api_route("/{entity}/{project}", page("workspace"), methods=["GET"], include_in_schema=False)
     app.add_api_route("/{entity}/{project}/runs/{run_id}", page("run"), methods=["GET"], include_in_schema=False)
+
+    @app.get("/{entity}/{project}/{run_id}", include_in_schema=False)
+    async def run_short(entity: str, project: str, run_id: str) -> RedirectResponse:
+        """The guide's run URL ``/<entity>/<project>/<run-id>``: a redirect to the run page. It reads
+        nothing (the run page asks the API, with its key), so it needs no key itself."""
+        if entity in ("api", "static", "runs"):
+            raise HTTPException(404, f"no such page or API route: /{entity}/{project}/{run_id}")
+        return RedirectResponse(f"/{quote_path(entity, project)}/runs/{quote_path(run_id)}", status_code=307)

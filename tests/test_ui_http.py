@@ -178,3 +178,20 @@ def test_cli_ui_prints_the_url(monkeypatch: pytest.MonkeyPatch, capsys: pytest.C
     monkeypatch.setenv("RUNSTREAM_API_URL", "http://127.0.0.1:9/")
     assert main(["ui", "--no-browser"]) == 0
     assert capsys.readouterr().out.strip() == "runstream web app: http://127.0.0.1:9/"
+
+
+def test_guide_run_url_redirects_to_the_run_page_and_refuses_the_rest(client: TestClient,
+                                                                      project: dict[str, Any]) -> None:
+    e = project["entity"]
+    resp = client.get(f"/{e}/p/long", follow_redirects=False)
+    assert resp.status_code == 307 and resp.headers["location"] == f"/{e}/p/runs/long"
+    assert resp.headers["content-security-policy"]  # the security headers as on every page
+    odd = client.get(f"/{e}/p/a%20b", follow_redirects=False)
+    assert odd.status_code == 307 and odd.headers["location"] == f"/{e}/p/runs/a%20b"
+    followed = client.get(f"/{e}/p/long")
+    assert followed.status_code == 200 and 'src="/static/run.js"' in followed.text
+    # refusals: it never shadows the API or static files, takes no writes, and a cross-site write is refused
+    assert client.get("/api/x/y", follow_redirects=False).status_code == 404
+    assert client.get("/static/x/y", follow_redirects=False).status_code == 404
+    assert client.post(f"/{e}/p/long").status_code == 405
+    assert client.post(f"/{e}/p/long", headers={"Origin": "https://evil.example"}).status_code == 403

@@ -12,11 +12,13 @@ README's). Without Chromium the module is skipped.
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import subprocess
 import sys
 import textwrap
+import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -184,7 +186,7 @@ def _shot(pg: Any, name: str) -> None:
 
 
 def _rows(pg: Any) -> list[str]:
-    return pg.locator("#runs-table tbody tr.run:not([hidden]) td[data-col=name]").all_inner_texts()
+    return pg.locator("#runs-table tbody tr.run:not([hidden]) td[data-col=name] a.run-link").all_inner_texts()
 
 
 def test_home_lists_projects(site: dict[str, Any], page: Any) -> None:
@@ -450,6 +452,12 @@ def test_live_run_charts_state_and_crash(site: dict[str, Any], page: Any) -> Non
         child.stdin.flush()
         assert child.wait(30) == 1
         expect(page.locator("#run-state .badge")).to_have_text("crashed", timeout=60_000)
+        # a crashed run has both a Duration (time running) and a Runtime (wall clock), as the API says
+        run = _get(site, f"/api/runs/{site['entity']}/live/runner?fresh=true")
+        page.goto(f"{site['url']}/{site['entity']}/live/runs/runner")
+        expect(page.locator("#duration")).to_have_text(_fmt_duration(run["runtime"]))
+        expect(page.locator("#runtime")).to_have_text(_fmt_duration(_wall_clock(run)))
+        assert page.locator("#duration").inner_text() != ""
     finally:
         if child.poll() is None:
             child.kill()
@@ -627,7 +635,8 @@ def test_rewound_run_offers_its_archived_branch(site: dict[str, Any], page: Any)
 STOP_CHILD = textwrap.dedent("""
     import sys, time
     import runstream
-    run = runstream.init(entity=sys.argv[1], project="stop", id="victim", name="victim")
+    project, rid = (sys.argv[2], sys.argv[3]) if len(sys.argv) > 3 else ("stop", "victim")
+    run = runstream.init(entity=sys.argv[1], project=project, id=rid, name=rid)
     print("ready", flush=True)
     i = 0
     try:
@@ -740,3 +749,464 @@ def test_workspace_media_shows_each_runs_image_at_a_step(site: dict[str, Any], p
     page.select_option("#media-key", "w")
     expect(grid.locator(".media-hist")).to_have_count(2)
     _shot(page, "workspace-media.png")
+
+
+def _eyes(pg: Any, want: dict[str, bool] | None = None) -> dict[str, bool]:
+    """run id → whether its eye (shown in charts) is ticked, in table order (once it is ``want``)."""
+    if want is not None:
+        try:
+            pg.wait_for_function("want => JSON.stringify(Object.fromEntries([...document.querySelectorAll("
+                                 "'#runs-table tbody tr.run')].map(r => [r.dataset.run, r.querySelector("
+                                 "'input.visible').checked]))) === JSON.stringify(want)", arg=want, timeout=15_000)
+        except Exception:
+            pass  # the assertion shows what it has
+    rows = pg.locator("#runs-table tbody tr.run")
+    ids = rows.evaluate_all("rs => rs.map(r => r.dataset.run)")
+    ticks = pg.locator("#runs-table tbody tr.run input.visible").evaluate_all("es => es.map(e => e.checked)")
+    return dict(zip(ids, ticks, strict=True))
+
+
+def _chart_names(pg: Any, key: str, expected: list[str]) -> list[str]:
+    """The trace names of a chart, sorted, once they are ``expected`` (sorted); a timeout shows them."""
+    chart = pg.locator(f".chart[data-key='{key}']")
+    want = sorted(expected)
+    try:
+        pg.wait_for_function("([el, want]) => el.data && JSON.stringify(el.data.map(t => t.name).sort()) === "
+                             "JSON.stringify(want)", arg=[chart.element_handle(), want], timeout=15_000)
+    except Exception:
+        pass  # the assertion below shows what it has
+    return sorted(chart.evaluate("el => el.data.map(t => t.name)"))
+
+
+def test_visualized_set_follows_sort_max_runs_and_new_runs(site: dict[str, Any], page: Any) -> None:
+    from playwright.sync_api import expect
+
+    e = site["entity"]
+    ids = [f"r-{i:02d}" for i in range(12)]
+    _seed(e, "vis", *ids)
+    page.goto(f"{site['url']}/{e}/vis")
+    expect(page.locator("#run-count")).to_have_text("12 runs")
+    expect(page.locator("#charts-title")).to_have_text("Charts (10 visualized)")
+    newest_first = list(reversed(ids))
+    want = {r: i < 10 for i, r in enumerate(newest_first)}
+    assert _eyes(page, want) == want
+    page.click("th[data-col=name]")  # descending
+    expect(page.locator("th[data-col=name]")).to_have_attribute("aria-sort", "descending")
+    page.click("th[data-col=name]")  # ascending: the charts follow the sort
+    expect(page.locator("th[data-col=name]")).to_have_attribute("aria-sort", "ascending")
+    expect(page.locator("#runs-table tbody tr.run").first).to_have_attribute("data-run", "r-00")
+    want = {r: i < 10 for i, r in enumerate(ids)}
+    assert _eyes(page, want) == want
+    assert _chart_names(page, "loss", ids[:10]) == ids[:10]
+    colours = page.locator("#runs-table tbody tr.run input.colour").evaluate_all("es => es.map(e => e.value)")
+    assert len(set(colours[:10])) == 10  # no colour repeats among the charted runs
+
+    page.fill("#max-runs", "3")
+    page.press("#max-runs", "Enter")
+    expect(page.locator("#charts-title")).to_have_text("Charts (3 visualized)")
+    assert _chart_names(page, "loss", ["r-00", "r-01", "r-02"]) == ["r-00", "r-01", "r-02"]
+    page.locator("tr[data-run=r-05] input.visible").check()  # the eye still overrides by hand
+    expect(page.locator("#charts-title")).to_have_text("Charts (4 visualized)")
+    assert _chart_names(page, "loss", ["r-00", "r-01", "r-02", "r-05"]) == ["r-00", "r-01", "r-02", "r-05"]
+
+    _seed(e, "vis", "a-new")  # created later, sorts first: it enters the charted set live, r-02 leaves
+    expect(page.locator("#run-count")).to_have_text("13 runs")
+    expect(page.locator("#runs-table tbody tr.run").first).to_have_attribute("data-run", "a-new")
+    expect(page.locator("#charts-title")).to_have_text("Charts (4 visualized)")
+    assert _chart_names(page, "loss", ["a-new", "r-00", "r-01", "r-05"]) == ["a-new", "r-00", "r-01", "r-05"]
+    expect(page.locator("tr[data-run=r-02] input.visible")).not_to_be_checked()
+    page.reload()  # max runs and the eye's choice persist per project
+    expect(page.locator("#charts-title")).to_have_text("Charts (4 visualized)")
+    expect(page.locator("#max-runs")).to_have_value("3")
+
+
+LONG = "experiment-" + "x" * 70 + "-seed-0042"
+
+
+def test_kebab_rename_delete_crop_notes_and_expand(site: dict[str, Any], page: Any) -> None:
+    from playwright.sync_api import expect
+
+    import runstream
+
+    e = site["entity"]
+    run = runstream.init(entity=e, project="kb", id="long", name=LONG, notes="first line of notes\nsecond line")
+    run.log({"loss": 1.0})
+    run.finish()
+    _seed(e, "kb", "short")
+    page.goto(f"{site['url']}/{e}/kb")
+    expect(page.locator("#run-count")).to_have_text("2 runs")
+    link = page.locator("tr[data-run=long] a.run-link")
+    assert len(LONG) == 91
+    expect(link).to_have_text("experiment-xxx…xxx-seed-0042")  # middle, the default: 28 characters
+    expect(link).to_have_attribute("title", LONG)
+    page.select_option("#name-crop", "end")
+    expect(link).to_have_text(LONG[:27] + "…")
+    page.select_option("#name-crop", "beginning")
+    expect(link).to_have_text("…" + LONG[-27:])
+    page.reload()  # the crop mode persists per project
+    expect(link).to_have_text("…" + LONG[-27:])
+    expect(page.locator("tr[data-run=long] td[data-col=notes]")).to_have_text("first line of notes")
+    expect(page.locator("tr[data-run=short] td[data-col=notes]")).to_have_text("")
+
+    # a single point is drawn as a marker
+    chart = page.locator(".chart[data-key=loss]")
+    page.wait_for_function("el => el.data && el.data.length === 2", arg=chart.element_handle())
+    modes = chart.evaluate("el => Object.fromEntries(el.data.map(t => [t.name, t.mode]))")
+    assert modes == {LONG: "markers", "short": "lines"}
+    expect(chart.locator("g.points path.point")).to_have_count(1)
+
+    page.locator("tr[data-run=long] button.kebab").click()
+    expect(page.locator(".menu .menu-item")).to_have_text(["Rename", "Delete…"])  # finished: no Stop
+    page.click(".menu [data-action=rename]")
+    page.fill("#rename-input", "renamed")
+    page.press("#rename-input", "Enter")
+    expect(page.locator("#action-msg")).to_have_text("Renamed long to renamed.")
+    expect(page.locator("tr[data-run=long] a.run-link")).to_have_text("renamed")
+    with urllib.request.urlopen(f"{site['url']}/api/runs/{e}/kb/long?fresh=true") as resp:
+        assert json.load(resp)["name"] == "renamed"  # through PATCH: a meta event
+
+    page.click("#expand-table")
+    expect(page.locator(".charts-pane")).to_be_hidden()
+    expect(page.locator("#expand-table")).to_have_attribute("aria-pressed", "true")
+    header = page.locator("th[data-col=name] .resizable")  # column widths: drag the header's corner
+    assert header.evaluate("el => getComputedStyle(el).resize") == "horizontal"
+    header.evaluate("el => { el.style.width = '300px'; }")
+    assert page.locator("th[data-col=name]").evaluate("el => el.getBoundingClientRect().width") >= 300
+    page.select_option("#add-column", "summary.loss")
+    expect(page.locator("tr[data-run=long] td[data-col='summary.loss']")).to_have_text("1")
+    page.click("#expand-table")
+    expect(page.locator(".charts-pane")).to_be_visible()
+
+    page.locator("tr[data-run=short] button.kebab").click()
+    page.click(".menu [data-action=delete]")
+    expect(page.locator("#confirm-runs li")).to_have_text([f"short {e}/kb/short"])
+    page.click("#confirm-delete")
+    expect(page.locator("#action-msg")).to_have_text("Deleted 1 run.")
+    expect(page.locator("#run-count")).to_have_text("1 run")
+
+
+def test_kebab_stop_stops_a_running_run(site: dict[str, Any], page: Any) -> None:
+    from playwright.sync_api import expect
+
+    child = subprocess.Popen([sys.executable, "-c", STOP_CHILD, site["entity"], "kstop", "busy"],
+                             env=site["env"], text=True, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
+                             cwd=site["base"])
+    try:
+        assert child.stdout is not None
+        assert child.stdout.readline().strip() == "ready"
+        page.goto(f"{site['url']}/{site['entity']}/kstop")
+        expect(page.locator("tr[data-run=busy] .badge")).to_have_text("running")
+        page.locator("tr[data-run=busy] button.kebab").click()
+        expect(page.locator(".menu .menu-item")).to_have_text(["Rename", "Stop run", "Delete…"])
+        page.click(".menu [data-action=stop]")
+        expect(page.locator("#action-msg")).to_contain_text("Stop requested for busy")
+        expect(page.locator("tr[data-run=busy] .badge")).to_have_text("killed", timeout=60_000)
+        assert child.wait(60) != 0
+    finally:
+        if child.poll() is None:
+            child.kill()
+        child.communicate(timeout=30)
+
+
+def _sql(site: dict[str, Any], sql: str) -> list[dict[str, Any]]:
+    req = urllib.request.Request(f"{site['url']}/api/sql", data=json.dumps({"sql": sql, "fresh": True}).encode(),
+                                 headers={"Content-Type": "application/json"}, method="POST")
+    with urllib.request.urlopen(req) as resp:
+        return json.load(resp)["rows"]
+
+
+def test_group_mean_and_std_band_match_sql_and_outliers(site: dict[str, Any], page: Any) -> None:
+    from playwright.sync_api import expect
+
+    e = site["entity"]
+    page.goto(f"{site['url']}/{e}/ws")
+    expect(page.locator("#run-count")).to_have_text("4 runs")
+    page.select_option("#group-by", "config.opt")
+    chart = page.locator(".chart[data-key='train/loss']")
+    page.wait_for_function("el => el.data && el.data.length === 6", arg=chart.element_handle())
+    expect(chart.locator(".legend .traces")).to_have_count(2)  # a legend naming each group
+    expect(chart.locator(".legend .traces text.legendtext")).to_have_text(["sgd (2)", "adam (2)"])  # newest first
+    traces = chart.evaluate("el => el.data.map(t => ({name: t.name, meta: t.meta, x: t.x, y: t.y}))")
+    rows = _sql(site, f"""SELECT h.step, avg(h.value) AS mean, stddev_pop(h.value) AS std FROM history h
+        JOIN runs r USING (run_uid) WHERE r.entity = '{e}' AND r.project = 'ws' AND r.run_id IN ('alpha-1', 'beta-1')
+        AND h.key = 'train/loss' GROUP BY h.step ORDER BY h.step""")
+    assert len(rows) == 30
+    adam = [t for t in traces if t["name"] == "adam (2)"][0]
+    lo, hi = traces[traces.index(adam) - 2], traces[traces.index(adam) - 1]
+    assert (lo["meta"], hi["meta"]) == ("band-lo", "band-hi")
+    assert adam["x"] == [r["step"] for r in rows]
+    assert adam["y"] == pytest.approx([r["mean"] for r in rows], rel=1e-9)
+    assert hi["y"] == pytest.approx([r["mean"] + r["std"] for r in rows], rel=1e-9)
+    assert lo["y"] == pytest.approx([r["mean"] - r["std"] for r in rows], rel=1e-9, abs=1e-12)
+    page.select_option("#group-band", "minmax")
+    band = traces.index(adam) - 2
+    page.wait_for_function(f"el => el.data[{band}].y[0] !== " + json.dumps(lo["y"][0]), arg=chart.element_handle())
+    mins = _sql(site, f"""SELECT h.step, min(h.value) AS lo FROM history h JOIN runs r USING (run_uid)
+        WHERE r.entity = '{e}' AND r.project = 'ws' AND r.run_id IN ('alpha-1', 'beta-1') AND h.key = 'train/loss'
+        GROUP BY h.step ORDER BY h.step""")
+    assert chart.evaluate(f"el => el.data[{band}].y") == pytest.approx([r["lo"] for r in mins], rel=1e-9)
+    page.select_option("#group-band", "std")
+    page.select_option("#group-by", "")
+
+    # one diverged run dwarfs the rest: the y range ignores outliers by default, and can show them
+    import runstream
+
+    for i, peak in enumerate((1.0, 1.2, 0.9, 210.0)):
+        run = runstream.init(entity=e, project="spike", id=f"s-{i}", name=f"s-{i}")
+        for step in range(20):
+            run.log({"loss": peak if step == 10 else 1.0 - step / 40})
+        run.finish()
+    page.goto(f"{site['url']}/{e}/spike")
+    spike = page.locator(".chart[data-key=loss]")
+    expect(spike).to_have_attribute("data-outliers", "ignored")
+    top = spike.evaluate("el => el.layout.yaxis.range[1]")
+    assert top < 5
+    page.select_option("#outliers", "off")
+    expect(spike).to_have_attribute("data-outliers", "shown")
+    page.wait_for_function("el => el._fullLayout.yaxis.range[1] > 200", arg=spike.element_handle())
+
+
+def test_url_reproduces_the_view_and_the_guide_run_url(site: dict[str, Any], page: Any, browser: Any) -> None:
+    from playwright.sync_api import expect
+
+    e = site["entity"]
+    page.goto(f"{site['url']}/{e}/ws")
+    expect(page.locator("#run-count")).to_have_text("4 runs")
+    page.click("th[data-col=name]")  # descending
+    page.fill("#filter-field", "config.lr")
+    page.select_option("#filter-op", "<")
+    page.fill("#filter-value", "0.05")
+    page.click("#filter-add")
+    expect(page.locator("#run-count")).to_have_text("2 runs")
+    page.select_option("#group-by", "config.opt")
+    chart = page.locator(".chart[data-key='train/loss']")
+    page.wait_for_function("el => el.data && el.data.length === 6", arg=chart.element_handle())
+    chart.evaluate("el => Plotly.relayout(el, {'xaxis.range[0]': 5, 'xaxis.range[1]': 12})")
+    page.wait_for_function("() => location.search.includes('zoom')")
+    link = page.url
+    other = browser.new_context(viewport={"width": 1280, "height": 800})  # nothing saved there
+    try:
+        fresh = other.new_page()
+        fresh.goto(link)
+        expect(fresh.locator("#run-count")).to_have_text("2 runs")
+        expect(fresh.locator("th[data-col=name]")).to_have_attribute("aria-sort", "descending")
+        expect(fresh.locator("#filter-chips .chip")).to_have_text("config.lr < 0.05×")
+        expect(fresh.locator("#group-by")).to_have_value("config.opt")
+        expect(fresh.locator("tr.group-row")).to_have_count(2)
+        zoomed = fresh.locator(".chart[data-key='train/loss']")
+        fresh.wait_for_function("el => el.layout && el.layout.xaxis.range && el.layout.xaxis.range[0] === 5 && "
+                                "el.layout.xaxis.range[1] === 12", arg=zoomed.element_handle())
+        fresh.goto(f"{site['url']}/{e}/ws/alpha-1")  # the guide's run URL
+        expect(fresh).to_have_url(f"{site['url']}/{e}/ws/runs/alpha-1")
+        fresh.goto(f"{site['url']}/{e}/ws/runs/alpha-1#logs")  # the tab is in the URL too
+        expect(fresh.locator(".tabs a.active")).to_have_text("Logs")
+    finally:
+        other.close()
+
+
+def _page_scrolls_sideways(pg: Any) -> int:
+    """How far the page itself scrolls sideways (0: it fits its viewport)."""
+    return pg.evaluate("() => document.documentElement.scrollWidth - document.documentElement.clientWidth")
+
+
+def test_dark_theme_toggle_focus_and_layouts_at_1280_and_390(site: dict[str, Any], browser: Any) -> None:
+    from playwright.sync_api import expect
+
+    e = site["entity"]
+    context = browser.new_context(viewport={"width": 1280, "height": 800}, color_scheme="dark")
+    context.set_default_timeout(TIMEOUT_MS)
+    problems: list[str] = []
+    try:
+        pg = context.new_page()
+        pg.on("pageerror", lambda err: problems.append(str(err)))
+        pg.on("console", lambda m: problems.append(m.text) if m.type == "error" else None)
+        pg.goto(f"{site['url']}/{e}/ws")
+        expect(pg.locator("#run-count")).to_have_text("4 runs")
+        bg = "() => getComputedStyle(document.body).backgroundColor"
+        assert pg.evaluate(bg) == "rgb(18, 21, 28)"  # the system's dark scheme
+        expect(pg.locator("#theme-toggle")).to_have_text("☀ Light")
+        chart = pg.locator(".chart[data-key='train/loss']")
+        pg.wait_for_function("el => el._fullLayout && el._fullLayout.font.color === '#e4e7ee'",
+                             arg=chart.element_handle())
+        assert _page_scrolls_sideways(pg) == 0
+        _shot(pg, "workspace-dark.png")
+        pg.click("#theme-toggle")
+        assert pg.evaluate(bg) == "rgb(255, 255, 255)"
+        pg.wait_for_function("el => el._fullLayout.font.color === '#1b2030'", arg=chart.element_handle())
+        pg.reload()  # the choice is kept over the system's
+        expect(pg.locator("#theme-toggle")).to_have_text("☾ Dark")
+        assert pg.evaluate(bg) == "rgb(255, 255, 255)"
+        pg.keyboard.press("Tab")  # keyboard focus is visible
+        assert pg.evaluate("() => document.activeElement.matches('a.brand')")
+        assert pg.evaluate("() => getComputedStyle(document.activeElement).outlineStyle") == "solid"
+        assert pg.evaluate("() => getComputedStyle(document.activeElement).outlineWidth") == "2px"
+        pg.click("#theme-toggle")
+        pg.goto(f"{site['url']}/{e}/ws/runs/alpha-1")
+        expect(pg.locator("#run-state .badge")).to_have_text("finished")
+        assert _page_scrolls_sideways(pg) == 0
+        _shot(pg, "run-dark.png")
+
+        pg.set_viewport_size({"width": 390, "height": 844})
+        for path in (f"/{e}/ws", f"/{e}/ws/runs/alpha-1", f"/{e}/tele/runs/tele#files", "/", "/sql"):
+            pg.goto(site["url"] + path)
+            pg.wait_for_selector("main#main > *")
+            assert _page_scrolls_sideways(pg) == 0, path
+        pg.goto(f"{site['url']}/{e}/ws")
+        expect(pg.locator("#run-count")).to_have_text("4 runs")
+        assert _page_scrolls_sideways(pg) == 0
+        wrap = pg.locator(".runs-pane .table-wrap")
+        assert wrap.evaluate("el => el.scrollWidth > el.clientWidth")  # the table scrolls inside its frame
+        _shot(pg, "workspace-phone.png")
+    finally:
+        context.close()
+    assert not problems, problems
+
+
+def _get(site: dict[str, Any], path: str) -> Any:
+    with urllib.request.urlopen(site["url"] + path) as resp:
+        return json.load(resp)
+
+
+def _epoch(t: Any) -> float:
+    from datetime import datetime
+
+    return float(t) if isinstance(t, (int, float)) else datetime.fromisoformat(str(t)).timestamp()
+
+
+def _wall_clock(run: dict[str, Any]) -> float:
+    end = run["finished_at"] if run["finished_at"] is not None else run["heartbeat_at"]
+    return _epoch(end) - _epoch(run["created_at"])
+
+
+def _fmt_duration(s: float) -> str:
+    """The web app's rs.fmtDuration for under an hour."""
+    s = max(0, round(s))
+    return f"{s // 60}m {s % 60}s" if s >= 60 else f"{s}s"
+
+
+def test_overview_duration_runtime_artifacts_and_name_in_place(site: dict[str, Any], page: Any) -> None:
+    import time
+
+    from playwright.sync_api import expect
+
+    import runstream
+
+    e = site["entity"]
+    run = runstream.init(entity=e, project="ov", id="gap", name="gap")
+    run.log({"loss": 1.0})
+    run.finish()
+    time.sleep(3)  # setup, not a wait: the run is away for 3 s before it resumes
+    run = runstream.init(entity=e, project="ov", id="gap", resume="must")
+    run.log({"loss": 0.5})
+    run.finish()
+    got = _get(site, f"/api/runs/{e}/ov/gap?fresh=true")
+    assert _wall_clock(got) - got["runtime"] >= 3  # the resume gap is in Runtime, not in Duration
+    page.goto(f"{site['url']}/{e}/ov/runs/gap")
+    expect(page.locator("#duration")).to_have_text(_fmt_duration(got["runtime"]))
+    expect(page.locator("#runtime")).to_have_text(_fmt_duration(_wall_clock(got)))
+
+    page.goto(f"{site['url']}/{e}/tele/runs/tele")
+    expect(page.locator("#artifact-outputs .artifact-output")).to_have_text(["model:v0 model"])
+    page.goto(f"{site['url']}/{e}/tele/runs/maker")
+    expect(page.locator("#artifact-outputs .artifact-output")).to_have_text(["digits:v0 dataset"])
+    page.goto(f"{site['url']}/{e}/ov/runs/gap")
+    page.fill("#name-edit", "gap renamed")
+    page.press("#name-edit", "Enter")
+    expect(page.locator("#name-msg")).to_have_text("Saved.")
+    expect(page.locator("#run-name")).to_have_text("gap renamed")
+    assert _get(site, f"/api/runs/{e}/ov/gap?fresh=true")["name"] == "gap renamed"
+
+
+def test_a_large_project_pages_its_table(site: dict[str, Any], page: Any) -> None:
+    import time
+    from concurrent.futures import ThreadPoolExecutor
+
+    from playwright.sync_api import expect
+
+    from tests.bench.rs import publish_runs
+
+    e, now = site["entity"], time.time()
+    specs = [(f"b{i:04d}", {"i": i}, [(0, now, {"loss": float(i)})]) for i in range(450)]
+    with ThreadPoolExecutor(1) as pool:  # its own event loop: Playwright's sync API holds this thread's
+        pool.submit(publish_runs, site["env"]["RUNSTREAM_NATS_URL"], e, "big", specs).result()
+    page.goto(f"{site['url']}/{e}/big")
+    expect(page.locator("#run-count")).to_have_text("450 runs")
+    rows = page.locator("#runs-table tbody tr.run")
+    expect(rows).to_have_count(200)  # drawn 200 at a time
+    expect(page.locator("#charts-title")).to_have_text("Charts (10 visualized)")
+    expect(page.locator("#more-runs")).to_have_text("Show 200 more")
+    page.click("#more-runs")
+    expect(rows).to_have_count(400)
+    expect(page.locator("#more-runs")).to_have_text("Show 50 more")
+    page.click("#more-runs")
+    expect(rows).to_have_count(450)
+    expect(page.locator("#more-runs")).to_have_count(0)
+    expect(rows.last).to_have_attribute("data-run", "b0000")  # newest first: the first published is last
+
+
+def _panels(pg: Any, want: list[str]) -> list[str]:
+    """The workspace's chart panels in page order, once they are ``want``."""
+    try:
+        pg.wait_for_function("want => JSON.stringify([...document.querySelectorAll('#charts .chart-frame')]"
+                             ".map(f => f.dataset.panel)) === JSON.stringify(want)", arg=want, timeout=15_000)
+    except Exception:
+        pass  # the assertion shows what there is
+    return pg.locator("#charts .chart-frame").evaluate_all("fs => fs.map(f => f.dataset.panel)")
+
+
+def test_panels_reorder_hide_resize_max_runs_saved_and_reset_and_system_section(site: dict[str, Any],
+                                                                                page: Any) -> None:
+    from playwright.sync_api import expect
+
+    e = site["entity"]
+    page.goto(f"{site['url']}/{e}/ws")
+    expect(page.locator("#charts-title")).to_have_text("Charts (4 visualized)")
+    assert _panels(page, ["train/loss", "val/acc", "lr"]) == ["train/loss", "val/acc", "lr"]  # train, val, Charts
+    charts_section = page.locator("details[data-section=Charts]")
+    expect(charts_section.locator(".chart-frame")).to_have_count(1)
+    page.locator(".chart-frame[data-panel='val/acc'] .hide").click()
+    expect(page.locator(".chart-frame[data-panel='val/acc']")).to_have_count(0)
+    expect(page.locator("details[data-section=val]")).to_have_count(0)
+    page.locator(".chart-frame[data-panel='train/loss'] .resize").click()
+    expect(page.locator(".chart-frame[data-panel='train/loss']")).to_have_class("chart-frame wide")
+    page.fill(".chart-frame[data-panel='train/loss'] input.chart-max", "2")
+    page.press(".chart-frame[data-panel='train/loss'] input.chart-max", "Enter")
+    loss = page.locator(".chart[data-key='train/loss']")
+    page.wait_for_function("el => el.data && el.data.length === 2", arg=loss.element_handle())
+    assert sorted(loss.evaluate("el => el.data.map(t => t.name)")) == ["beta-1", "beta-2"]  # the first two charted
+    page.reload()  # saved per project
+    assert _panels(page, ["train/loss", "lr"]) == ["train/loss", "lr"]
+    expect(page.locator(".chart-frame[data-panel='train/loss']")).to_have_class("chart-frame wide")
+    page.wait_for_function("el => el.data && el.data.length === 2", arg=loss.element_handle())
+    expect(page.locator("#charts select.add-panel option")).to_have_text(["Add panel (1 hidden)", "val/acc"])
+    page.select_option("#charts select.add-panel", "val/acc")
+    assert _panels(page, ["train/loss", "val/acc", "lr"]) == ["train/loss", "val/acc", "lr"]
+    page.click("#charts .reset-layout")
+    expect(page.locator(".chart-frame[data-panel='train/loss']")).to_have_class("chart-frame")
+    page.wait_for_function("el => el.data && el.data.length === 4", arg=loss.element_handle())
+
+    # the System section: the charted runs' system metrics
+    page.goto(f"{site['url']}/{e}/tele")
+    expect(page.locator("#run-count")).to_have_text("2 runs")
+    page.click("#workspace-system > summary")
+    cpu = page.locator("#workspace-system-charts .chart[data-key='system/cpu']")
+    page.wait_for_function("el => el.data && el.data.length === 1", arg=cpu.element_handle())
+    assert cpu.evaluate("el => [el.data[0].name, Array.from(el.data[0].y)]") == ["tele", [10, 11, 12, 13, 14]]
+
+
+def test_panels_reorder_within_a_section(site: dict[str, Any], page: Any) -> None:
+    import runstream
+
+    e = site["entity"]
+    run = runstream.init(entity=e, project="lay", id="one", name="one")
+    for i in range(3):
+        run.log({"a/x": float(i), "a/y": float(-i)})
+    run.finish()
+    page.goto(f"{site['url']}/{e}/lay")
+    assert _panels(page, ["a/x", "a/y"]) == ["a/x", "a/y"]
+    page.locator(".chart-frame[data-panel='a/x'] .move-right").click()
+    assert _panels(page, ["a/y", "a/x"]) == ["a/y", "a/x"]
+    page.reload()
+    assert _panels(page, ["a/y", "a/x"]) == ["a/y", "a/x"]
+    page.locator(".chart-frame[data-panel='a/x'] .move-left").click()
+    assert _panels(page, ["a/x", "a/y"]) == ["a/x", "a/y"]

@@ -195,13 +195,55 @@ const rs = (() => {
              state || "unknown");
   }
 
+  // the theme: the system's (prefers-color-scheme) until the toggle picks light or dark, kept per browser
+  const THEME_STORE = "runstream.theme";
+  const darkQuery = window.matchMedia("(prefers-color-scheme: dark)");
+  const savedTheme = () => { try { return localStorage.getItem(THEME_STORE); } catch { return null; } };
+  /** "light" or "dark": the theme the page shows now. */
+  const theme = () => savedTheme() || (darkQuery.matches ? "dark" : "light");
+  function applyTheme() {
+    const t = savedTheme();
+    if (t) document.documentElement.dataset.theme = t; else delete document.documentElement.dataset.theme;
+    const btn = document.getElementById("theme-toggle");
+    if (btn) {
+      const now = theme();
+      btn.textContent = now === "dark" ? "☀ Light" : "☾ Dark";
+      btn.setAttribute("aria-label", `Switch to the ${now === "dark" ? "light" : "dark"} theme`);
+    }
+    window.dispatchEvent(new Event("rs-theme"));  // charts redraw in the theme's colours
+  }
+  applyTheme();
+  darkQuery.addEventListener("change", applyTheme);
+
+  /** plotly.js, loaded once when a page first draws a chart (a page that lists things first, like the
+   * workspace's table, does not wait for its ~4 MB to parse). Resolves to window.Plotly. */
+  let plotlyLoading = null;
+  function plotly() {
+    if (window.Plotly) return Promise.resolve(window.Plotly);
+    if (!plotlyLoading) {
+      plotlyLoading = new Promise((resolve, reject) => {
+        const s = document.createElement("script");
+        s.src = "/static/vendor/plotly.min.js";
+        s.onload = () => resolve(window.Plotly);
+        s.onerror = () => { plotlyLoading = null; reject(new Error("could not load /static/vendor/plotly.min.js")); };
+        document.head.appendChild(s);
+      });
+    }
+    return plotlyLoading;
+  }
+
   /** The page frame: a top bar with breadcrumbs, then the page's main element. */
   function frame(crumbs) {
+    const toggle = h("button", { id: "theme-toggle", type: "button", onclick: () => {
+      localStorage.setItem(THEME_STORE, theme() === "dark" ? "light" : "dark");
+      applyTheme();
+    } });
     const nav = h("nav", { class: "topbar" }, h("a", { href: "/", class: "brand" }, "runstream"),
       crumbs.map(([label, href]) => [h("span", { class: "sep" }, "/"), href ? h("a", { href }, label) : h("span", {}, label)]),
-      h("span", { class: "spacer" }), h("a", { href: "/sql" }, "SQL"));
+      h("span", { class: "spacer" }), h("a", { href: "/sql" }, "SQL"), toggle);
     const main = h("main", { id: "main" });
     document.body.replaceChildren(nav, h("div", { id: "banner", class: "banner", hidden: true }), main);
+    applyTheme();
     return main;
   }
 
@@ -218,5 +260,5 @@ const rs = (() => {
   }
 
   return { h, append, api, ApiError, follow, routes, fmtTime, fmtDuration, fmtValue, fmtBytes, stateBadge, frame,
-           showError, pathParts, enc, runHref, projectHref };
+           showError, pathParts, enc, runHref, projectHref, theme, plotly };
 })();

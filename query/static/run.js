@@ -108,19 +108,46 @@
   }
 
   const git = meta.git && typeof meta.git === "object" ? meta.git : {};
-  const duration = run.finished_at && run.created_at ? (new Date(run.finished_at) - new Date(run.created_at)) / 1000 : null;
+  // the guide: Duration is the time the run was running (resume gaps and time crashed left out: the
+  // projection's runtime, from finish or the last heartbeat of each session); Runtime is the wall clock
+  // from start to end (to now while running, to the last sign of life when crashed)
+  const epoch = (t) => (t === null || t === undefined ? null : typeof t === "number" ? t * 1000 : new Date(t).getTime());
+  function wallClock(r) {
+    const start = epoch(r.created_at);
+    const end = r.state === "running" ? Date.now() : epoch(r.finished_at) ?? epoch(r.heartbeat_at);
+    return start === null || end === null || isNaN(start) || isNaN(end) ? null : Math.max(0, (end - start) / 1000);
+  }
+  const durationCell = h("span", { id: "duration" }, rs.fmtDuration(run.runtime));
+  const nameBox = h("input", { id: "name-edit", value: run.name || runId, "aria-label": "Run name", size: 32 });
+  const nameMsg = h("span", { id: "name-msg", class: "muted" });
+  async function saveName() {
+    const name = nameBox.value.trim();
+    if (!name) { nameMsg.textContent = "A run's name cannot be empty."; return; }
+    if (name === run.name) return;
+    await saveMeta({ name }, nameMsg);
+    title.textContent = run.name || runId;
+    document.title = `${run.name || runId} · runstream`;
+  }
+  nameBox.addEventListener("keydown", (ev) => { if (ev.key === "Enter") saveName(); if (ev.key === "Escape") nameBox.value = run.name || runId; });
+  nameBox.addEventListener("change", saveName);
+  const artifactOutputs = h("div", { id: "artifact-outputs" }, "…");
+  rs.api("GET", `${runApi}/artifacts?role=output`).then((res) => {
+    const rows = (res && res.artifacts) || [];
+    artifactOutputs.replaceChildren(...(rows.length ? rows.map((a) => h("div", { class: "artifact-output", "data-artifact": `${a.name}:v${a.version}` },
+      h("a", { href: "#artifacts" }, `${a.name}:v${a.version}`), h("span", { class: "muted" }, ` ${a.type || ""}`))) : [h("span", { class: "muted" }, "none")]));
+  }).catch((e) => { artifactOutputs.textContent = `could not be loaded: ${e.message}`; });
   const hardware = [meta.cpu_count ? `${meta.cpu_count} CPU${meta.cpu_count_physical ? ` (${meta.cpu_count_physical} cores)` : ""}` : null,
                     meta.memory_total ? `${rs.fmtBytes(meta.memory_total)} RAM` : null,
                     meta.gpu_count ? `${meta.gpu_count} × ${(meta.gpu_names || []).join(", ")}` : null].filter(Boolean).join(", ");
-  const runtimeCell = h("span", { id: "runtime" }, rs.fmtDuration(run.runtime));
+  const runtimeCell = h("span", { id: "runtime" }, rs.fmtDuration(wallClock(run)));
   const lineageCell = h("div", { id: "lineage" }, "—");
   const rows = [
-    ["State", rs.stateBadge(run.state), "state"], ["Name", run.name || "", "name"],
+    ["State", rs.stateBadge(run.state), "state"], ["Name", h("div", {}, nameBox, " ", nameMsg), "name"],
     ["Notes", h("div", {}, notesBox, h("div", {}, notesSave, " ", notesMsg)), "notes"],
     ["Tags", h("div", {}, tagsList, " ", tagBox, tagAdd, " ", tagMsg), "tags"],
     ["Author", meta.username || "", "author"], ["Command", meta.command || "", "command"],
     ["Start time", rs.fmtTime(meta.started_at || run.created_at), "start"],
-    ["Duration", duration === null ? (run.state === "running" ? "running" : "") : rs.fmtDuration(duration), "duration"],
+    ["Duration", durationCell, "duration"],
     ["Runtime", runtimeCell, "runtime"],
     ["Group", run.group || "", "group"], ["Job type", run.job_type || "", "job_type"],
     ["Git repository", git.remote || "", "git-remote"],
@@ -129,7 +156,7 @@
     ["Python executable", meta.python_executable || "", "python-executable"], ["Python version", meta.python || "", "python"],
     ["Run path", `${entity}/${project}/${runId}`, "path"], ["System hardware", hardware, "hardware"],
     ["runstream version", meta.runstream_version || "", "version"], ["Exit code", run.exit_code ?? "", "exit-code"],
-    ["Lineage", lineageCell, "lineage"],
+    ["Lineage", lineageCell, "lineage"], ["Artifact Outputs", artifactOutputs, "artifact-outputs"],
   ];
   function kvTable(id, obj) {
     const keys = Object.keys(obj || {}).sort();
@@ -291,7 +318,8 @@
     rs.follow(`/api/projects/${rs.enc(entity, project)}/runs/events?filters=${encodeURIComponent(JSON.stringify({ run_id: runId }))}`, {
       run: (r) => {
         if (r.run_id !== runId) return;
-        runtimeCell.textContent = rs.fmtDuration(r.runtime);
+        durationCell.textContent = rs.fmtDuration(r.runtime);
+        runtimeCell.textContent = rs.fmtDuration(wallClock(r));
         setState(r.state);
         summaryWrap.replaceChildren(kvTable("summary-table", r.summary));
       },
@@ -302,7 +330,8 @@
   async function refreshSummary() {
     try {
       const fresh = await rs.api("GET", `${runApi}?fresh=true`);
-      runtimeCell.textContent = rs.fmtDuration(fresh.runtime);
+      durationCell.textContent = rs.fmtDuration(fresh.runtime);
+      runtimeCell.textContent = rs.fmtDuration(wallClock(fresh));
       summaryWrap.replaceChildren(kvTable("summary-table", fresh.summary));
     } catch { /* the stream's values stay */ }
   }

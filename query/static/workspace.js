@@ -9,16 +9,44 @@
   const store = `runstream.ws.${entity}/${project}.`;
   const load = (k, d) => { try { const v = localStorage.getItem(store + k); return v === null ? d : JSON.parse(v); } catch { return d; } };
   const save = (k, v) => localStorage.setItem(store + k, JSON.stringify(v));
-  const DEFAULT_VISIBLE = 10;
+  const DEFAULT_MAX_RUNS = 10;  // the guide: the charts show the first 10 runs of the table (its sort, filters, search)
   const PAGE = 1000;
 
+  // a link reproduces the view: sort, filters, search, grouping, x axis, max runs and zoom live in the URL
+  // (they win over this browser's saved settings of the project)
+  const url = new URLSearchParams(location.search);
+  const fromUrl = (k, d, parse) => { if (!url.has(k)) return d; try { return parse ? JSON.parse(url.get(k)) : url.get(k); } catch { return d; } };
   const st = {
     runs: [], total: 0, search: "", filters: load("filters", []), order: load("order", "-created_at"),
-    groupBy: load("groupBy", ""), columns: load("columns", []), visible: load("visible", null),
+    groupBy: load("groupBy", ""), columns: load("columns", []),
+    overrides: load("overrides", {}),  // run_id → true/false: the eye icon's choice, over the first-N rule
+    maxRuns: load("maxRuns", DEFAULT_MAX_RUNS), crop: load("crop", "middle"), expanded_view: false,
     colours: load("colours", {}), selected: new Set(), expanded: new Set(), x: load("x", "_step"),
-    smoothing: load("smoothing", 0), log: load("log", false),
+    smoothing: load("smoothing", 0), log: load("log", false), band: load("band", "std"), outliers: load("outliers", "auto"),
     pending: null,  // the move or delete being confirmed: {kind, runs} (the runs it acts on, fixed when asked)
+    zoom: {},  // metric key → [x0, x1] of a zoomed chart
   };
+  st.order = fromUrl("sort", st.order);
+  st.filters = fromUrl("filters", st.filters, true);
+  st.search = fromUrl("q", st.search);
+  st.groupBy = fromUrl("group", st.groupBy);
+  st.x = fromUrl("x", st.x);
+  st.maxRuns = Number(fromUrl("max", st.maxRuns)) || DEFAULT_MAX_RUNS;
+  st.zoom = fromUrl("zoom", st.zoom, true) || {};
+
+  /** The view into the address bar (replaceState: no history entry per click). */
+  function syncUrl() {
+    const q = new URLSearchParams();
+    q.set("sort", st.order);
+    if (st.filters.length) q.set("filters", JSON.stringify(st.filters));
+    if (st.search) q.set("q", st.search);
+    if (st.groupBy) q.set("group", st.groupBy);
+    if (st.x !== "_step") q.set("x", st.x);
+    if (st.maxRuns !== DEFAULT_MAX_RUNS) q.set("max", String(st.maxRuns));
+    if (Object.keys(st.zoom).length) q.set("zoom", JSON.stringify(st.zoom));
+    const next = `${location.pathname}?${q}`;
+    if (next !== location.pathname + location.search) history.replaceState(null, "", next);
+  }
 
   document.title = `${project} · runstream`;
   const main = rs.frame([[entity, null], [project, rs.projectHref(entity, project)]]);
@@ -36,6 +64,13 @@
   const groupBox = h("select", { id: "group-by", title: "Group runs" });
   const columnBox = h("select", { id: "add-column" });
   const countLabel = h("span", { id: "run-count", class: "muted" });
+  const maxRunsBox = h("input", { id: "max-runs", type: "number", min: 1, max: 1000, step: 1, value: st.maxRuns,
+                                  "aria-label": "Runs shown in the charts", title: "The first N runs of the table are charted" });
+  const cropBox = h("select", { id: "name-crop", title: "Crop long run names", "aria-label": "Crop run names" },
+    [["end", "crop end"], ["middle", "crop middle"], ["beginning", "crop beginning"]].map(([v, l]) => h("option", { value: v }, l)));
+  cropBox.value = st.crop;
+  const expandBtn = h("button", { id: "expand-table", "aria-pressed": "false", title: "Show the full runs table",
+                                  onclick: () => toggleExpanded() }, "⤢ Expand");
 
   const tagBox = h("input", { id: "bulk-tag", placeholder: "tag", size: 10 });
   const bulkMsg = h("span", { id: "bulk-msg", class: "muted" });
@@ -56,31 +91,45 @@
   const smoothBox = h("input", { id: "smoothing", type: "range", min: 0, max: 0.99, step: 0.01 });
   const smoothLabel = h("span", { id: "smoothing-value", class: "muted" });
   const logBox = h("input", { id: "log-scale", type: "checkbox" });
+  const bandBox = h("select", { id: "group-band", title: "The shaded band of a group", "aria-label": "Group band" },
+    h("option", { value: "std" }, "band ±1 std"), h("option", { value: "minmax" }, "band min–max"));
+  const outlierBox = h("select", { id: "outliers", title: "Ignore outliers in the y range", "aria-label": "Outliers" },
+    h("option", { value: "auto" }, "outliers: auto"), h("option", { value: "on" }, "ignore outliers"),
+    h("option", { value: "off" }, "show outliers"));
   const chartRoot = h("div", { id: "charts" });
   const mediaRoot = h("section", { id: "workspace-media" });
+  const systemRoot = h("div", { id: "workspace-system-charts" });
+  const systemStatus = h("span", { id: "workspace-system-status", class: "muted" });
+  const systemSection = h("details", { id: "workspace-system", class: "section" },
+    h("summary", {}, "System ", systemStatus), systemRoot);
+
 
   main.append(
     h("section", { class: "runs-pane" },
-      h("div", { class: "toolbar" }, searchBox, countLabel),
+      h("div", { class: "toolbar" }, searchBox, countLabel, h("span", { class: "spacer" }), expandBtn),
       h("div", { class: "toolbar" }, "Filter ", fieldBox, opBox, valueBox,
         h("button", { id: "filter-add", onclick: () => addFilter() }, "Add filter"), fieldList, chips),
-      h("div", { class: "toolbar" }, "Group by ", groupBox, " Add column ", columnBox),
+      h("div", { class: "toolbar" }, "Group by ", groupBox, " Add column ", columnBox, " ", cropBox,
+        h("label", {}, " Charted runs ", maxRunsBox)),
       bulk, confirmPanel, actionMsg, h("div", { class: "table-wrap" }, table)),
     h("section", { class: "charts-pane" },
       h("div", { class: "toolbar" }, chartsTitle, h("label", {}, "x ", xBox),
-        h("label", {}, " smoothing ", smoothBox, smoothLabel), h("label", {}, logBox, " log scale")),
-      chartRoot, mediaRoot));
+        h("label", {}, " smoothing ", smoothBox, smoothLabel), h("label", {}, logBox, " log scale"), bandBox, outlierBox),
+      chartRoot, systemSection, mediaRoot));
 
   xBox.value = st.x;
+  searchBox.value = st.search;
   smoothBox.value = st.smoothing;
   smoothLabel.textContent = String(st.smoothing);
   logBox.checked = st.log;
+  bandBox.value = st.band;
+  outlierBox.value = st.outliers;
 
   // -- columns ----------------------------------------------------------------------------------
 
   const meta = (r) => (r.metadata && typeof r.metadata === "object" ? r.metadata : {});
   const FIXED = [
-    { id: "name", label: "Name", order: "name", cell: (r) => h("a", { href: rs.runHref(entity, project, r.run_id), class: "run-link" }, r.name || r.run_id) },
+    { id: "name", label: "Name", order: "name", cell: (r) => nameCell(r) },
     { id: "state", label: "State", order: "state", cell: (r) => rs.stateBadge(r.state) },
     { id: "created", label: "Created", order: "created_at", cell: (r) => rs.fmtTime(r.created_at) },
     { id: "runtime", label: "Runtime", order: "runtime", cell: (r) => rs.fmtDuration(r.runtime) },
@@ -88,7 +137,23 @@
     { id: "group", label: "Group", order: "group", cell: (r) => r.group || "" },
     { id: "job_type", label: "Job type", order: "job_type", cell: (r) => r.job_type || "" },
     { id: "user", label: "User", order: "user", cell: (r) => meta(r).username || "" },
+    { id: "notes", label: "Notes", cell: (r) => h("span", { class: "notes", title: r.notes || "" }, crop((r.notes || "").split("\n")[0], 40, "end")) },
   ];
+  const NAME_WIDTH = 28;
+  /** `text` cropped to `n` characters at its end, middle or beginning (the guide's three modes). */
+  function crop(text, n, mode) {
+    const t = String(text);
+    if (t.length <= n) return t;
+    if (mode === "end") return t.slice(0, n - 1) + "…";
+    if (mode === "beginning") return "…" + t.slice(t.length - n + 1);
+    const head = Math.ceil((n - 1) / 2);
+    return t.slice(0, head) + "…" + t.slice(t.length - (n - 1 - head));
+  }
+  function nameCell(r) {
+    const full = r.name || r.run_id;
+    return [h("a", { href: rs.runHref(entity, project, r.run_id), class: "run-link", title: full },
+              crop(full, NAME_WIDTH, st.crop)), kebab(r)];
+  }
   function userColumn(id) {
     const [kind, ...rest] = id.split(".");
     const key = rest.join(".");
@@ -137,39 +202,46 @@
     const f = filtersJson();
     if (f) params.set("filters", f);
     const runs = [];
-    let offset = 0, total = 0;
+    let offset = 0;
+    let charted = null;  // the charted ids once drawn from the first page
     try {
       for (;;) {
         params.set("offset", String(offset));
         const page = await rs.api("GET", `${base}/runs?${params}`);
         if (token !== fetchToken) return;
         runs.push(...page.runs);
-        total = page.total;
-        if (page.next_offset === null || page.next_offset === undefined) break;
+        const done = page.next_offset === null || page.next_offset === undefined;
+        if (charted === null || done) {
+          // the first page is the table's top and the charted runs: show it at once, the rest as it comes
+          document.getElementById("banner").hidden = true;
+          st.runs = runs.slice();
+          st.total = page.total;
+          render();
+          const ids = shownRuns().map((r) => r.run_id).join("\n");
+          if (ids !== charted) { charted = ids; fetchCharts(); }
+        }
+        if (done) break;
         offset = page.next_offset;
       }
     } catch (e) {
       if (token === fetchToken) { rs.showError(`Could not list runs: ${e.message}`); st.runs = []; render(); }
-      return;
     }
-    document.getElementById("banner").hidden = true;
-    st.runs = runs;
-    st.total = total;
-    if (st.visible === null) {
-      st.visible = runs.slice(0, DEFAULT_VISIBLE).map((r) => r.run_id);
-      save("visible", st.visible);
-    }
-    render();
-    fetchCharts();
   }
 
-  const visibleSet = () => new Set(st.visible || []);
-  const shownRuns = () => { const v = visibleSet(); return st.runs.filter((r) => v.has(r.run_id)); };
+  /** The charted runs: the first maxRuns of the table in its current order (filters and search applied),
+   * then the eye icon's choices on top. */
+  const shownRuns = () => st.runs.filter((r, i) => {
+    const o = st.overrides[r.run_id];
+    return o === undefined ? i < st.maxRuns : o;
+  });
+  let shownIdx = new Map();  // run_id → position among the charted runs; rebuilt by render()
+  const indexShown = () => { shownIdx = new Map(shownRuns().map((r, i) => [r.run_id, i])); };
+  const visibleSet = () => shownIdx;
 
   function colourOf(r) {
     if (st.colours[r.run_id]) return st.colours[r.run_id];
-    const i = (st.visible || []).indexOf(r.run_id);
-    if (i >= 0) return RSCharts.colour(i);
+    const i = shownIdx.get(r.run_id);
+    if (i !== undefined) return RSCharts.colour(i);
     let hash = 0;
     for (const c of r.run_uid || r.run_id) hash = (hash * 31 + c.charCodeAt(0)) >>> 0;
     return RSCharts.colour(hash);
@@ -196,7 +268,45 @@
   }
 
   let chartToken = 0;
-  const panel = RSCharts.panel(chartRoot, zoom);
+  const panel = RSCharts.panel(chartRoot, (key, lo, hi) => {
+    if (lo === null) delete st.zoom[key]; else st.zoom[key] = [Number(lo), Number(hi)];
+    syncUrl();
+    zoom(key, lo, hi);
+  }, { layout: { get: () => ({ order: [], hidden: [], wide: [], max: {}, ...load("layout", {}) }), save: (l) => save("layout", l) } });
+
+  // the System section: the charted runs' system metrics (x: _runtime), loaded when opened
+  const systemPanel = RSCharts.panel(systemRoot, null);
+  let systemToken = 0;
+  async function fetchSystem() {
+    if (!systemSection.open) return;
+    const token = ++systemToken;
+    const shown = shownRuns().slice(0, 20);
+    systemStatus.textContent = "loading…";
+    const series = [];
+    try {
+      const all = await Promise.all(shown.map((r) => rs.api("GET", `${runApi(r)}/system?samples=500`).catch(() => null)));
+      all.forEach((res, i) => {
+        if (!res) return;
+        for (const col of res.columns.filter((c) => !c.startsWith("_"))) {
+          const s = { run_id: shown[i].run_id, key: `system/${col.replace(/^system\./, "")}`, x: [], y: [] };
+          for (const row of res.rows) {
+            const v = row[col];
+            if (typeof v === "number" && isFinite(v) && typeof row._runtime === "number") { s.x.push(row._runtime); s.y.push(v); }
+          }
+          if (s.x.length) series.push(s);
+        }
+      });
+    } catch (e) {
+      systemStatus.textContent = `could not load: ${e.message}`;
+      return;
+    }
+    if (token !== systemToken) return;
+    const runs = new Map(shown.map((r) => [r.run_id, { name: r.name || r.run_id, color: colourOf(r) }]));
+    systemStatus.textContent = series.length ? `(${new Set(series.map((s) => s.key)).size})` : "(none recorded by the charted runs)";
+    systemPanel.set({ series, runs, groups: null, x: "_runtime", smoothing: 0, log: false, outliers: "off" });
+    systemRoot.dataset.ready = String(token);
+  }
+  systemSection.addEventListener("toggle", fetchSystem);
   const mediaPanel = RSWorkspaceMedia.panel(mediaRoot, entity, project);
   function buckets(n) { return n > 100 ? 100 : n > 20 ? 250 : 500; }
 
@@ -219,19 +329,22 @@
     if (st.groupBy) {
       gs = [...groups(shown)].map(([name, members], i) => ({ name, color: RSCharts.colour(i), members: members.map((r) => r.run_id) }));
     }
-    return { series, runs, groups: gs, x: st.x, smoothing: Number(st.smoothing), log: st.log };
+    return { series, runs, groups: gs, x: st.x, zoom: st.zoom, smoothing: Number(st.smoothing), log: st.log, band: st.band, outliers: st.outliers };
   }
 
   async function fetchCharts() {
+    indexShown();
     const token = ++chartToken;
     const shown = shownRuns();
     chartsTitle.textContent = `Charts (${shown.length} visualized)`;
     mediaPanel.set(shown.map((r) => ({ run_id: r.run_id, name: r.name || r.run_id, color: colourOf(r) })));
+    fetchSystem();
     try {
-      const series = await fetchSeries(shown, {});
+      const series = await fetchSeries(shown, {});  // plotly.js runs after this: the table is drawn by then
       if (token !== chartToken) return;
       panel.set(chartState(series));
       chartRoot.dataset.ready = String(token);
+      for (const [key, [lo, hi]] of Object.entries(st.zoom)) zoom(key, lo, hi);  // a linked zoom, at full resolution
     } catch (e) {
       rs.showError(`Could not load charts: ${e.message}`);
     }
@@ -262,8 +375,10 @@
     const cells = columns().map((c) => {
       const dir = st.order === `+${c.order}` || st.order === c.order ? "asc" : st.order === `-${c.order}` ? "desc" : null;
       const th = h("th", { "data-col": c.id, class: c.order ? "sortable" : null, "aria-sort": dir ? `${dir}ending` : null },
-        c.label, dir ? h("span", { class: "arrow" }, dir === "asc" ? " ▲" : " ▼") : null);
-      if (c.order) th.addEventListener("click", () => { st.order = dir === "desc" ? `+${c.order}` : `-${c.order}`; save("order", st.order); fetchRuns(); });
+        h("span", { class: "resizable" }, c.label, dir ? h("span", { class: "arrow" }, dir === "asc" ? " ▲" : " ▼") : null));
+      if (c.order) th.addEventListener("click", () => {  // the order now, not when this header was drawn
+        st.order = st.order === `-${c.order}` ? `+${c.order}` : `-${c.order}`; save("order", st.order); syncUrl(); fetchRuns();
+      });
       if (c.removable) {
         th.append(h("button", { class: "x", title: "Remove column", onclick: (ev) => { ev.stopPropagation();
           st.columns = st.columns.filter((x) => x !== c.id); save("columns", st.columns); render(); } }, "×"));
@@ -288,8 +403,13 @@
       columns().map((c) => h("td", { "data-col": c.id }, c.cell(r))));
   }
 
+  const ROWS = 200;  // rows drawn at a time: a 10,000-run project pages its table ("Show more")
+  let rowLimit = ROWS;
   function render() {
+    indexShown();
+    syncUrl();
     const body = h("tbody", {});
+    let drawn = 0;
     if (!st.runs.length) {
       body.append(h("tr", {}, h("td", { colspan: columns().length + 3, class: "empty" },
         st.filters.length || st.search ? "No runs match the search and filters." : "No runs in this project yet.")));
@@ -306,10 +426,22 @@
         body.append(h("tr", { class: "group-row", "data-group": label },
           h("td", {}, toggle), h("td", {}, eye), h("td", {}),
           h("td", { colspan: columns().length }, h("strong", {}, `${st.groupBy}: ${label}`), h("span", { class: "muted" }, ` ${members.length} runs`))));
-        for (const r of members) body.append(runRow(r, collapsed));
+        if (collapsed) continue;  // a collapsed group's rows are drawn when it opens
+        for (const r of members) {
+          if (drawn >= rowLimit) break;
+          body.append(runRow(r, false));
+          drawn++;
+        }
       }
     } else {
-      for (const r of st.runs) body.append(runRow(r, false));
+      for (const r of st.runs.slice(0, rowLimit)) body.append(runRow(r, false));
+      drawn = Math.min(st.runs.length, rowLimit);
+    }
+    if (!st.groupBy && st.runs.length > rowLimit) {
+      const rest = st.runs.length - rowLimit;
+      body.append(h("tr", { class: "more-row" }, h("td", { colspan: columns().length + 3 },
+        h("button", { id: "more-runs", onclick: () => { rowLimit += ROWS; render(); } },
+          `Show ${Math.min(ROWS, rest)} more`), h("span", { class: "muted" }, ` of ${rest} not shown`))));
     }
     table.replaceChildren(header(), body);
     countLabel.textContent = `${st.total} run${st.total === 1 ? "" : "s"}`;
@@ -357,12 +489,75 @@
   const sameIds = (a, b) => { const ids = new Set(a.map((r) => r.run_id)); return a.length === b.length && b.every((r) => ids.has(r.run_id)); };
 
   function setVisible(ids, on) {
-    const v = visibleSet();
-    for (const id of ids) on ? v.add(id) : v.delete(id);
-    st.visible = [...v];
-    save("visible", st.visible);
+    for (const id of ids) st.overrides[id] = on;
+    save("overrides", st.overrides);
     render();
     fetchCharts();
+  }
+
+  // -- the kebab menu of a run: rename, stop (while running), delete --------------------------------
+
+  let openMenu = null;
+  function closeMenu() { if (openMenu) { openMenu.remove(); openMenu = null; } }
+  document.addEventListener("click", (ev) => { if (openMenu && !openMenu.contains(ev.target)) closeMenu(); });
+  document.addEventListener("keydown", (ev) => { if (ev.key === "Escape") closeMenu(); });
+
+  function kebab(r) {
+    return h("button", { class: "kebab", title: "Run actions", "aria-haspopup": "menu", "aria-label": `Actions for ${r.name || r.run_id}`,
+      onclick: (ev) => {
+        ev.stopPropagation();
+        const had = openMenu && openMenu.dataset.run === r.run_id;
+        closeMenu();
+        if (had) return;
+        const item = (id, label, fn, cls) => h("button", { role: "menuitem", class: `menu-item ${cls || ""}`, "data-action": id,
+          onclick: (e) => { e.stopPropagation(); closeMenu(); fn(); } }, label);
+        openMenu = h("div", { class: "menu", role: "menu", "data-run": r.run_id },
+          item("rename", "Rename", () => startRename(r)),
+          r.state === "running" ? item("stop", "Stop run", () => stopRun(r)) : null,
+          item("delete", "Delete…", () => { st.selected = new Set([r.run_id]); render(); ask("delete"); }, "danger"));
+        ev.currentTarget.parentElement.append(openMenu);
+        openMenu.querySelector("button").focus();
+      } }, "⋮");
+  }
+
+  function startRename(r) {
+    const cell = table.querySelector(`tr.run[data-run="${CSS.escape(r.run_id)}"] td[data-col=name]`);
+    if (!cell) return;
+    const box = h("input", { id: "rename-input", value: r.name || r.run_id, "aria-label": "New run name", size: 24 });
+    box.addEventListener("keydown", async (ev) => {
+      if (ev.key === "Escape") { render(); return; }
+      if (ev.key !== "Enter") return;
+      const name = box.value.trim();
+      if (!name) { showMessage("A run's name cannot be empty.", true); return; }
+      box.disabled = true;
+      try {
+        await rs.api("PATCH", runApi(r), { name });
+        showMessage(`Renamed ${r.run_id} to ${name}.`);
+      } catch (e) {
+        showMessage(`Could not rename: ${e.message}`, true);
+      }
+      fetchRuns();
+    });
+    cell.replaceChildren(box);
+    box.focus();
+    box.select();
+  }
+
+  async function stopRun(r) {
+    try {
+      const res = await rs.api("POST", `${runApi(r)}/stop`, { requested_by: "web" });
+      showMessage(`Stop requested for ${r.name || r.run_id}${res && res.state ? ` (${res.state})` : ""}.`);
+    } catch (e) {
+      showMessage(`Could not stop: ${e.message}`, true);
+    }
+  }
+
+  function toggleExpanded() {
+    st.expanded_view = !st.expanded_view;
+    main.classList.toggle("expanded", st.expanded_view);
+    expandBtn.setAttribute("aria-pressed", String(st.expanded_view));
+    expandBtn.textContent = st.expanded_view ? "⤡ Back to charts" : "⤢ Expand";
+    if (!st.expanded_view) window.dispatchEvent(new Event("resize"));  // plotly re-fits the charts it hid
   }
 
   // -- actions ----------------------------------------------------------------------------------
@@ -454,8 +649,8 @@
   /** The runs acted on leave the selection and the charts' settings of this project. */
   function forget(runIds) {
     for (const id of runIds) { st.selected.delete(id); delete st.colours[id]; }
-    st.visible = (st.visible || []).filter((id) => !runIds.includes(id));
-    save("visible", st.visible);
+    for (const id of runIds) delete st.overrides[id];
+    save("overrides", st.overrides);
     save("colours", st.colours);
   }
 
@@ -500,13 +695,20 @@
     searchTimer = setTimeout(() => { st.search = searchBox.value; fetchRuns(); }, 250);
   });
   valueBox.addEventListener("keydown", (ev) => { if (ev.key === "Enter") addFilter(); });
-  groupBox.addEventListener("change", () => { st.groupBy = groupBox.value; save("groupBy", st.groupBy); render(); redrawCharts(); });
+  groupBox.addEventListener("change", () => { st.groupBy = groupBox.value; syncUrl(); save("groupBy", st.groupBy); render(); redrawCharts(); });
   columnBox.addEventListener("change", () => {
     if (columnBox.value) { st.columns.push(columnBox.value); save("columns", st.columns); render(); }
   });
-  xBox.addEventListener("change", () => { st.x = xBox.value; save("x", st.x); fetchCharts(); });
+  maxRunsBox.addEventListener("change", () => {
+    const n = Math.max(1, Math.floor(Number(maxRunsBox.value) || DEFAULT_MAX_RUNS));
+    st.maxRuns = n; maxRunsBox.value = n; save("maxRuns", n); render(); fetchCharts();
+  });
+  cropBox.addEventListener("change", () => { st.crop = cropBox.value; save("crop", st.crop); render(); });
+  xBox.addEventListener("change", () => { st.x = xBox.value; st.zoom = {}; save("x", st.x); syncUrl(); fetchCharts(); });
   smoothBox.addEventListener("input", () => { st.smoothing = Number(smoothBox.value); smoothLabel.textContent = smoothBox.value; save("smoothing", st.smoothing); redrawCharts(); });
   logBox.addEventListener("change", () => { st.log = logBox.checked; save("log", st.log); redrawCharts(); });
+  bandBox.addEventListener("change", () => { st.band = bandBox.value; save("band", st.band); redrawCharts(); });
+  outlierBox.addEventListener("change", () => { st.outliers = outlierBox.value; save("outliers", st.outliers); redrawCharts(); });
 
   // live: the project's runs as they change; a new run or a visible run that logged more refetches
   let liveTimer = null;

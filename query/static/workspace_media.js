@@ -28,7 +28,8 @@ const RSWorkspaceMedia = (() => {
       return img;
     }
 
-    function heatmap(div, data) {
+    async function heatmap(div, data) {
+      await rs.plotly();
       const x = [], y = [], c = [];
       for (const s of data.steps) {
         for (let i = 0; i < s.values.length; i++) { x.push(s.step); y.push((s.bins[i] + s.bins[i + 1]) / 2); c.push(s.values[i]); }
