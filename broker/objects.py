@@ -123,8 +123,8 @@ class ObjectStore:
             if e.err_code != ERR_STREAM_NOT_FOUND and e.code != 404:
                 raise
             try:
-                self.client.js_api(f"STREAM.CREATE.{self.stream}", bucket_config(
-                    replicas or getattr(self.client, "replicas", 1), self.bucket))
+                n: int = replicas or getattr(self.client, "replicas", 1) or 1
+                self.client.js_api(f"STREAM.CREATE.{self.stream}", bucket_config(n, self.bucket))
             except JetStreamError:
                 self.client.js_api(f"STREAM.INFO.{self.stream}")  # created meanwhile
         self._ensured = True
