@@ -24,7 +24,7 @@ from anyio.streams.memory import MemoryObjectReceiveStream
 from .errors import CatchUpTimeout, StreamSetupError
 from .fold import Record, fold
 from .reaper import Reaper
-from .resilience import BrokerLink, connect_retrying, retrying
+from .resilience import BrokerLink, backoff_delays, connect_retrying, is_disk_full, retrying
 from .source import StreamSource, entity_subjects, last_seq
 from .state import ProjectionState
 from .store import Store
@@ -39,6 +39,8 @@ _PROBE_WAITING_S = 0.25
 projector asks its consumer whether anything of its filter is still pending."""
 _PROBE_IDLE_S = 2.0
 """Otherwise (for the lag in ``health``), how often an idle projector asks."""
+DISK_FULL_RETRY_S = 2.0
+"""While DuckDB's disk is full, the longest wait between two tries of the same transaction."""
 _PARTITION_DDL = "CREATE TABLE IF NOT EXISTS projector_partition (name VARCHAR PRIMARY KEY, subjects VARCHAR)"
 
 
@@ -109,6 +111,10 @@ class Projector:
         self._late: list[tuple[str, int]] = []
         self.dropped = 0
         """Events of deleted runs dropped (after their tombstone) since this object was created."""
+        self.stalled: dict[str, Any] | None = None
+        """Why projecting is paused, while it is (``reason``, ``message``, ``since``): ``disk_full``
+        when DuckDB cannot write its file (retried until space returns; reads go on). ``health``
+        shows it."""
 
     # -- reading the projection ----------------------------------------------------------------
 
@@ -222,7 +228,25 @@ class Projector:
         return changes.checkpoint
 
     async def _commit(self, records: list[Record]) -> None:
-        seq = await anyio.to_thread.run_sync(self._apply, records)
+        delays = backoff_delays(0.2, DISK_FULL_RETRY_S)
+        while True:
+            try:
+                seq = await anyio.to_thread.run_sync(self._apply, records)
+                break
+            except Exception as e:
+                if not is_disk_full(e):
+                    raise
+                if self.stalled is None:
+                    message = (f"the disk of {self.db_path} is full ({e}): projecting is paused at stream seq "
+                               f"{self._projected}, reads are answered, and it resumes by itself when space "
+                               "returns (nothing is lost: the events wait in the stream)")
+                    self.stalled = {"reason": "disk_full", "message": message, "since": time.time()}
+                    log.error("%s", message)
+            await anyio.sleep(next(delays))
+        if self.stalled is not None and self.stalled["reason"] == "disk_full":
+            log.warning("space is back on the disk of %s: projecting again after %.1fs paused", self.db_path,
+                        time.time() - self.stalled["since"])
+            self.stalled = None
         self._projected = seq
         self._signal()
         late, self._late = self._late, []

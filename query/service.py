@@ -249,13 +249,14 @@ class QueryService:
         seq); ``stream_last_seq``: the stream's last sequence (as last known while the broker is
         down); ``lag``: events not projected yet (a partition: its consumer's pending count);
         ``broker``: ``connected``, ``since``, ``url``, ``last_error``, ``failing``;
-        ``forwarded_in_flight``: HTTP requests other servers forwarded here, being answered.
+        ``forwarded_in_flight``: HTTP requests other servers forwarded here, being answered;
+        ``stalled``: None, or why projecting is paused (``reason``, ``message``, ``since``).
         """
         await self.stream_last_seq()
         p = self._projection
         return {"ok": True, "name": self._name, "pid": os.getpid(), "db_path": str(self._db_path),
                 "nats_url": self._nats_url, "projected_seq": p.projected_seq, "position": p.position,
-                "stream_last_seq": p.stream_last_seq, "lag": p.lag(),
+                "stream_last_seq": p.stream_last_seq, "lag": p.lag(), "stalled": getattr(p, "stalled", None),
                 "entities": self.entities, "filter_subjects": self._filter_subjects,
                 "broker": self._link.snapshot() if self._link is not None else None,
                 "started_at": self._started, "uptime_s": time.time() - self._started,

@@ -72,6 +72,9 @@ def health_lines(health: dict[str, Any] | None, health_error: str | None) -> lis
     if health is not None:
         lines = [f"projector at stream seq {health['projected_seq']} of {health['stream_last_seq']} "
                  f"(lag {health['lag']}), up {format_duration(health.get('uptime_s'))}"]
+        stalled = health.get("stalled")
+        if stalled:
+            lines.append(f"projector PAUSED: {stalled.get('message')}")
         replay = health.get("replay") or {}
         if replay.get("running"):
             lines.append(f"replay    running: {replay.get('done', 0)}/{replay.get('total', 0)}")

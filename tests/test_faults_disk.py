@@ -123,3 +123,53 @@ def test_a_trainer_on_a_full_disk_keeps_logging_and_loses_nothing(
     assert one(con, "SELECT state FROM runs WHERE run_uid = ?", [uid]) == "finished"
     fault_report("disk full under a live trainer's spool", f"log() returns, {n} rows, 0 lost, 0 doubled",
                  f"{held / 1e6:.1f} MB held; one warning; {rows[0]} rows, {rows[1]} distinct steps, exit 0")
+
+
+def test_the_projector_on_a_full_disk_pauses_says_so_and_resumes_when_space_returns(
+        small_disk: Path, own_nats, fault_report) -> None:
+    import anyio
+
+    from runstream.broker.codec import encode_log_body
+    from runstream.broker.names import new_run_uid
+    from runstream.projector import Projector
+    from tests.test_projector_nats import _event, _init, publish
+
+    uid = new_run_uid()
+    events = [_init(uid, "disk")]
+    for seq in range(1, 41):
+        rows = [(seq * 500 + j, float(seq), {"a": float(j), "pad": "p" * 200}) for j in range(500)]
+        events.append(_event("log", uid, seq, float(seq), encode_log_body(rows)))
+    db = small_disk / "p.duckdb"
+    seen: dict[str, object] = {}
+
+    async def scenario() -> None:
+        p = Projector(db, own_nats.url)
+        async with anyio.create_task_group() as tg:
+            await tg.start(p.run)
+            filler = fill(small_disk, leave=0)
+            await anyio.to_thread.run_sync(publish, own_nats.url, events)
+            with anyio.fail_after(30):
+                while p.stalled is None:
+                    await anyio.sleep(0.02)
+            seen["stalled"] = dict(p.stalled)
+            seen["paused_at"] = p.projected_seq
+            assert p.cursor().execute("SELECT count(*) FROM runs").fetchone() is not None  # reads go on
+            filler.unlink()
+            assert await p.wait_for_seq(len(events), timeout=60.0)
+            seen["after"] = p.stalled
+            seen["points"] = p.cursor().execute(
+                "SELECT count(*), count(DISTINCT step) FROM history WHERE run_uid = ? AND key = 'a'",
+                [uid]).fetchone()
+            tg.cancel_scope.cancel()
+        p.close()
+
+    anyio.run(scenario)
+    stalled = seen["stalled"]
+    assert isinstance(stalled, dict) and stalled["reason"] == "disk_full"
+    assert "No space left on device" in stalled["message"] and "resumes by itself" in stalled["message"]
+    assert isinstance(seen["paused_at"], int) and seen["paused_at"] < len(events)
+    assert seen["after"] is None
+    assert seen["points"] == (40 * 500, 40 * 500)
+    fault_report("disk full under the DuckDB file", "projecting pauses, health says so, resumes; 0 lost",
+                 f"paused at seq {seen['paused_at']} of {len(events)}; resumed; "
+                 f"{seen['points'][0]} points, 0 doubled")
