@@ -13,9 +13,35 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, StrictBytes, StrictInt, StrictStr, ValidationError
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StrictBytes, StrictInt, StrictStr, ValidationError
 
 from .codec import SCHEMA_VERSION, check_log_body, decode_log_body
+
+
+def _not_dots(value: str) -> str:
+    if value in (".", ".."):
+        raise ValueError(f"{value!r} is not a legal entity, project or run id ('.' and '..' name folders)")
+    return value
+
+
+PathPart = Annotated[str, AfterValidator(_not_dots)]
+"""An entity, project or run id in an ``init`` or ``move`` event: ``.`` and ``..`` are refused
+(the event goes to ``dead_letters``)."""
+
+
+def _safe_file_name(value: str) -> str:
+    from runstream.errors import UsageError
+    from runstream.filenames import check_name
+
+    try:
+        return check_name(value)
+    except UsageError as e:
+        raise ValueError(str(e)) from None
+
+
+FileName = Annotated[StrictStr, AfterValidator(_safe_file_name)]
+"""A run file's name as ``run.save()`` checks it (relative, no '..', no control characters): a
+forged ``file`` event with another goes to ``dead_letters``, so no download can trip on it."""
 
 
 class _Body(BaseModel):
@@ -49,9 +75,9 @@ class InitBody(_Body):
     run's primary writer, whose ``finish`` sets the run's final state. Fields left out of a resume
     or rewind keep their values (``name`` may then be None)."""
 
-    entity: str
-    project: str
-    run_id: str
+    entity: PathPart
+    project: PathPart
+    run_id: PathPart
     name: str | None = None
     notes: str | None = None
     tags: list[str] = Field(default_factory=list)
@@ -183,7 +209,7 @@ class FileBody(_Body):
 
     A later event of the same ``name`` replaces the earlier one (``live`` files change)."""
 
-    name: Annotated[StrictStr, Field(min_length=1)]
+    name: FileName
     size: Annotated[StrictInt, Field(ge=0)]
     sha256: Sha256
     mtime: float | None = None
@@ -253,9 +279,9 @@ class MoveBody(_Body):
     """The run moved to ``entity/project/run_id`` (same entity) from ``from_path``. Recorded by the
     server (writer ``api:<id>``) after claiming the new path; the events keep their subjects."""
 
-    entity: str
-    project: str
-    run_id: str
+    entity: PathPart
+    project: PathPart
+    run_id: PathPart
     from_path: str
 
 
