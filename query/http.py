@@ -217,6 +217,13 @@ def create_app(core: ServerCore | None = None, *, api_key: str | None = None,
         status, kind = _error_status(e)
         return _json({"error": str(e), "kind": kind}, status)
 
+    from nats.errors import MaxPayloadError
+
+    @app.exception_handler(MaxPayloadError)
+    async def too_large_for_nats(request: Request, e: MaxPayloadError) -> JSONResponse:
+        return _json({"error": "refused: the change is larger than the broker carries in one message "
+                               f"({e}); send less (shorter notes, fewer tags)", "kind": "too_large"}, 413)
+
     @app.exception_handler(HTTPException)
     async def http_error(request: Request, e: HTTPException) -> JSONResponse:
         kind = {401: "unauthorized", 404: "not_found", 503: "unavailable"}.get(e.status_code, "error")
@@ -386,6 +393,9 @@ def create_app(core: ServerCore | None = None, *, api_key: str | None = None,
     # outermost (added last): it sees the client's own receive, so a client that leaves a forwarded
     # live stream is noticed at once; forwarded responses carry the holder's headers already
     app.add_middleware(EntityRouter)
+    from .limits import BodyLimit
+
+    app.add_middleware(BodyLimit)  # outermost of all: no layer ever holds a body over the limit
     return app
 
 
