@@ -52,7 +52,16 @@ from pydantic import BaseModel, Field
 
 from . import protocol
 from .core import ServerCore
-from .errors import Conflict, NoServerForEntity, ProjectionLagging, QueryError, QueryRefused, QueryTimeout, RunNotAlive
+from .errors import (
+    Conflict,
+    NoServerForEntity,
+    ProjectionLagging,
+    QueryError,
+    QueryRefused,
+    QueryTimeout,
+    RunNotAlive,
+    TooManyQueries,
+)
 from .filters import FilterError
 from .forward import FORWARDED, EntityRouter, http_handler
 from .jsonable import json_value, table_records
@@ -167,6 +176,8 @@ def _error_status(e: QueryError) -> tuple[int, str]:
         return 403, "refused"
     if isinstance(e, QueryTimeout):
         return 408, "timeout"
+    if isinstance(e, TooManyQueries):
+        return 429, "busy"
     if isinstance(e, ProjectionLagging):
         return 503, "lagging"
     if isinstance(e, FilterError):
@@ -376,8 +387,9 @@ def create_app(core: ServerCore | None = None, *, api_key: str | None = None,
     async def sql(request: Request, core: Core, body: SqlRequest) -> Response:
         arrow = _wants_arrow(request, body.format)
         wait_seq = await core.service.stream_last_seq() if body.fresh else None
+        peer = request.client.host if request.client is not None else "http"
         result, seq = await core.service.run_sql(body.sql, max_rows=body.max_rows, timeout=body.timeout,
-                                                 wait_seq=wait_seq)
+                                                 wait_seq=wait_seq, client=f"http:{peer}")
         if arrow:
             return _arrow(result.table, {"X-Runstream-Truncated": str(result.truncated).lower(),
                                          "X-Runstream-Projected-Seq": str(seq)})

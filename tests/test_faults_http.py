@@ -52,3 +52,42 @@ def test_oversized_bodies_and_edits_are_refused_with_413(
     assert status == 200 and reply["changes"] == {"notes": "fine"}
     fault_report("17 MB SQL body / 20 MB PATCH / 10 MB notes", "413 with the limit, never 500",
                  "413 too_large (body limit 16 MiB; NATS payload); a small edit still 200")
+
+
+SLOW = "SELECT count(*) FROM range(1000000000000) t(i) WHERE i % 7 = 3"
+
+
+def test_one_client_cannot_take_every_sql_slot(server: tuple[ServerProc, str], rs_env: dict[str, str],
+                                               monkeypatch: pytest.MonkeyPatch, fault_report: Any) -> None:
+    import threading
+
+    from runstream.query.client import QueryClient
+    from tests.conftest import wait_for
+
+    use_server(server, rs_env, monkeypatch)
+    srv, url = server
+    hog: list[int] = []
+
+    def slow() -> None:
+        status, _ = _send("POST", f"{url}/api/sql", json.dumps({"sql": SLOW, "timeout": 8}).encode())
+        hog.append(status)
+
+    threads = [threading.Thread(target=slow) for _ in range(4)]  # this client's share: 4 of 8 slots
+    for t in threads:
+        t.start()
+    try:
+        def refused() -> dict[str, Any] | None:
+            status, reply = _send("POST", f"{url}/api/sql", json.dumps({"sql": SLOW, "timeout": 8}).encode())
+            return reply if status == 429 else None
+        reply = wait_for(refused, timeout=8, what="a fifth query of one client refused")
+        assert reply["kind"] == "busy"
+        assert "one client may run 4 of this server's 8 SQL slots at once" in reply["error"]
+        # another client (the NATS RPC) still gets a slot while the first one holds its share
+        table = QueryClient(srv.settings).sql("SELECT 42 AS answer", timeout=10).table
+        assert table.to_pylist() == [{"answer": 42}]
+    finally:
+        for t in threads:
+            t.join(30)
+    assert hog == [408, 408, 408, 408]
+    fault_report("one client sends 5 slow queries (8 slots)", "the 5th refused, others still served",
+                 "5th: 429 busy; another client's query answered; the 4 slow ones interrupted (408)")
