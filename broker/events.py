@@ -39,6 +39,26 @@ def _safe_file_name(value: str) -> str:
         raise ValueError(str(e)) from None
 
 
+def _safe_artifact_name(value: str) -> str:
+    from runstream.errors import UsageError
+    from runstream.filenames import check_artifact_name
+
+    try:
+        return check_artifact_name(value)
+    except UsageError as e:
+        raise ValueError(str(e)) from None
+
+
+Entry = tuple[str, str | None, int, str | None]
+"""An artifact manifest entry: path, sha256 (None for a reference), size, reference URI."""
+
+
+def _safe_entries(entries: list[Entry]) -> list[Entry]:
+    for entry in entries:
+        _safe_file_name(entry[0])
+    return entries
+
+
 FileName = Annotated[StrictStr, AfterValidator(_safe_file_name)]
 """A run file's name as ``run.save()`` checks it (relative, no '..', no control characters): a
 forged ``file`` event with another goes to ``dead_letters``, so no download can trip on it."""
@@ -228,7 +248,7 @@ class ArtifactBody(_Body):
     role: Literal["output", "input"]
     entity: StrictStr
     project: StrictStr
-    name: Annotated[StrictStr, Field(min_length=1)]
+    name: Annotated[StrictStr, AfterValidator(_safe_artifact_name)]
     type: StrictStr = ""
     version: Annotated[StrictInt, Field(ge=0)]
     digest: Sha256
@@ -241,7 +261,9 @@ class ArtifactBody(_Body):
     created: bool = False
     created_by: str | None = None
     created_at: float | None = None
-    entries: list[tuple[str, str | None, int, str | None]] = Field(default_factory=list)
+    entries: Annotated[list[Entry], AfterValidator(_safe_entries)] = Field(default_factory=list)
+    """Manifest entries; a name ``run.log_artifact()`` would refuse (``../x``) sends the event to
+    ``dead_letters``."""
     part: Annotated[StrictInt, Field(ge=0)] = 0
     parts: Annotated[StrictInt, Field(ge=1)] = 1
     upload_id: str | None = None

@@ -43,14 +43,16 @@ def test_dot_names_are_refused_by_init_and_the_projector(bad: str, rs_env: dict[
 
 
 def test_a_forged_file_event_goes_to_dead_letters_and_good_files_project(
-        nats_server: NatsServer, tmp_path: Path, fault_report: Any) -> None:
+        own_nats: NatsServer, tmp_path: Path, fault_report: Any) -> None:
+    """On a NATS server of its own: the session's stream must stay free of dead letters (other
+    tests count them)."""
     uid = new_run_uid()
     events = [_init(uid, "forged"),
               _event("file", uid, 1, 2.0, {"name": "../../x", "size": 1, "sha256": SHA}),
               _event("file", uid, 2, 3.0, {"name": "good/model.txt", "size": 1, "sha256": SHA})]
-    publish(nats_server.url, events)
+    publish(own_nats.url, events)
     db = tmp_path / "p.duckdb"
-    catch_up(db, nats_server.url, timeout=60)
+    catch_up(db, own_nats.url, timeout=60)
     con = duckdb.connect(str(db), read_only=True)
     try:
         files = con.execute("SELECT name FROM files WHERE run_uid = ?", [uid]).fetchall()
@@ -61,3 +63,16 @@ def test_a_forged_file_event_goes_to_dead_letters_and_good_files_project(
     assert len(dead) == 1 and "'../../x' has an empty, '.' or '..' component" in dead[0][0]
     fault_report("forged file event named ../../x", "dead-lettered; the run's good files unaffected",
                  f"{len(dead)} dead letter; files = {[f[0] for f in files]}")
+
+
+def test_forged_artifact_names_and_entries_are_refused_by_the_projector(fault_report: Any) -> None:
+    good = {"role": "output", "entity": "e", "project": "p", "name": "model", "version": 0, "digest": SHA,
+            "entries": [["weights/a.bin", SHA, 3, None]]}
+    assert parse_event(envelope("artifact", new_run_uid(), "w1", 1, 1.0, good)).type == "artifact"
+    with pytest.raises(EventError, match="artifact name '../evil' must be 1-"):
+        parse_event(envelope("artifact", new_run_uid(), "w1", 1, 1.0, {**good, "name": "../evil"}))
+    with pytest.raises(EventError, match=r"'\.\./\.\./x' has an empty, '\.' or '\.\.' component"):
+        parse_event(envelope("artifact", new_run_uid(), "w1", 1, 1.0,
+                             {**good, "entries": [["ok.txt", SHA, 1, None], ["../../x", SHA, 1, None]]}))
+    fault_report("forged artifact name / entry ../../x", "dead-lettered (refused at the projector's door)",
+                 "EventError naming the rule for each")
