@@ -16,6 +16,7 @@ import pytest
 from runstream import stack
 from runstream.cli import main
 from runstream.settings import Settings, load_settings
+from tests.conftest import wait_for
 
 pytestmark = pytest.mark.slow
 
@@ -168,8 +169,11 @@ def test_a_restarted_nats_server_comes_back_on_its_port_and_live_runs_reconnect(
     assert json.loads(out.strip().splitlines()[-1]) == {"all_acked": True}, err
     assert stack.status(local).server_pid == before.server_pid  # the server rode it out
     capsys.readouterr()
-    assert main(["sql", "SELECT count(*) AS n, count(DISTINCT step) AS d, max(step) AS m FROM history "
-                 "WHERE key = 'loss'", "--format", "csv"]) == 0
+    # the server's own client reconnects on its schedule (nats-py waits between attempts): until it
+    # has, its RPC subjects have no responder
+    wait_for(lambda: main(["sql", "SELECT count(*) AS n, count(DISTINCT step) AS d, max(step) AS m FROM history "
+                           "WHERE key = 'loss'", "--format", "csv"]) == 0,
+             timeout=30, interval=0.5, what="the server answering SQL again")
     assert capsys.readouterr().out == "n,d,m\n2000,2000,1999\n"
     fault_report("embedded nats-server SIGKILLed under a live run", "back on its port; run reconnects; 0 lost",
                  "same port; the run reconnected, all acked; 2000 rows, 2000 distinct steps")
