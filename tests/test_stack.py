@@ -138,14 +138,24 @@ def test_a_restarted_nats_server_comes_back_on_its_port_and_live_runs_reconnect(
     """SIGKILL the local nats-server under a live run: ``runstream up`` starts it on the same port,
     the run's client reconnects by itself (the finish timeout is far away: it does not just leave
     its events to ``runstream sync``), and the server keeps running and projects all of it."""
+    import random
     import socket
     import textwrap
 
     from tests.sdk_helpers import env_with
 
-    with socket.socket() as sock:  # not the default 14222: other stacks on this machine may take it meanwhile
-        sock.bind(("127.0.0.1", 0))
-        local = local.replace(port=sock.getsockname()[1])
+    # not the default 14222 (other stacks on this machine may take it meanwhile), and not a port of
+    # the ephemeral range either: the trainer's reconnects to it could take it as their own source
+    # port (a TCP self-connect) while the server is down
+    low = int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    for port in random.sample(range(15000, min(low, 30000)), 200):
+        with socket.socket() as sock:
+            try:
+                sock.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+        local = local.replace(port=port)
+        break
     before = stack.up(local)
     data = json.loads((local.dir / "stack.json").read_text())
     env = env_with(dict(os.environ), RUNSTREAM_FINISH_TIMEOUT="600", RUNSTREAM_CONSOLE="off",
