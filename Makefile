@@ -10,11 +10,12 @@ PYTEST_ARGS ?=
 BENCH_ARGS ?=
 
 .DEFAULT_GOAL := help
-.PHONY: help demo test lint typecheck screenshots bench bench-quick cluster-demo up down status clean distclean
+.PHONY: help demo test faults lint typecheck screenshots bench bench-quick cluster-demo up down status clean distclean
 
 help:
 	@echo "make demo         start the local stack and run a simulated training (runstream demo)"
 	@echo "make test         run the test suite and ruff (PYTEST_ARGS=... to pass pytest options)"
+	@echo "make faults       the fault battery (disk full, a lost stream, hostile input, stops, restarts): one table"
 	@echo "make lint         ruff + mypy"
 	@echo "make screenshots  re-take the README's screenshots (browser tests, needs chromium)"
 	@echo "make bench        benchmarks (installs the [bench] extra; BENCH_ARGS=... to pass options)"
@@ -50,6 +51,12 @@ test: $(STAMP)
 	$(MAKE) --no-print-directory typecheck || { rc=$$?; [ $$status -ne 0 ] || status=$$rc; }; \
 	if [ $$status -ne 0 ]; then echo "make test: FAILED (exit $$status)" >&2; fi; \
 	exit $$status
+
+# The fault battery: the tests marked `fault` (make test runs them too, with every other test), and
+# at the end one table, fault -> expected -> observed. Disk-full rows need root (a small tmpfs) and
+# are skipped elsewhere, saying so.
+faults: $(STAMP)
+	$(PY) -m pytest -q -m fault $(PYTEST_ARGS)
 
 # the browser tests again, saving their screenshots where the README shows them (needs chromium)
 screenshots: $(STAMP)

@@ -13,9 +13,55 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, StrictBytes, StrictInt, StrictStr, ValidationError
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StrictBytes, StrictInt, StrictStr, ValidationError
 
 from .codec import SCHEMA_VERSION, check_log_body, decode_log_body
+
+
+def _not_dots(value: str) -> str:
+    if value in (".", ".."):
+        raise ValueError(f"{value!r} is not a legal entity, project or run id ('.' and '..' name folders)")
+    return value
+
+
+PathPart = Annotated[str, AfterValidator(_not_dots)]
+"""An entity, project or run id in an ``init`` or ``move`` event: ``.`` and ``..`` are refused
+(the event goes to ``dead_letters``)."""
+
+
+def _safe_file_name(value: str) -> str:
+    from runstream.errors import UsageError
+    from runstream.filenames import check_name
+
+    try:
+        return check_name(value)
+    except UsageError as e:
+        raise ValueError(str(e)) from None
+
+
+def _safe_artifact_name(value: str) -> str:
+    from runstream.errors import UsageError
+    from runstream.filenames import check_artifact_name
+
+    try:
+        return check_artifact_name(value)
+    except UsageError as e:
+        raise ValueError(str(e)) from None
+
+
+Entry = tuple[str, str | None, int, str | None]
+"""An artifact manifest entry: path, sha256 (None for a reference), size, reference URI."""
+
+
+def _safe_entries(entries: list[Entry]) -> list[Entry]:
+    for entry in entries:
+        _safe_file_name(entry[0])
+    return entries
+
+
+FileName = Annotated[StrictStr, AfterValidator(_safe_file_name)]
+"""A run file's name as ``run.save()`` checks it (relative, no '..', no control characters): a
+forged ``file`` event with another goes to ``dead_letters``, so no download can trip on it."""
 
 
 class _Body(BaseModel):
@@ -49,9 +95,9 @@ class InitBody(_Body):
     run's primary writer, whose ``finish`` sets the run's final state. Fields left out of a resume
     or rewind keep their values (``name`` may then be None)."""
 
-    entity: str
-    project: str
-    run_id: str
+    entity: PathPart
+    project: PathPart
+    run_id: PathPart
     name: str | None = None
     notes: str | None = None
     tags: list[str] = Field(default_factory=list)
@@ -183,7 +229,7 @@ class FileBody(_Body):
 
     A later event of the same ``name`` replaces the earlier one (``live`` files change)."""
 
-    name: Annotated[StrictStr, Field(min_length=1)]
+    name: FileName
     size: Annotated[StrictInt, Field(ge=0)]
     sha256: Sha256
     mtime: float | None = None
@@ -202,7 +248,7 @@ class ArtifactBody(_Body):
     role: Literal["output", "input"]
     entity: StrictStr
     project: StrictStr
-    name: Annotated[StrictStr, Field(min_length=1)]
+    name: Annotated[StrictStr, AfterValidator(_safe_artifact_name)]
     type: StrictStr = ""
     version: Annotated[StrictInt, Field(ge=0)]
     digest: Sha256
@@ -215,7 +261,9 @@ class ArtifactBody(_Body):
     created: bool = False
     created_by: str | None = None
     created_at: float | None = None
-    entries: list[tuple[str, str | None, int, str | None]] = Field(default_factory=list)
+    entries: Annotated[list[Entry], AfterValidator(_safe_entries)] = Field(default_factory=list)
+    """Manifest entries; a name ``run.log_artifact()`` would refuse (``../x``) sends the event to
+    ``dead_letters``."""
     part: Annotated[StrictInt, Field(ge=0)] = 0
     parts: Annotated[StrictInt, Field(ge=1)] = 1
     upload_id: str | None = None
@@ -253,9 +301,9 @@ class MoveBody(_Body):
     """The run moved to ``entity/project/run_id`` (same entity) from ``from_path``. Recorded by the
     server (writer ``api:<id>``) after claiming the new path; the events keep their subjects."""
 
-    entity: str
-    project: str
-    run_id: str
+    entity: PathPart
+    project: PathPart
+    run_id: PathPart
     from_path: str
 
 

@@ -154,15 +154,24 @@ def validate_run_id(run_id: str) -> str:
         )
     if len(run_id) > 128:
         raise ValueError(f"run id is {len(run_id)} characters long; the limit is 128")
+    if run_id in DOT_NAMES:
+        raise ValueError(f"run id {run_id!r} is not allowed ('.' and '..' name folders, not runs)")
     return run_id
 
 
+DOT_NAMES = frozenset({".", ".."})
+"""Names refused for entities, projects and run ids: in a path they mean this or the parent folder."""
+
+
 def validate_name(kind: str, value: str) -> str:
-    """Entity and project names: any non-empty text without surrounding whitespace or '/'."""
+    """Entity and project names: any non-empty text without surrounding whitespace or '/', other
+    than ``.`` and ``..``."""
     if not isinstance(value, str) or not value or value != value.strip():
         raise ValueError(f"{kind} name {value!r} must be non-empty text without surrounding whitespace")
     if "/" in value:
         raise ValueError(f"{kind} name {value!r} must not contain '/' (it separates entity/project/run)")
+    if value in DOT_NAMES:
+        raise ValueError(f"{kind} name {value!r} is not allowed ('.' and '..' name folders in a path)")
     if len(value) > 128:
         raise ValueError(f"{kind} name is {len(value)} characters long; the limit is 128")
     return value

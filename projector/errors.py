@@ -7,6 +7,7 @@
      ├── StoreError        the DuckDB file cannot be opened or written
      ├── CatchUpTimeout    the projection did not reach the stream's last sequence in time
      ├── StreamSetupError  the broker refuses the streams as configured (no wait can cure it)
+     ├── StreamChanged     the event stream is not the one the projection was made from
      └── DeliveryError     an alert could not be delivered to a sink (webhook, email)
 """
 
@@ -40,6 +41,11 @@ class CatchUpTimeout(ProjectorError):
 class StreamSetupError(ProjectorError):
     """The broker refuses the log's streams as configured (e.g. 3 replicas on a single server):
     waiting cannot cure it, so the server stops with this message."""
+
+
+class StreamChanged(ProjectorError):
+    """The event stream was deleted and recreated (another creation time), or is behind the
+    checkpoint: projecting from the checkpoint would skip its events, so the projector pauses."""
 
 
 class DeliveryError(ProjectorError):

@@ -16,7 +16,7 @@ from typing import Any, TypeVar
 
 import anyio
 
-__all__ = ["BACKOFF_MAX_S", "BrokerLink", "backoff_delays", "connect_retrying", "retrying"]
+__all__ = ["BACKOFF_MAX_S", "BrokerLink", "backoff_delays", "connect_retrying", "is_disk_full", "retrying"]
 
 log = logging.getLogger("runstream.broker.link")
 
@@ -24,6 +24,17 @@ T = TypeVar("T")
 
 BACKOFF_FIRST_S = 0.2
 BACKOFF_MAX_S = 5.0
+
+
+def is_disk_full(error: BaseException) -> bool:
+    """An OSError ENOSPC/EDQUOT, or DuckDB's error for one (``Could not write file ...: No space left
+    on device``; DuckDB rolls the transaction back and the connection stays usable)."""
+    import errno
+
+    if isinstance(error, OSError) and error.errno in (errno.ENOSPC, errno.EDQUOT):
+        return True
+    text = str(error)
+    return "No space left on device" in text or "Disk quota exceeded" in text
 
 
 def backoff_delays(first: float = BACKOFF_FIRST_S, most: float = BACKOFF_MAX_S) -> Any:

@@ -21,11 +21,11 @@ import duckdb
 import pyarrow as pa
 from anyio.streams.memory import MemoryObjectReceiveStream
 
-from .errors import CatchUpTimeout, StreamSetupError
+from .errors import CatchUpTimeout, StreamChanged, StreamSetupError
 from .fold import Record, fold
 from .reaper import Reaper
-from .resilience import BrokerLink, connect_retrying, retrying
-from .source import StreamSource, entity_subjects, last_seq
+from .resilience import BrokerLink, backoff_delays, connect_retrying, is_disk_full, retrying
+from .source import StreamSource, entity_subjects, last_seq, stream_identity
 from .state import ProjectionState
 from .store import Store
 
@@ -39,6 +39,11 @@ _PROBE_WAITING_S = 0.25
 projector asks its consumer whether anything of its filter is still pending."""
 _PROBE_IDLE_S = 2.0
 """Otherwise (for the lag in ``health``), how often an idle projector asks."""
+_STREAM_DDL = "CREATE TABLE IF NOT EXISTS projector_stream (name VARCHAR PRIMARY KEY, created VARCHAR)"
+STREAM_CHECK_S = 1.0
+"""While projecting, how often the stream's identity is checked again (at most)."""
+DISK_FULL_RETRY_S = 2.0
+"""While DuckDB's disk is full, the longest wait between two tries of the same transaction."""
 _PARTITION_DDL = "CREATE TABLE IF NOT EXISTS projector_partition (name VARCHAR PRIMARY KEY, subjects VARCHAR)"
 
 
@@ -109,6 +114,14 @@ class Projector:
         self._late: list[tuple[str, int]] = []
         self.dropped = 0
         """Events of deleted runs dropped (after their tombstone) since this object was created."""
+        self.stalled: dict[str, Any] | None = None
+        """Why projecting is paused, while it is (``reason``, ``message``, ``since``): ``disk_full``
+        when DuckDB cannot write its file (retried until space returns; reads go on);
+        ``stream_changed`` when the event stream is another one than the projection was made from
+        (deleted and recreated, or behind the checkpoint): nothing is projected until ``runstream
+        replay`` rebuilds from the new stream, or the old one is restored. ``health`` shows it."""
+        self._stream_checked = 0.0
+        self._stream_created = self._load_stream()
 
     # -- reading the projection ----------------------------------------------------------------
 
@@ -190,11 +203,12 @@ class Projector:
         js = source.js
         try:
             with anyio.fail_after(5):
-                last = await last_seq(js)
+                created, last = await stream_identity(js)
         except Exception as e:
             self.link.failed("reading the stream's last sequence", e)
             return now
         self.link.ok("reading the stream's last sequence")
+        self._same_stream(created, last)
         self.stream_last_seq = last
         pending = await source.probe()
         if pending is not None and pending.num_pending == 0 and pending.delivered_seq <= self._projected:
@@ -221,8 +235,81 @@ class Projector:
         self.dropped += changes.dropped
         return changes.checkpoint
 
+    def _load_stream(self) -> str | None:
+        """The creation time of the stream this projection follows, as recorded (None: not yet)."""
+        cur = self.store.cursor()
+        try:
+            cur.execute(_STREAM_DDL)
+            row = cur.execute("SELECT created FROM projector_stream WHERE name = ?", [self.name]).fetchone()
+            return None if row is None else str(row[0])
+        finally:
+            cur.close()
+
+    def _record_stream(self, created: str | None) -> None:
+        cur = self.store.cursor()
+        try:
+            if created is None:
+                cur.execute("DELETE FROM projector_stream WHERE name = ?", [self.name])
+            else:
+                cur.execute("INSERT OR REPLACE INTO projector_stream VALUES (?, ?)", [self.name, created])
+        finally:
+            cur.close()
+        self._stream_created = created
+
+    def _same_stream(self, created: str, last: int) -> None:
+        """Raise :class:`StreamChanged` when the stream is not the one this projection follows
+        (another creation time, or a last sequence behind the checkpoint); record the identity of
+        the first stream seen."""
+        self._stream_checked = time.monotonic()
+        recorded = self._stream_created
+        if recorded is None:
+            self._record_stream(created)
+            recorded = created
+        why = None
+        if recorded != created:
+            why = f"it was created at {created}, the projection's stream at {recorded} (deleted and recreated)"
+        elif last < self._projected:
+            why = f"its last sequence is {last}, behind the projection's checkpoint {self._projected}"
+        if why is None:
+            if self.stalled is not None and self.stalled["reason"] == "stream_changed":
+                log.warning("the event stream is the projection's again: projecting")
+                self.stalled = None
+            return
+        message = (f"the event stream is not the one {self.db_path} was projected from: {why}. Projecting is "
+                   "paused so that no new event is skipped; new events are kept in the stream. Way out: "
+                   "`runstream replay` rebuilds the projection from the new stream, or restore the old stream")
+        if self.stalled is None or self.stalled.get("message") != message:
+            self.stalled = {"reason": "stream_changed", "message": message, "since": time.time()}
+            log.error("%s", message)
+        raise StreamChanged(message)
+
+    async def _check_stream(self, js: Any) -> None:
+        created, last = await retrying("reading the stream's last sequence", lambda: stream_identity(js), self.link)
+        self.stream_last_seq = last
+        self._same_stream(created, last)
+
     async def _commit(self, records: list[Record]) -> None:
-        seq = await anyio.to_thread.run_sync(self._apply, records)
+        if time.monotonic() - self._stream_checked > STREAM_CHECK_S and self.source is not None:
+            await self._check_stream(self.source.js)
+        delays = backoff_delays(0.2, DISK_FULL_RETRY_S)
+        while True:
+            try:
+                seq = await anyio.to_thread.run_sync(self._apply, records)
+                break
+            except Exception as e:
+                if not is_disk_full(e):
+                    raise
+                if self.stalled is None:
+                    message = (f"the disk of {self.db_path} is full ({e}): projecting is paused at stream seq "
+                               f"{self._projected}, reads are answered, and it resumes by itself when space "
+                               "returns (nothing is lost: the events wait in the stream)")
+                    self.stalled = {"reason": "disk_full", "message": message, "since": time.time()}
+                    log.error("%s", message)
+            await anyio.sleep(next(delays))
+        if self.stalled is not None and self.stalled["reason"] == "disk_full":
+            log.warning("space is back on the disk of %s: projecting again after %.1fs paused", self.db_path,
+                        time.time() - self.stalled["since"])
+            self.stalled = None
         self._projected = seq
         self._signal()
         late, self._late = self._late, []
@@ -323,7 +410,21 @@ class Projector:
                     reaper = Reaper(self.cursor, _publisher(js), crash_timeout=self.crash_timeout,
                                     heartbeat_interval=self.heartbeat_interval, clock=self.clock, link=self.link)
                     tg.start_soon(reaper.run)
-                await self._consume(js, until=None, on_caught_up=task_status.started)
+                started = False
+
+                def caught_up() -> None:
+                    nonlocal started
+                    started = True
+                    task_status.started()
+
+                while True:
+                    try:
+                        await self._check_stream(js)
+                        await self._consume(js, until=None, on_caught_up=None if started else caught_up)
+                    except* StreamChanged:  # from the fetcher's probe, in _consume's task group
+                        if not started:  # the server starts and answers reads, saying why it is paused
+                            caught_up()
+                        await anyio.sleep(STREAM_CHECK_S * 2)
         finally:
             with anyio.CancelScope(shield=True):
                 await nc.close()
@@ -344,7 +445,9 @@ class Projector:
         try:
             js = nc.jetstream()
             await ensure_streams(js, self.replicas)
-            target = self.stream_last_seq = await last_seq(js)
+            created, target = await stream_identity(js)
+            self.stream_last_seq = target
+            self._same_stream(created, target)
             if self.position < target:
                 with anyio.move_on_after(timeout):
                     await self._consume(js, until=target, progress=progress)
@@ -361,6 +464,10 @@ class Projector:
         Do not call it while :meth:`run` is projecting into the same object.
         """
         await anyio.to_thread.run_sync(self.store.reset)
+        self._record_stream(None)  # the new stream's identity is recorded at the next look
+        if self.stalled is not None and self.stalled["reason"] == "stream_changed":
+            log.warning("replay: rebuilding %s from the event stream as it is now", self.db_path)
+            self.stalled = None
         self._state = ProjectionState()
         self._projected = self._covered = self._wanted = 0
         seq = await self.catch_up(timeout, progress)

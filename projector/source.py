@@ -43,6 +43,12 @@ async def last_seq(js: Any) -> int:
     return int(info.state.last_seq)
 
 
+async def stream_identity(js: Any) -> tuple[str, int]:
+    """The stream's creation time (changes when it is deleted and recreated) and last sequence."""
+    info = await js.stream_info(STREAM)
+    return str(info.created), int(info.state.last_seq)
+
+
 def to_record(msg: Any) -> Record:
     meta = msg.metadata
     return Record(meta.sequence.stream, msg.subject, msg.data, meta.timestamp.timestamp())

@@ -5,6 +5,7 @@
     runstream.errors.QueryError     a SQL query was refused or failed on the server
      ├── QueryRefused               the sandbox refused it (a write, a file, a setting, an extension…)
      ├── QueryTimeout               it ran past its time limit and was interrupted
+     ├── TooManyQueries             this client already holds its share of the SQL slots (HTTP 429)
      ├── ProjectionLagging          the projection did not reach the requested stream sequence in time
      ├── NotFound                   no such run or project (HTTP 404)
      ├── Conflict                   a move or delete refused: path taken, forks left (HTTP 409)
@@ -28,6 +29,7 @@ __all__ = [
     "QueryError",
     "QueryRefused",
     "QueryTimeout",
+    "TooManyQueries",
     "NotFound",
     "Conflict",
     "Unauthorized",
@@ -45,6 +47,10 @@ class QueryRefused(QueryError):
 
 class QueryTimeout(QueryError):
     """The query ran past its time limit and was interrupted."""
+
+
+class TooManyQueries(QueryError):
+    """One client already runs its share of the server's SQL slots at once (fairness)."""
 
 
 class ProjectionLagging(QueryError):
@@ -83,6 +89,7 @@ class DuplicateServerName(StackError):
 _KINDS: dict[str, type[QueryError]] = {
     "refused": QueryRefused,
     "timeout": QueryTimeout,
+    "busy": TooManyQueries,
     "lagging": ProjectionLagging,
     "not_found": NotFound,
     "conflict": Conflict,

@@ -53,7 +53,16 @@ from pydantic import BaseModel, Field
 
 from . import protocol
 from .core import ServerCore
-from .errors import Conflict, NoServerForEntity, ProjectionLagging, QueryError, QueryRefused, QueryTimeout, RunNotAlive
+from .errors import (
+    Conflict,
+    NoServerForEntity,
+    ProjectionLagging,
+    QueryError,
+    QueryRefused,
+    QueryTimeout,
+    RunNotAlive,
+    TooManyQueries,
+)
 from .filters import FilterError
 from .forward import FORWARDED, EntityRouter, http_handler
 from .jsonable import json_value, table_records
@@ -168,6 +177,8 @@ def _error_status(e: QueryError) -> tuple[int, str]:
         return 403, "refused"
     if isinstance(e, QueryTimeout):
         return 408, "timeout"
+    if isinstance(e, TooManyQueries):
+        return 429, "busy"
     if isinstance(e, ProjectionLagging):
         return 503, "lagging"
     if isinstance(e, FilterError):
@@ -217,6 +228,13 @@ def create_app(core: ServerCore | None = None, *, api_key: str | None = None,
     async def query_error(request: Request, e: QueryError) -> JSONResponse:
         status, kind = _error_status(e)
         return _json({"error": str(e), "kind": kind}, status)
+
+    from nats.errors import MaxPayloadError
+
+    @app.exception_handler(MaxPayloadError)
+    async def too_large_for_nats(request: Request, e: MaxPayloadError) -> JSONResponse:
+        return _json({"error": "refused: the change is larger than the broker carries in one message "
+                               f"({e}); send less (shorter notes, fewer tags)", "kind": "too_large"}, 413)
 
     @app.exception_handler(HTTPException)
     async def http_error(request: Request, e: HTTPException) -> JSONResponse:
@@ -374,8 +392,9 @@ def create_app(core: ServerCore | None = None, *, api_key: str | None = None,
     async def sql(request: Request, core: Core, body: SqlRequest) -> Response:
         arrow = _wants_arrow(request, body.format)
         wait_seq = await core.service.stream_last_seq() if body.fresh else None
+        peer = request.client.host if request.client is not None else "http"
         result, seq = await core.service.run_sql(body.sql, max_rows=body.max_rows, timeout=body.timeout,
-                                                 wait_seq=wait_seq)
+                                                 wait_seq=wait_seq, client=f"http:{peer}")
         if arrow:
             return _arrow(result.table, {"X-Runstream-Truncated": str(result.truncated).lower(),
                                          "X-Runstream-Projected-Seq": str(seq)})
@@ -391,6 +410,9 @@ def create_app(core: ServerCore | None = None, *, api_key: str | None = None,
     # outermost (added last): it sees the client's own receive, so a client that leaves a forwarded
     # live stream is noticed at once; forwarded responses carry the holder's headers already
     app.add_middleware(EntityRouter)
+    from .limits import BodyLimit
+
+    app.add_middleware(BodyLimit)  # outermost of all: no layer ever holds a body over the limit
     return app
 
 

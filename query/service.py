@@ -17,7 +17,7 @@ import anyio.abc
 from anyio.abc import TaskStatus
 
 from . import protocol
-from .errors import ProjectionLagging, QueryError, QueryTimeout
+from .errors import ProjectionLagging, QueryError, QueryTimeout, TooManyQueries
 from .sandbox import QueryResult, Sandbox
 
 if TYPE_CHECKING:
@@ -123,6 +123,10 @@ class QueryService:
         self.http: Handler | None = None
         """The ``http`` op (forwarded HTTP requests), set by the HTTP app when there is one."""
         self._limiter = anyio.CapacityLimiter(max_concurrent)
+        self._slots = max_concurrent
+        self.per_client = max(1, max_concurrent // 2)
+        """SQL queries one client may run at once: half the slots, so no client takes them all."""
+        self._running: dict[str, int] = {}
         self._started = time.time()
         self._replay: dict[str, Any] = {"running": False, "done": 0, "total": 0, "error": None,
                                         "finished_at": None, "projected_seq": None}
@@ -167,12 +171,33 @@ class QueryService:
                 "rows": table.num_rows, "server": self._name}
 
     async def run_sql(self, sql: str, *, max_rows: int = 10_000, timeout: float = 30.0,
-                      wait_seq: int | None = None) -> tuple[QueryResult, int]:
+                      wait_seq: int | None = None, client: str = "nats") -> tuple[QueryResult, int]:
         """One sandboxed query in a worker thread; the result and the projected seq it saw.
 
+        ``client`` names who asks (HTTP: the peer's address; NATS requests share ``nats``): a
+        client runs at most :attr:`per_client` queries at once.
+
         Raises:
+            TooManyQueries: ``client`` already runs its share of the slots.
             QueryRefused, QueryTimeout, ProjectionLagging, QueryError: as the sandbox says.
         """
+        running = self._running.get(client, 0)
+        if running >= self.per_client:
+            raise TooManyQueries(f"refused: {running} queries of client {client} are running; one client may run "
+                                 f"{self.per_client} of this server's {self._slots} SQL slots at once. Wait for one "
+                                 "to end (each ends within its time limit)")
+        self._running[client] = running + 1
+        try:
+            return await self._run_sql(sql, max_rows=max_rows, timeout=timeout, wait_seq=wait_seq)
+        finally:
+            left = self._running[client] - 1
+            if left:
+                self._running[client] = left
+            else:
+                del self._running[client]
+
+    async def _run_sql(self, sql: str, *, max_rows: int, timeout: float,
+                       wait_seq: int | None) -> tuple[QueryResult, int]:
         if not 0 <= max_rows <= MAX_ROWS_LIMIT:
             raise QueryError(f"max_rows must be between 0 and {MAX_ROWS_LIMIT}, not {max_rows}")
         if not 0 < timeout <= MAX_TIMEOUT_S:
@@ -249,13 +274,14 @@ class QueryService:
         seq); ``stream_last_seq``: the stream's last sequence (as last known while the broker is
         down); ``lag``: events not projected yet (a partition: its consumer's pending count);
         ``broker``: ``connected``, ``since``, ``url``, ``last_error``, ``failing``;
-        ``forwarded_in_flight``: HTTP requests other servers forwarded here, being answered.
+        ``forwarded_in_flight``: HTTP requests other servers forwarded here, being answered;
+        ``stalled``: None, or why projecting is paused (``reason``, ``message``, ``since``).
         """
         await self.stream_last_seq()
         p = self._projection
         return {"ok": True, "name": self._name, "pid": os.getpid(), "db_path": str(self._db_path),
                 "nats_url": self._nats_url, "projected_seq": p.projected_seq, "position": p.position,
-                "stream_last_seq": p.stream_last_seq, "lag": p.lag(),
+                "stream_last_seq": p.stream_last_seq, "lag": p.lag(), "stalled": getattr(p, "stalled", None),
                 "entities": self.entities, "filter_subjects": self._filter_subjects,
                 "broker": self._link.snapshot() if self._link is not None else None,
                 "started_at": self._started, "uptime_s": time.time() - self._started,

@@ -234,10 +234,12 @@ def mount_ui(app: FastAPI, dependencies: list[Any]) -> None:
         return JSONResponse(json_value(found))
 
     @app.post("/api/ui/sql/download", dependencies=dependencies, summary="one sandboxed query as CSV or Parquet")
-    async def download(core: Core, body: DownloadRequest) -> Response:
+    async def download(request: Request, core: Core, body: DownloadRequest) -> Response:
         if body.format not in ("csv", "parquet"):
             raise HTTPException(400, f"format must be csv or parquet, not {body.format!r}")
-        result, _ = await core.service.run_sql(body.sql, max_rows=body.max_rows, timeout=body.timeout)
+        peer = request.client.host if request.client is not None else "http"
+        result, _ = await core.service.run_sql(body.sql, max_rows=body.max_rows, timeout=body.timeout,
+                                               client=f"http:{peer}")
         data, media = _download(result.table, body.format)
         return Response(data, media_type=media, headers={
             "Content-Disposition": f'attachment; filename="query.{body.format}"',

@@ -12,9 +12,11 @@
 from __future__ import annotations
 
 import os
+import warnings
 from pathlib import Path
 from typing import Any
 
+from .errors import UsageError
 from .filenames import safe_destination
 
 __all__ = ["ApiArtifact", "File"]
@@ -132,7 +134,11 @@ class ApiArtifact:
         for f in self.files():
             if f.get("sha256") is None:
                 continue
-            dest = safe_destination(dest_root, f["path"])
+            try:
+                dest = safe_destination(dest_root, f["path"])
+            except UsageError as e:  # a name no download may write; the other files still come
+                warnings.warn(f"runstream: artifact {self.qualified_name}: skipped {f['path']!r}: {e}", stacklevel=2)
+                continue
             _fetch(self._client, f"{self._url()}/files/{quote(f['path'], safe='/')}", dest, f["sha256"])
         return dest_root
 

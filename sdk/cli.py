@@ -76,6 +76,9 @@ def health_lines(health: dict[str, Any] | None, health_error: str | None) -> lis
         broker = health.get("broker")
         if broker:
             lines.append(broker_line(broker))
+        stalled = health.get("stalled")
+        if stalled:
+            lines.append(f"projector PAUSED: {stalled.get('message')}")
         replay = health.get("replay") or {}
         if replay.get("running"):
             lines.append(f"replay    running: {replay.get('done', 0)}/{replay.get('total', 0)}")

@@ -4,6 +4,7 @@ downloaded (through the server's HTTP API, like :class:`runstream.Api`)."""
 from __future__ import annotations
 
 import argparse
+import sys
 from typing import Any, TextIO
 
 from .settings import Settings
@@ -27,8 +28,17 @@ def cmd_files(args: argparse.Namespace, settings: Settings, out: TextIO) -> int:
     if args.download is None:
         print(files_table(files), end="", file=out)
         return 0
+    from .errors import UsageError
+
+    skipped = 0
     for f in files:
-        dest = f.download(args.download)
+        try:
+            dest = f.download(args.download)
+        except UsageError as e:  # a name no download may write (a forged event); the rest still come
+            skipped += 1
+            print(f"runstream: skipped {f.name!r}: {e}", file=sys.stderr)
+            continue
         print(f"{f.name} → {dest}", file=out)
-    print(f"{len(files)} file(s) downloaded to {args.download}", file=out)
+    print(f"{len(files) - skipped} file(s) downloaded to {args.download}"
+          + (f"; {skipped} skipped (unsafe names, see above)" if skipped else ""), file=out)
     return 0

@@ -6,6 +6,13 @@ mode) subscribes to that subject, so each of them gets it. Each answers with its
 interrupts its main thread the way Ctrl-C would: the training script sees a ``KeyboardInterrupt``
 it may catch to clean up, and the run ends ``killed`` (``run.finish()`` after a stop records
 ``killed`` whatever the exit code). The server records who asked as a ``stop_requested`` event.
+
+**A stop always stops.** A process that does not end within ``stop_grace`` seconds of the
+interrupt (it swallows ``KeyboardInterrupt``, or its main thread is stuck in a C call) is ended by
+the SDK itself (:func:`escalate`): it records the ``finish`` event (``killed``, exit code 255,
+``stop_escalation`` saying how far it had to go), sends what the spool holds, sends SIGTERM to
+its own process, and if that is ignored too, exits hard (``os._exit(255)``) after the same grace.
+Each step is one line on stderr.
 """
 
 from __future__ import annotations
@@ -17,7 +24,7 @@ from typing import Any
 
 from .broker.names import control_subject
 
-__all__ = ["StopListener", "interrupt_main_thread"]
+__all__ = ["StopListener", "escalate", "interrupt_main_thread"]
 
 STOP = "stop"
 
@@ -56,6 +63,49 @@ class StopListener:
             if first:
                 self.run._stop_requested = request
                 self.interrupt()
+                grace = float(getattr(getattr(self.run, "settings", None), "stop_grace", 0) or 0)
+                if grace > 0:
+                    threading.Thread(target=escalate, args=(self.run, grace), name="runstream-stop",
+                                     daemon=True).start()
+
+
+def escalate(run: Any, grace: float, *, kill: Any = os.kill, exit_: Any = os._exit) -> None:
+    """Wait ``grace`` s for ``run`` to finish after a stop; else record ``killed``, send the spool,
+    SIGTERM this process, and exit hard after ``grace`` s more (see the module's docstring)."""
+    import signal
+    import time
+
+    deadline = time.monotonic() + grace
+    while time.monotonic() < deadline:
+        if run._finished:
+            return
+        time.sleep(0.05)
+    if run._finished:
+        return
+    _say(f"runstream: run {run.path} was stopped but its process did not end within {grace:g}s of the "
+         "interrupt (KeyboardInterrupt caught, or the main thread is blocked): recording it as killed and "
+         "sending SIGTERM")
+    try:
+        runtime = max(0.0, time.time() - run.start_time)
+        run._append_event("finish", {"exit_code": 255, "state": "killed", "runtime": runtime,
+                                     "stop_escalation": "SIGTERM"})
+        run._finished = True
+        run.exit_code, run.state = 255, "killed"
+        worker = run._worker
+        if worker is not None:
+            worker.stop(run.settings.finish_timeout)  # the finish event and everything before it
+    finally:
+        kill(os.getpid(), signal.SIGTERM)
+    time.sleep(grace)
+    _say(f"runstream: run {run.path}: SIGTERM did not end the process within {grace:g}s either: exiting (255)")
+    exit_(255)
+
+
+def _say(message: str) -> None:
+    try:
+        os.write(2, (message + "\n").encode())
+    except OSError:
+        pass
 
 
 def _json_object(payload: bytes) -> dict[str, Any]:

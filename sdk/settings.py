@@ -40,6 +40,10 @@ class Settings(NamedTuple):
     crash_timeout: float = 300.0
     flush_interval: float = 0.25
     finish_timeout: float = 60.0
+    stop_grace: float = 30.0
+    """After a stop from outside interrupts the run's main thread, how long the process has to end
+    before the SDK escalates: it records the ``killed`` state, sends what is spooled, then SIGTERM
+    to itself, and a hard exit (255) after as long again. ``RUNSTREAM_STOP_GRACE``."""
     init_timeout: float = 30.0
     """How long ``init(id=...)`` waits for the broker to confirm the id is free before going on
     with the run spooled locally (the claim keeps being retried in the background)."""

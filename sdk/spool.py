@@ -14,6 +14,16 @@ File layout::
 
 The length is written *after* the body, so a record cut short by a kill is invisible.
 
+**A full disk.** The file's blocks are reserved (``posix_fallocate``) before the mapping grows over
+them, so a write into the mapping can never meet a missing block (SIGBUS). When the reservation
+fails with ENOSPC, records are kept in memory, in order, at the offsets they will have
+(:attr:`Spool.end` stays the logical end, :attr:`Spool.durable_end` what the file holds), up to
+:data:`PENDING_LIMIT` bytes; one warning on stderr says where and how much waits, and they are
+written as soon as a reservation succeeds again (tried by the next append after
+:data:`RETRY_S` seconds, and by the worker's every poll). Past the bound, the append waits for
+space rather than drop anything. Only a process that dies while the disk is still full loses
+the records held in memory, and the warning says so.
+
 Record kinds:
 
 * ``K`` keyset ``(kid, [key, ...])`` — the keys of the rows that follow with that kid
@@ -32,11 +42,13 @@ Record kinds:
 
 from __future__ import annotations
 
+import errno
 import fcntl
 import mmap
 import os
 import struct
 import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -48,6 +60,10 @@ from .broker.codec import packer, unpack
 MAGIC = b"RSSPOOL1"
 DATA_START = 4096
 INITIAL_SIZE = 1 << 22
+PENDING_LIMIT = 256 << 20
+"""Bytes of records held in memory while the disk is full; past it an append waits for space."""
+RETRY_S = 1.0
+"""While records wait in memory, an append tries to reserve space again at most this often."""
 K_KEYS, K_ROW, K_BATCH, K_EVENT = b"K"[0], b"R"[0], b"B"[0], b"E"[0]
 K_UPLOAD = b"U"[0]
 K_LINE, K_LINES = b"L"[0], b"C"[0]
@@ -82,6 +98,14 @@ class Spool:
         self.mm = mm
         self.meta = meta
         self.end = end
+        """The logical end: offsets of records appended so far, held in memory ones included."""
+        self.durable_end = end
+        """The end of what the file holds (records past it wait in :attr:`pending`)."""
+        self.pending = bytearray()
+        """Records appended while the disk was full, in order: the bytes of [durable_end, end)."""
+        self._retry_at = 0.0
+        self._warned_full = False
+        self._last_error: OSError | None = None
         self.lock = threading.Lock()
         self._pack = packer().pack
         self.closed = False
@@ -93,7 +117,13 @@ class Spool:
         path.parent.mkdir(parents=True, exist_ok=True)
         fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o644)
         _lock_or_raise(fd, path)
-        os.ftruncate(fd, INITIAL_SIZE)
+        try:
+            _reserve(fd, 0, INITIAL_SIZE)
+        except OSError as e:
+            os.close(fd)
+            path.unlink(missing_ok=True)
+            raise OSError(e.errno, f"cannot create the spool {path}: {os.strerror(e.errno or 0)} "
+                          f"({INITIAL_SIZE >> 20} MB needed)") from e
         mm = mmap.mmap(fd, INITIAL_SIZE)
         raw = msgpack.packb(meta, use_bin_type=True)
         if 28 + len(raw) > DATA_START:
@@ -125,6 +155,7 @@ class Spool:
         spool = cls(path, fd, mm, meta, DATA_START)
         for rec in spool.records():
             spool.end = rec.end
+        spool.durable_end = spool.end
         return spool
 
     # -- header ----------------------------------------------------------------------------------
@@ -146,28 +177,85 @@ class Spool:
     # -- appending -------------------------------------------------------------------------------
 
     def append(self, kind: int, payload: bytes) -> int:
-        """Append one record (caller holds :attr:`lock`); return its offset."""
+        """Append one record (caller holds :attr:`lock`); return its offset.
+
+        On a full disk the record waits in memory (see the module's docstring); the offset is the
+        one it will have in the file.
+        """
         n = len(payload)
         off = self.end
         stop = off + 5 + n
-        if stop + 4 > len(self.mm):
-            self._grow(stop + 4)
+        if self.pending and not self._flush_pending(time.monotonic()):
+            self._hold(kind, payload)
+            return off
+        if stop + 4 > len(self.mm) and not self._grow(stop + 4):
+            self._hold(kind, payload)
+            return off
         mm = self.mm
         mm[off + 4] = kind
         mm[off + 5:stop] = payload
         _LEN.pack_into(mm, off, n + 1)
-        self.end = stop
+        self.end = self.durable_end = stop
         return off
 
     def append_obj(self, kind: int, obj: Any) -> int:
         return self.append(kind, self._pack(obj))
 
-    def _grow(self, need: int) -> None:
+    def _grow(self, need: int) -> bool:
+        """Reserve blocks up to ``need`` (rounded up by doubling), then map them; False on ENOSPC."""
         size = len(self.mm)
         while size < need:
             size *= 2
-        os.ftruncate(self._fd, size)
+        try:
+            _reserve(self._fd, len(self.mm), size - len(self.mm))
+        except OSError as e:
+            if e.errno not in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG):
+                raise
+            self._last_error = e
+            return False
         self.mm.resize(size)
+        return True
+
+    def _hold(self, kind: int, payload: bytes) -> None:
+        """Keep a record in memory (disk full); wait for space past :data:`PENDING_LIMIT`."""
+        if not self._warned_full:
+            self._warned_full = True
+            _say(f"runstream: no space left on the disk of {self.path} "
+                 f"({self._last_error}). log() goes on: records are kept in memory "
+                 f"(up to {PENDING_LIMIT >> 20} MB, then log() waits for space) and written to the spool as "
+                 "soon as space returns. If this process ends before that, the records held in memory are "
+                 "lost: free space on that disk.")
+        self.pending += _LEN.pack(len(payload) + 1) + bytes((kind,)) + payload
+        self.end += 5 + len(payload)
+        if self._retry_at == 0.0:
+            self._retry_at = time.monotonic() + RETRY_S
+        while len(self.pending) > PENDING_LIMIT:
+            time.sleep(RETRY_S)
+            self._flush_pending(time.monotonic(), force=True)
+
+    def flush_pending(self) -> bool:
+        """Write the records held in memory if space returned (caller holds :attr:`lock`); True
+        when none wait any more."""
+        return not self.pending or self._flush_pending(time.monotonic(), force=True)
+
+    def _flush_pending(self, now: float, force: bool = False) -> bool:
+        if not force and now < self._retry_at:
+            return False
+        self._retry_at = now + RETRY_S
+        data = self.pending
+        off = self.durable_end
+        if off + len(data) + 4 > len(self.mm) and not self._grow(off + len(data) + 4):
+            return False
+        # bodies first, each length word after its body (a record cut short stays invisible);
+        # the first length word last, so the log never shows a part of the held records
+        self.mm[off + 4:off + len(data)] = data[4:]
+        self.mm[off:off + 4] = data[:4]
+        self.durable_end = self.end
+        _say(f"runstream: space is back: {len(data) / 1e6:.1f} MB of records held in memory are now in "
+             f"{self.path}")
+        self.pending = bytearray()
+        self._warned_full = False
+        return True
 
     # -- reading ---------------------------------------------------------------------------------
 
@@ -190,12 +278,30 @@ class Spool:
         if self.closed:
             return
         self.closed = True
+        if self.pending and not self._flush_pending(time.monotonic(), force=True):
+            _say(f"runstream: the disk of {self.path} is still full: {len(self.pending) / 1e6:.1f} MB of records "
+                 "held in memory are lost (everything before them is in the spool)")
         try:
             self.mm.flush()
         finally:
             self.mm.close()
             fcntl.flock(self._fd, fcntl.LOCK_UN)
             os.close(self._fd)
+
+
+def _reserve(fd: int, offset: int, length: int) -> None:
+    """Allocate the file's blocks in ``[offset, offset + length)`` (OSError ENOSPC when the disk
+    is full): a mapping over reserved blocks never faults for lack of space."""
+    if length > 0:
+        os.posix_fallocate(fd, offset, length)
+
+
+def _say(message: str) -> None:
+    """Write straight to fd 2: the console tee wraps ``sys.stderr`` and takes the spool lock."""
+    try:
+        os.write(2, (message + "\n").encode())
+    except OSError:
+        pass
 
 
 def _lock_or_raise(fd: int, path: Path) -> None:

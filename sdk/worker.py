@@ -132,7 +132,7 @@ class Worker(threading.Thread):
     def sync_mirror(self, timeout: float = 10.0) -> None:
         """Wait until every row spooled so far is reflected in :attr:`mirror`."""
         self.seal(True)
-        target = self.spool.end
+        target = self.spool.durable_end  # rows held in memory on a full disk are not polled yet
         self._wake.set()
         with self._synced:
             self._synced.wait_for(lambda: self._polled_to >= target or not self.is_alive(), timeout)
@@ -238,8 +238,14 @@ class Worker(threading.Thread):
 
     def _poll(self) -> None:
         self.seal(self._stopping)  # blocking only when draining; see Run._seal
+        spool = self.spool
+        if spool.pending and spool.lock.acquire(self._stopping):  # the disk was full: space back?
+            try:
+                spool.flush_pending()
+            finally:
+                spool.lock.release()
         if len(self._queue) < READ_AHEAD:
-            fresh = self._outbox.poll(self.spool.end, READ_AHEAD)
+            fresh = self._outbox.poll(spool.durable_end, READ_AHEAD)
             for ev in fresh:
                 if ev.columns is not None:
                     self.mirror.add(ev.columns)

@@ -87,3 +87,28 @@ def nats_cluster(tmp_path: Path) -> Iterator[Any]:
         yield cluster
     finally:
         cluster.stop()
+
+
+# -- the fault battery (`make faults`) ------------------------------------------------------------
+
+FAULT_ROWS: list[tuple[str, str, str]] = []
+"""(fault, expected, observed) recorded by the ``fault`` marked tests, printed as one table."""
+
+
+@pytest.fixture
+def fault_report() -> Callable[[str, str, str], None]:
+    """Record one row of the fault table: the fault, what should happen, what the test saw."""
+    def report(fault: str, expected: str, observed: str) -> None:
+        FAULT_ROWS.append((fault, expected, observed))
+    return report
+
+
+def pytest_terminal_summary(terminalreporter: Any) -> None:
+    if not FAULT_ROWS:
+        return
+    head = ("fault", "expected", "observed")
+    widths = [max(len(r[i]) for r in [head, *FAULT_ROWS]) for i in range(3)]
+    tr = terminalreporter
+    tr.section("fault battery")
+    for row in [head, tuple("-" * w for w in widths), *FAULT_ROWS]:
+        tr.write_line(" | ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip())

@@ -149,6 +149,9 @@ def test_health_lines() -> None:
     assert health_lines(health, None) == ["projector at stream seq 5 of 7 (lag 2), up 1m 05s",
                                           "replay    running: 3/7"]
     assert health_lines(None, "no server") == ["projector unknown: no server"]
+    stalled = {**health, "replay": {}, "stalled": {"reason": "disk_full", "message": "the disk of x is full"}}
+    assert health_lines(stalled, None) == ["projector at stream seq 5 of 7 (lag 2), up 1m 05s",
+                                           "projector PAUSED: the disk of x is full"]
 
 
 def test_health_lines_say_where_the_broker_stands() -> None:

@@ -157,3 +157,45 @@ def test_replay_reproduces_the_stop_projection(env: dict[str, str], tmp_path: Pa
     assert cli_main(["replay"]) == 0
     after = [Api().sql(q, pandas=False).to_pylist() for q in queries]
     assert after == before and any(r["path"] == path and r["state"] == "killed" for r in after[1])
+
+
+STUBBORN = """
+import runstream, signal, sys, time
+signal.signal(signal.SIGTERM, signal.SIG_IGN)   # ignores SIGTERM too: only the hard exit ends it
+run = runstream.init(entity=sys.argv[1], project="stop", id=sys.argv[2])
+run.log({"loss": 1.0})
+print("ready", flush=True)
+while True:
+    try:
+        time.sleep(0.01)
+    except KeyboardInterrupt:
+        print("interrupt swallowed", flush=True)
+"""
+
+
+@pytest.mark.fault
+def test_a_process_that_swallows_the_interrupt_and_ignores_sigterm_is_ended_and_recorded_killed(
+        env: dict[str, str], tmp_path: Path, fault_report: Any) -> None:
+    entity = unique("stop")
+    path = f"{entity}/stop/stubborn"
+    proc = _spawn(STUBBORN, {**env, "RUNSTREAM_STOP_GRACE": "1"}, tmp_path, entity, "stubborn")
+    try:
+        _visible(path)
+        assert cli_main(["stop", path]) == 0
+        out, err = proc.communicate(timeout=60)
+        assert proc.returncode == 255, err
+        assert out == "interrupt swallowed\n"
+        assert "did not end within 1s of the interrupt" in err and "recording it as killed and sending SIGTERM" in err
+        assert "SIGTERM did not end the process within 1s either: exiting (255)" in err
+        wait_for(lambda: _state(path, "killed"), timeout=30, what="state killed")
+        run = Api().run(path)
+        assert run.exit_code == 255
+        stops = Api().sql(f"SELECT count(*) AS n FROM stop_requests s JOIN runs r USING (run_uid) "
+                          f"WHERE r.path = '{path}'", pandas=False).to_pylist()
+        assert stops == [{"n": 1}]
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    fault_report("stop of a process ignoring SIGINT and SIGTERM", "it ends; run killed; each step on stderr",
+                 f"exit {proc.returncode}; state killed; interrupt -> SIGTERM -> hard exit")

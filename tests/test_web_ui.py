@@ -1210,3 +1210,49 @@ def test_panels_reorder_within_a_section(site: dict[str, Any], page: Any) -> Non
     assert _panels(page, ["a/y", "a/x"]) == ["a/y", "a/x"]
     page.locator(".chart-frame[data-panel='a/x'] .move-left").click()
     assert _panels(page, ["a/x", "a/y"]) == ["a/x", "a/y"]
+
+
+@pytest.mark.fault
+def test_a_paused_projection_shows_a_banner_with_the_way_out(
+        own_nats: NatsServer, tmp_path: Path, page: Any, fault_report: Any) -> None:
+    """The event stream recreated under a server (on a NATS server of this test): every page says
+    projecting is paused and why (`runstream replay`)."""
+    import json
+    import urllib.request
+    from concurrent.futures import ThreadPoolExecutor
+
+    import anyio
+    from playwright.sync_api import expect
+
+    from runstream.broker.names import new_run_uid
+    from tests.conftest import wait_for
+    from tests.test_faults_stream import _init, _publish, _recreate_stream
+
+    def run_async(fn: Any, *args: Any) -> Any:  # playwright's sync API holds this thread's event loop
+        with ThreadPoolExecutor(1) as ex:
+            return ex.submit(anyio.run, fn, *args).result()
+
+    env = {"RUNSTREAM_NATS_URL": own_nats.url, "RUNSTREAM_DIR": str(tmp_path / "data"),
+           "RUNSTREAM_RUN_DIR": str(tmp_path / "work"), "RUNSTREAM_QUIET": "1", "RUNSTREAM_HTTP_PORT": "0"}
+    run_async(_publish, own_nats.url, [_init(new_run_uid(), "before")])
+    srv = start_server(own_nats, tmp_path, {**os.environ, **env})
+    try:
+        url = read_http_url(srv.dir, srv.proc.pid)
+        assert url
+        page.goto(url + "/")
+        expect(page.locator("#stalled")).to_be_hidden()
+        run_async(_recreate_stream, own_nats.url)
+        run_async(_publish, own_nats.url, [_init(new_run_uid(), "after")])
+
+        def stalled() -> Any:
+            with urllib.request.urlopen(url + "/api/health", timeout=10) as resp:
+                return json.loads(resp.read()).get("stalled")
+        reason = wait_for(stalled, timeout=30, what="health reports the paused projection")["reason"]
+        page.goto(url + "/")
+        expect(page.locator("#stalled")).to_be_visible()
+        expect(page.locator("#stalled")).to_contain_text("Projection paused")
+        expect(page.locator("#stalled")).to_contain_text("runstream replay")
+    finally:
+        srv.stop()
+    fault_report("event stream recreated under a server (web app)", "a banner with the way out",
+                 f"health stalled: {reason}; banner shown on the page")

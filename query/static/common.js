@@ -242,9 +242,22 @@ const rs = (() => {
       crumbs.map(([label, href]) => [h("span", { class: "sep" }, "/"), href ? h("a", { href }, label) : h("span", {}, label)]),
       h("span", { class: "spacer" }), h("a", { href: "/sql" }, "SQL"), toggle);
     const main = h("main", { id: "main" });
-    document.body.replaceChildren(nav, h("div", { id: "banner", class: "banner", hidden: true }), main);
+    const stalled = h("div", { id: "stalled", class: "banner", hidden: true });
+    document.body.replaceChildren(nav, stalled, h("div", { id: "banner", class: "banner", hidden: true }), main);
+    showStalled(stalled);
     applyTheme();
     return main;
+  }
+
+  /** The server's projection is paused (a full disk, a recreated event stream): say so and why. */
+  async function showStalled(el) {
+    try {
+      const health = await api("GET", "/api/health", undefined, { noPrompt: true });
+      if (health && health.stalled) {
+        el.hidden = false;
+        el.textContent = "Projection paused — what you see may be behind: " + health.stalled.message;
+      }
+    } catch (_) { /* the page's own requests report errors */ }
   }
 
   function showError(err) {
