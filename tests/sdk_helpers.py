@@ -60,3 +60,26 @@ def env_with(base: dict[str, str], **extra: str) -> dict[str, str]:
     out.update(extra)
     out.setdefault("PYTHONPATH", os.pathsep.join(p for p in sys.path if p))
     return out
+
+
+def run_gated(script: str, env: dict[str, str], cwd: Path, meanwhile: Any, *args: str,
+              timeout: float = 600) -> tuple[str, str]:
+    """Run a trainer script that prints ``half`` and then waits for a line on stdin: call
+    ``meanwhile()`` (kill a node, restart a server...) at that point, let it go on, and return its
+    ``(stdout, stderr)`` once it exited 0. The child never outlives the call."""
+    p = subprocess.Popen([sys.executable, "-u", "-c", textwrap.dedent(script), *args], env=env, cwd=cwd,
+                         stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        assert p.stdout is not None and p.stdin is not None
+        first = p.stdout.readline().strip()
+        assert first == "half", f"the trainer said {first!r}: {p.stderr.read() if p.stderr else ''}"
+        meanwhile()
+        p.stdin.write("go\n")
+        p.stdin.flush()
+        out, err = p.communicate(timeout=timeout)
+    finally:
+        if p.poll() is None:
+            p.kill()
+            p.communicate()
+    assert p.returncode == 0, err
+    return out, err

@@ -7,9 +7,6 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
-import sys
-import textwrap
 from pathlib import Path
 from typing import Any
 
@@ -18,7 +15,7 @@ import pytest
 from runstream.broker.errors import BrokerError, BrokerUnavailable
 from runstream.broker.miniclient import MiniNats, NoResponders
 from runstream.broker.names import STREAM
-from tests.sdk_helpers import env_with, project
+from tests.sdk_helpers import env_with, project, run_gated
 
 pytestmark = pytest.mark.slow
 
@@ -113,22 +110,15 @@ def test_a_trainer_whose_node_dies_logs_every_step_exactly_once(nats_cluster: An
                    RUNSTREAM_DIR=str(tmp_path / "rs"), RUNSTREAM_CONSOLE="off", RUNSTREAM_QUIET="1",
                    RUNSTREAM_FINISH_TIMEOUT="600", RUNSTREAM_STATS_INTERVAL="0", RUNSTREAM_CODE_SNAPSHOT="0")
     run_id = "fo-" + victim.replace(" ", "-")
-    p = subprocess.Popen([sys.executable, "-u", "-c", textwrap.dedent(TRAINER), run_id], env=env, cwd=tmp_path,
-                         stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    try:
-        assert p.stdout is not None and p.stdin is not None
-        assert p.stdout.readline().strip() == "half"
+    killed: list[int] = []
+
+    def kill_a_node() -> None:
         leader = c.wait_for(lambda: c.stream_leader(STREAM), "a leader of the event stream")
-        idx = 1 if victim == "own node" else c.index_of(leader)
-        c.kill(idx)
-        p.stdin.write("go\n")
-        p.stdin.flush()
-        out, err = p.communicate(timeout=600)
-    finally:
-        if p.poll() is None:
-            p.kill()
-            p.wait()
-    assert p.returncode == 0, err
+        killed.append(1 if victim == "own node" else c.index_of(leader))
+        c.kill(killed[0])
+
+    out, err = run_gated(TRAINER, env, tmp_path, kill_a_node, run_id)
+    idx = killed[0]
     assert json.loads(out.strip().splitlines()[-1]) == {"all_acked": True, "error": None}, err
     con = project(tmp_path, ",".join(u for i, u in enumerate(c.urls) if i != idx))
     rows = con.execute("SELECT count(*), count(DISTINCT step), min(step), max(step), sum(value) FROM history h "

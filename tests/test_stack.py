@@ -140,9 +140,8 @@ def test_a_restarted_nats_server_comes_back_on_its_port_and_live_runs_reconnect(
     its events to ``runstream sync``), and the server keeps running and projects all of it."""
     import random
     import socket
-    import textwrap
 
-    from tests.sdk_helpers import env_with
+    from tests.sdk_helpers import env_with, run_gated
 
     # not the default 14222 (other stacks on this machine may take it meanwhile), and not a port of
     # the ephemeral range either: the trainer's reconnects to it could take it as their own source
@@ -160,22 +159,13 @@ def test_a_restarted_nats_server_comes_back_on_its_port_and_live_runs_reconnect(
     data = json.loads((local.dir / "stack.json").read_text())
     env = env_with(dict(os.environ), RUNSTREAM_FINISH_TIMEOUT="600", RUNSTREAM_CONSOLE="off",
                    RUNSTREAM_STATS_INTERVAL="0", RUNSTREAM_CODE_SNAPSHOT="0")
-    p = subprocess.Popen([sys.executable, "-u", "-c", textwrap.dedent(RESTART_TRAINER)], env=env, cwd=tmp_path,
-                         stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    try:
-        assert p.stdout is not None and p.stdin is not None
-        assert p.stdout.readline().strip() == "half"
+
+    def restart_nats() -> None:
         os.kill(data["nats_pid"], 9)
         after = stack.up(local)
         assert after.nats_url == before.nats_url and after.nats_pid != before.nats_pid
-        p.stdin.write("go\n")
-        p.stdin.flush()
-        out, err = p.communicate(timeout=600)
-    finally:
-        if p.poll() is None:
-            p.kill()
-            p.wait()
-    assert p.returncode == 0, err
+
+    out, err = run_gated(RESTART_TRAINER, env, tmp_path, restart_nats)
     assert json.loads(out.strip().splitlines()[-1]) == {"all_acked": True}, err
     assert stack.status(local).server_pid == before.server_pid  # the server rode it out
     capsys.readouterr()
