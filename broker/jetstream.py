@@ -31,8 +31,12 @@ async def connect(url: str, *, creds: str | None = None, token: str | None = Non
     if token:
         kwargs["token"] = token
     if user:
+        from .names import inbox_prefix
+
         kwargs["user"] = user
         kwargs["password"] = password
+        # a user's key may read replies on its own inbox prefix only (runstream.broker.nats_auth)
+        kwargs["inbox_prefix"] = inbox_prefix(user)
     kwargs.update(options)
     forever = "max_reconnect_attempts" not in options
     try:

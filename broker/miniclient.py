@@ -26,7 +26,7 @@ from urllib.parse import unquote, urlparse
 
 from . import wire
 from .errors import BrokerError, BrokerUnavailable, RunDeletedError, RunExistsError, RunMovedError
-from .names import PATHS_BUCKET, STREAM, path_key, paths_bucket_config, stream_config
+from .names import PATHS_BUCKET, STREAM, inbox_prefix, path_key, paths_bucket_config, stream_config
 from .paths import PathEntry, parse_path_value
 from .urls import advertised, host_port, split_urls
 
@@ -89,7 +89,8 @@ class MiniNats:
         self.connect_timeout = connect_timeout
         self._sock: socket.socket | None = None
         self._parser = wire.Parser()
-        self._inbox = f"_INBOX.{os.urandom(8).hex()}"
+        # under the user's own inbox prefix: the broker lets a user's key read replies there only
+        self._inbox = f"{inbox_prefix(user or self._url_user)}.{os.urandom(8).hex()}"
         self._next = 0
         self._subs: dict[str, str] = {}
         """sid → subject of this client's own subscriptions (sent again on every connect)."""

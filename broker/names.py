@@ -114,8 +114,16 @@ def paths_bucket_config(replicas: int = 1) -> dict[str, Any]:
             "max_bytes": -1, "max_age": 0, "max_msg_size": -1, "duplicate_window": 120 * 1_000_000_000}
 
 
-def control_subject(run_uid: str, verb: str) -> str:
-    return f"{CONTROL_PREFIX}.run.{run_uid}.{verb}"
+def control_subject(entity: str, run_uid: str, verb: str) -> str:
+    """A run's control subject ``rsctl.run.<entity>.<run_uid>.<verb>``: it carries the entity so the
+    broker lets only those who may write the entity send (or listen for) its stop requests."""
+    return f"{CONTROL_PREFIX}.run.{encode_token(entity)}.{run_uid}.{verb}"
+
+
+def inbox_prefix(user: str | None) -> str:
+    """The reply-inbox prefix of a connection: ``_INBOX.<user>``, the only inbox the broker lets a
+    user's key read (:mod:`.nats_auth`), so no one reads another's replies."""
+    return f"_INBOX.{user}" if user else "_INBOX"
 
 
 def new_run_uid() -> str:

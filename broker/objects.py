@@ -131,8 +131,11 @@ class ObjectStore:
 
     # -- reading ---------------------------------------------------------------------------------
 
-    def _direct_get(self, body: dict[str, Any]) -> Any:
-        msg = self.client.request(f"$JS.API.DIRECT.GET.{self.stream}", json.dumps(body).encode(), timeout=10.0)
+    def _direct_get(self, body: dict[str, Any] | None, last_by_subj: str | None = None) -> Any:
+        # the last message of a subject is asked with the subject in the API subject (no body): the
+        # broker lets a user's key ask that for meta subjects only, never chunks by sequence
+        api = f"$JS.API.DIRECT.GET.{self.stream}" + (f".{last_by_subj}" if last_by_subj else "")
+        msg = self.client.request(api, json.dumps(body).encode() if body else b"", timeout=10.0)
         if msg.status == 404:
             return None
         if msg.status is not None and msg.status >= 400:
@@ -142,7 +145,7 @@ class ObjectStore:
 
     def info(self, name: str) -> dict[str, Any] | None:
         """The meta of object ``name``, or None when there is none (or it was deleted)."""
-        msg = self._direct_get({"last_by_subj": meta_subject(name, self.bucket)})
+        msg = self._direct_get(None, last_by_subj=meta_subject(name, self.bucket))
         if msg is None or not msg.payload:
             return None
         info = json.loads(msg.payload)

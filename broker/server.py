@@ -71,11 +71,15 @@ class NatsServer:
         store_dir: JetStream's store directory (created if missing).
         port: client port; 0 picks a free one.
         detach: start it in its own session so it outlives this process (the local stack).
+        auth_file: an ``authorization`` block to include (:mod:`.nats_auth`); it must lie in the
+            store directory's parent, next to the generated config. None: no authentication.
     """
 
     def __init__(self, store_dir: str | os.PathLike[str], port: int = 0, *, detach: bool = False,
-                 log_file: str | os.PathLike[str] | None = None) -> None:
+                 log_file: str | os.PathLike[str] | None = None,
+                 auth_file: str | os.PathLike[str] | None = None) -> None:
         self.store_dir = Path(store_dir)
+        self.auth_file = Path(auth_file) if auth_file else None
         self.port = port or free_port()
         self.detach = detach
         self.log_file = Path(log_file) if log_file else self.store_dir.parent / "nats-server.log"
@@ -96,6 +100,7 @@ class NatsServer:
             f"max_payload: {MAX_PAYLOAD}\n"
             "server_name: runstream_local\n"
             f'jetstream {{\n  store_dir: "{store}"\n}}\n'
+            + (f'include "{self.auth_file.name}"\n' if self.auth_file else "")
         )
 
     def start(self, timeout: float = 15.0) -> NatsServer:

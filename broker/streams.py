@@ -17,7 +17,7 @@ log = logging.getLogger("runstream.broker.streams")
 
 def log_stream_configs(replicas: int = 1) -> list[dict[str, Any]]:
     """The configuration (JSON, as the JetStream API takes it) of every stream of the log."""
-    from . import artifact_kv, objects
+    from . import artifact_kv, identities, objects
     from .names import paths_bucket_config, stream_config
 
     return [stream_config(replicas), paths_bucket_config(replicas), artifact_kv.bucket_config(replicas),
@@ -28,7 +28,9 @@ def log_stream_configs(replicas: int = 1) -> list[dict[str, Any]]:
              "discard": "new", "num_replicas": replicas, "max_msgs_per_subject": 1, "allow_rollup_hdrs": True,
              "deny_delete": False, "allow_direct": True, "max_msgs": -1, "max_bytes": -1,
              "max_age": 30 * 86400 * 1_000_000_000, "max_msg_size": -1,
-             "duplicate_window": 120 * 1_000_000_000}]
+             "duplicate_window": 120 * 1_000_000_000},
+            # users, teams and API keys (hashes only): runstream.broker.identities
+            identities.bucket_config(replicas)]
 
 
 class StreamReplicas:

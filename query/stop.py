@@ -1,6 +1,6 @@
 """Stopping a live run from outside: ask its processes over NATS, record who asked.
 
-The request goes to ``rsctl.run.<run_uid>.stop`` (a control message, never in the stream). Every
+The request goes to ``rsctl.run.<entity>.<run_uid>.stop`` (a control message, never in the stream). Every
 live writing process of the run subscribes to that subject (see :mod:`runstream.control`), so all
 of them get it; each answers with its writer id. The replies are gathered until ``timeout`` for the
 first and ``grace`` after the last. When at least one answered, a ``stop_requested`` event
@@ -27,8 +27,8 @@ STOP_GRACE_S = 0.5
 """After an acknowledgement, how long to wait for more (several writers in shared mode)."""
 
 
-async def request_stop(nc: Any, run_uid: str, request: Mapping[str, Any], *, timeout: float = STOP_TIMEOUT_S,
-                       grace: float = STOP_GRACE_S) -> list[dict[str, Any]]:
+async def request_stop(nc: Any, entity: str, run_uid: str, request: Mapping[str, Any], *,
+                       timeout: float = STOP_TIMEOUT_S, grace: float = STOP_GRACE_S) -> list[dict[str, Any]]:
     """Send a stop request to every live process of ``run_uid``; return their acknowledgements
     (empty when nobody answered)."""
     import nats.errors
@@ -37,7 +37,7 @@ async def request_stop(nc: Any, run_uid: str, request: Mapping[str, Any], *, tim
     sub = await nc.subscribe(inbox)
     acks: list[dict[str, Any]] = []
     try:
-        await nc.publish(control_subject(run_uid, "stop"), json.dumps(dict(request)).encode(), reply=inbox)
+        await nc.publish(control_subject(entity, run_uid, "stop"), json.dumps(dict(request)).encode(), reply=inbox)
         wait = timeout
         while True:
             try:
@@ -71,7 +71,8 @@ async def stop_run(nc: Any, run: Mapping[str, Any], requested_by: str, *, timeou
     from ..broker.names import msg_id, run_subject
 
     uid = str(run["run_uid"])
-    acks = await request_stop(nc, uid, {"requested_by": requested_by}, timeout=timeout, grace=grace)
+    acks = await request_stop(nc, str(run["entity"]), uid, {"requested_by": requested_by}, timeout=timeout,
+                              grace=grace)
     if not acks:
         raise RunNotAlive(f"run {run.get('path') or uid} is not alive (state {run.get('state')}): no process of it "
                           f"answered the stop request within {timeout:g}s; only a running run can be stopped")

@@ -647,6 +647,9 @@ def build_parser() -> argparse.ArgumentParser:
     from .cli_lifecycle import add_lifecycle_commands
 
     add_lifecycle_commands(add)  # delete, move
+    from .cli_admin import add_admin_commands
+
+    add_admin_commands(add)  # admin, login
     return p
 
 

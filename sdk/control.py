@@ -1,7 +1,7 @@
 """Stop requests to a live run: answered on the worker thread, acted on in the main thread.
 
 A stop is a control message, not an event: the server sends a NATS request on
-``rsctl.run.<run_uid>.stop`` and every live writing process of the run (one, or several in shared
+``rsctl.run.<entity>.<run_uid>.stop`` and every live writing process of the run (one, or several in shared
 mode) subscribes to that subject, so each of them gets it. Each answers with its writer id, then
 interrupts its main thread the way Ctrl-C would: the training script sees a ``KeyboardInterrupt``
 it may catch to clean up, and the run ends ``killed`` (``run.finish()`` after a stop records
@@ -39,7 +39,7 @@ class StopListener:
 
     def __init__(self, run: Any, interrupt: Any = None) -> None:
         self.run = run
-        self.subject = control_subject(run.uid, STOP)
+        self.subject = control_subject(run.entity, run.uid, STOP)
         self.interrupt = interrupt or interrupt_main_thread
         self._client: Any = None
         self.requests = 0

@@ -159,6 +159,13 @@ def load_settings(env: dict[str, str] | None = None, **overrides: Any) -> Settin
             raise TypeError(f"unknown setting {k!r}; known: {', '.join(sorted(_FIELDS))}")
         if v is not None:
             values[k] = _coerce(k, v)
+    if not any(values.get(k) for k in ("nats_user", "nats_token", "nats_creds")):
+        login = base / "login"  # `runstream login`: a key the broker knows as user rsk_<id>
+        if login.is_file():
+            key = login.read_text().strip()
+            if key.startswith("rsk_") and key.count("_") >= 2:
+                values["nats_user"] = "_".join(key.split("_")[:2])
+                values["nats_password"] = key
     s = Settings(**values)
     if s.mode not in MODES:
         raise ValueError(f"mode must be one of {', '.join(MODES)}, not {s.mode!r}")

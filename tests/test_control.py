@@ -54,7 +54,7 @@ def test_messages_are_kept_across_requests_and_reconnects(nats_server: NatsServe
 
 
 def test_stop_listener_answers_every_request_and_interrupts_once(nats_server: NatsServer) -> None:
-    run = SimpleNamespace(uid="0" * 10 + "b" * 16, writer="wtest", _stop_requested=None)
+    run = SimpleNamespace(uid="0" * 10 + "b" * 16, entity="ctl-ent", writer="wtest", _stop_requested=None)
     interrupts: list[int] = []
     listener = StopListener(run, interrupt=lambda: interrupts.append(1))
     client = MiniNats(nats_server.url).connect()
@@ -62,7 +62,7 @@ def test_stop_listener_answers_every_request_and_interrupts_once(nats_server: Na
         listener.serve(client)  # subscribes
         for expect_stopping in (False, True):
             acks: list[Any] = []
-            t = _ask(nats_server.url, control_subject(run.uid, "stop"), acks)
+            t = _ask(nats_server.url, control_subject(run.entity, run.uid, "stop"), acks)
 
             def answered(acks: list[Any] = acks) -> bool:
                 listener.serve(client)
@@ -85,7 +85,7 @@ def test_a_stop_reaches_every_writer_of_a_run(nats_server: NatsServer) -> None:
     from runstream.query.stop import request_stop
 
     uid = "0" * 10 + "c" * 16
-    runs = [SimpleNamespace(uid=uid, writer=w, _stop_requested=None) for w in ("w1", "w2")]
+    runs = [SimpleNamespace(uid=uid, entity="ctl-ent", writer=w, _stop_requested=None) for w in ("w1", "w2")]
     interrupted: list[str] = []
     listeners = [StopListener(r, interrupt=lambda w=r.writer: interrupted.append(w)) for r in runs]
     clients = [MiniNats(nats_server.url).connect() for _ in runs]
@@ -105,7 +105,7 @@ def test_a_stop_reaches_every_writer_of_a_run(nats_server: NatsServer) -> None:
     async def ask() -> list[dict[str, Any]]:
         nc = await connect(nats_server.url)
         try:
-            return await request_stop(nc, uid, {"requested_by": "test"}, timeout=20, grace=2)
+            return await request_stop(nc, "ctl-ent", uid, {"requested_by": "test"}, timeout=20, grace=2)
         finally:
             await nc.close()
 
@@ -128,6 +128,6 @@ async def _nobody(url: str, uid: str) -> list[dict[str, Any]]:
 
     nc = await connect(url)
     try:
-        return await request_stop(nc, uid, {}, timeout=20)
+        return await request_stop(nc, "ctl-ent", uid, {}, timeout=20)
     finally:
         await nc.close()
