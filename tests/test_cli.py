@@ -159,9 +159,9 @@ def test_health_lines_say_where_the_broker_stands() -> None:
 
     since = time.mktime((2026, 12, 2, 6, 30, 5, 0, 0, -1))
     up = {"projected_seq": 9, "stream_last_seq": 9, "lag": 0, "uptime_s": 5.0,
-          "broker": {"connected": True, "since": since, "url": "nats://10.0.0.2:4222", "failing": []}}
+          "broker": {"connected": True, "since": since, "url": "nats://10.0.0.2:4333", "failing": []}}
     assert health_lines(up, None) == ["projector at stream seq 9 of 9 (lag 0), up 5s",
-                                      "broker    connected to nats://10.0.0.2:4222 since 06:30:05"]
+                                      "broker    connected to nats://10.0.0.2:4333 since 06:30:05"]
     down = {"projected_seq": 9, "stream_last_seq": None, "lag": None, "uptime_s": 5.0,
             "broker": {"connected": False, "since": since, "last_error": "TimeoutError",
                        "failing": ["fetch", "stream info"]}}
