@@ -210,16 +210,16 @@ class Worker(threading.Thread):
                     delay = 0.05
                 except Exception as e:
                     from .broker.errors import RunExistsError
+                    from .broker.miniclient import NoResponders
 
                     if isinstance(e, RunExistsError):
                         raise
-                    if getattr(e, "code", None) == 503 or type(e).__name__ == "NoResponders":
+                    if getattr(e, "code", None) == 503 or isinstance(e, NoResponders):
                         # nothing answers for the stream: an election (seconds), or a stream that was
                         # deleted; past NO_STREAM_S it is asked for (and created) again
                         no_stream_since = no_stream_since or time.monotonic()
                         if time.monotonic() - no_stream_since > NO_STREAM_S:
                             ensured, no_stream_since = False, 0.0
-                    self.last_error = e
                     self.last_error = e
                     client.close()
                     ready = False
